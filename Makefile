@@ -1,0 +1,84 @@
+# The README's commands. `make run` and `make test` start local Kafka and Postgres
+# themselves unless CRONSTREAM_KAFKA_BOOTSTRAP / CRONSTREAM_DATABASE_URL point elsewhere.
+
+SHELL := /bin/bash
+SYSTEM_PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+KAFKA_PORT ?= $(or $(CRONSTREAM_KAFKA_PORT),9092)
+PG_PORT ?= $(or $(CRONSTREAM_PG_PORT),5432)
+PG_PASSWORD ?= $(or $(CRONSTREAM_PG_PASSWORD),cronstream)
+
+# Services this machine must run: those the environment does not point elsewhere.
+LOCAL_SERVICES :=
+ifeq ($(origin CRONSTREAM_KAFKA_BOOTSTRAP),undefined)
+export CRONSTREAM_KAFKA_BOOTSTRAP := 127.0.0.1:$(KAFKA_PORT)
+LOCAL_SERVICES += kafka
+endif
+ifeq ($(origin CRONSTREAM_DATABASE_URL),undefined)
+export CRONSTREAM_DATABASE_URL := postgresql://cronstream:$(PG_PASSWORD)@127.0.0.1:$(PG_PORT)/cronstream
+LOCAL_SERVICES += postgres
+endif
+export CRONSTREAM_KAFKA_PORT := $(KAFKA_PORT)
+export CRONSTREAM_PG_PORT := $(PG_PORT)
+
+.PHONY: help venv services services-down services-status migrate run test test-unit \
+	test-integration lint format bench clean
+
+help:
+	@echo "make run              start Kafka + Postgres, migrate, run the pipeline on demo data"
+	@echo "make test             install, start services, lint, run every test"
+	@echo "make services         start local Kafka and Postgres (services-down, services-status)"
+	@echo "make lint             ruff, mypy, import contracts"
+	@echo "make bench            benchmarks against raw aiokafka"
+
+$(BIN)/.installed: pyproject.toml
+	$(SYSTEM_PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+services: venv
+ifneq ($(strip $(LOCAL_SERVICES)),)
+	scripts/services.sh up $(LOCAL_SERVICES)
+endif
+
+services-down:
+	scripts/services.sh down
+
+services-status:
+	scripts/services.sh status
+
+migrate: services
+	$(BIN)/cronstream migrate
+
+run: migrate
+	$(BIN)/cronstream publish --file demo/events.jsonl
+	@echo "published the demo events; the stream worker arrives with the next release"
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+format: venv
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test-unit: venv
+	$(BIN)/pytest tests/unit
+
+test-integration: services
+	$(BIN)/pytest tests/integration
+
+test: services lint
+	$(BIN)/pytest
+
+bench: services
+	$(BIN)/python -m bench.publish
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

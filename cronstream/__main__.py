@@ -1,0 +1,3 @@
+from cronstream.cli import main
+
+main()

@@ -1,0 +1,312 @@
+"""The `cronstream` command line. Only this module wires the packages together."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import tempfile
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Annotated, Any, Literal, NoReturn, TypeVar
+
+import typer
+from aiokafka.errors import KafkaError
+from pydantic import ValidationError
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from cronstream import kafka, logs, migrate, publish
+from cronstream.db import DatabaseUnavailable, connect
+from cronstream.envelope import SYNC_REQUIRED, EnvelopeError, Event
+from cronstream.settings import Settings, env_var
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    help="cronstream: cron-driven Postgres scanners feeding Kafka, and stream workers that "
+    "apply events to Postgres exactly once with checkpoints.\n\n"
+    "Every option that has an environment variable names it; all variables start "
+    "with CRONSTREAM_.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+MAX_LISTED_ERRORS = 50
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    kafka_bootstrap: Annotated[
+        str | None,
+        typer.Option(
+            envvar=env_var("kafka_bootstrap"),
+            show_envvar=True,
+            help="Kafka bootstrap servers, host:port[,host:port]. (default: 127.0.0.1:9092)",
+        ),
+    ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar=env_var("database_url"),
+            show_envvar=True,
+            help="PostgreSQL URL; its password is never printed. "
+            "(default: postgresql://cronstream:***@127.0.0.1:5432/cronstream)",
+        ),
+    ] = None,
+    log_level: Annotated[
+        str, typer.Option(envvar="CRONSTREAM_LOG_LEVEL", show_envvar=True, help="Log level.")
+    ] = "INFO",
+    log_format: Annotated[
+        Literal["json", "text"],
+        typer.Option(envvar="CRONSTREAM_LOG_FORMAT", show_envvar=True, help="Log line format."),
+    ] = "json",
+) -> None:
+    logs.configure(log_level, log_format)
+    overrides = {"kafka_bootstrap": kafka_bootstrap, "database_url": database_url}
+    ctx.obj = {name: value for name, value in overrides.items() if value is not None}
+
+
+def settings_of(ctx: typer.Context) -> Settings:
+    """Settings from the environment plus the global options; bad values end the command."""
+    try:
+        return Settings(**ctx.obj)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{env_var(str(e['loc'][0]))}: {e['msg']}" if e["loc"] else e["msg"]
+            for e in error.errors()
+        )
+        fail(f"invalid settings: {problems}", 2)
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine, turning unreachable services into one clear error line."""
+    try:
+        return asyncio.run(coroutine)
+    except DatabaseUnavailable as error:
+        fail(f"{error} (start local services with 'make services')")
+    except KafkaError as error:
+        fail(f"Kafka: {type(error).__name__}: {error} (start local services with 'make services')")
+
+
+@app.command("migrate")
+def migrate_command(
+    ctx: typer.Context,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List the pending migrations; apply nothing.")
+    ] = False,
+    migrations_dir: Annotated[
+        Path | None,
+        typer.Option(
+            envvar=env_var("migrations_dir"),
+            show_envvar=True,
+            help="Folder of NNNN_name.sql files. (default: the project's migrations/)",
+        ),
+    ] = None,
+) -> None:
+    """Apply pending SQL migrations in order, under an advisory lock.
+
+    Applied files are recorded with a checksum; a file changed after it was applied is
+    refused. Running it twice changes nothing.
+    """
+    settings = settings_of(ctx)
+    directory = migrations_dir or settings.migrations_dir
+
+    async def apply() -> list[migrate.Migration]:
+        connection = await connect(settings)
+        try:
+            return await migrate.migrate(connection, directory, dry_run=dry_run)
+        finally:
+            await connection.close()
+
+    try:
+        done = run(apply())
+    except migrate.MigrationError as error:
+        fail(str(error))
+    if dry_run:
+        for migration in done:
+            typer.echo(migration.filename)
+        typer.echo(f"{len(done)} pending", err=True)
+    elif done:
+        for migration in done:
+            typer.echo(f"applied {migration.filename}")
+    else:
+        typer.echo("database is up to date")
+
+
+@contextmanager
+def open_input(path: str) -> Iterator[IO[str]]:
+    """A re-readable text stream: the file, or stdin spooled to a temporary file."""
+    if path != "-":
+        try:
+            with open(path, encoding="utf-8") as stream:
+                yield stream
+        except OSError as error:
+            fail(f"cannot read {path}: {error.strerror}")
+        return
+    with tempfile.SpooledTemporaryFile(max_size=64 << 20, mode="w+", encoding="utf-8") as spool:
+        for line in sys.stdin:
+            spool.write(line)
+        spool.seek(0)
+        yield spool
+
+
+def progress_bar(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("publishing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        disable=not enabled,
+        transient=False,
+        console=None,
+    )
+
+
+@app.command("publish")
+def publish_command(
+    ctx: typer.Context,
+    topic: Annotated[
+        str | None,
+        typer.Option(
+            envvar=env_var("sync_topic"),
+            show_envvar=True,
+            help="Topic to publish to. (default: cronstream.sync_required)",
+        ),
+    ] = None,
+    event_type: Annotated[
+        str, typer.Option("--type", help="Event type of a single event.")
+    ] = SYNC_REQUIRED,
+    entity: Annotated[str | None, typer.Option(help="Entity of a single event.")] = None,
+    key: Annotated[str | None, typer.Option(help="Entity key of a single event.")] = None,
+    payload: Annotated[str, typer.Option(help="JSON object: payload of a single event.")] = "{}",
+    version: Annotated[
+        int | None, typer.Option(min=0, help="Row version of a single event.")
+    ] = None,
+    trace_id: Annotated[
+        str | None, typer.Option(help="Trace id of a single event. (default: a new one)")
+    ] = None,
+    source: Annotated[
+        str, typer.Option(help="Source for events that do not name one.")
+    ] = "cronstream-publish",
+    file: Annotated[
+        str | None,
+        typer.Option(
+            "--file",
+            "-f",
+            help="JSONL file of events, one envelope per line ('-' reads stdin). "
+            "id, occurred_at, trace_id and source may be omitted.",
+        ),
+    ] = None,
+    skip_invalid: Annotated[
+        bool,
+        typer.Option(help="Send the valid lines of a file even when some are invalid."),
+    ] = False,
+    progress: Annotated[
+        bool, typer.Option(help="Show a progress bar (only on a terminal).")
+    ] = True,
+) -> None:
+    """Publish one event from options, or many from a JSONL file.
+
+    Every line of a file is validated before anything is sent; invalid lines are
+    reported by number and nothing is sent unless --skip-invalid is given. The producer
+    is idempotent with acks=all. Exits non-zero when anything was not sent.
+    """
+    settings = settings_of(ctx)
+    target = topic or settings.sync_topic
+    if file is not None and (entity is not None or key is not None):
+        fail("give either --file or --entity/--key, not both", 2)
+    if file is None:
+        if entity is None or key is None:
+            fail("a single event needs --entity and --key (or use --file)", 2)
+        event = single_event(event_type, entity, key, payload, version, trace_id, source)
+        outcome = run(send_all(settings, target, iter([(1, event)]), 1, False))
+        report(target, outcome, skipped=0)
+        return
+    with open_input(file) as stream:
+        valid, errors = publish.check(stream, source)
+        for error in errors[:MAX_LISTED_ERRORS]:
+            typer.echo(f"invalid: {error}", err=True)
+        if len(errors) > MAX_LISTED_ERRORS:
+            typer.echo(f"invalid: ... and {len(errors) - MAX_LISTED_ERRORS} more", err=True)
+        if errors and not skip_invalid:
+            fail(f"nothing sent: {len(errors)} invalid line(s); fix them or pass --skip-invalid")
+        stream.seek(0)
+        events = (
+            (line, parsed)
+            for line, parsed in publish.read_lines(stream, source)
+            if isinstance(parsed, Event)
+        )
+        show = progress and sys.stderr.isatty()
+        outcome = run(send_all(settings, target, events, valid, show))
+    report(target, outcome, skipped=len(errors))
+
+
+def single_event(
+    event_type: str,
+    entity: str,
+    key: str,
+    payload: str,
+    version: int | None,
+    trace_id: str | None,
+    source: str,
+) -> Event:
+    try:
+        body = json.loads(payload)
+    except json.JSONDecodeError as error:
+        fail(f"--payload is not JSON: {error.msg}", 2)
+    if not isinstance(body, dict):
+        fail("--payload must be a JSON object", 2)
+    try:
+        return Event.new(
+            type=event_type,
+            source=source,
+            entity=entity,
+            key=key,
+            payload=body,
+            version=version,
+            trace_id=trace_id,
+        )
+    except EnvelopeError as error:
+        fail(f"invalid event: {error}", 2)
+
+
+async def send_all(
+    settings: Settings,
+    topic: str,
+    events: Iterator[tuple[int, Event]],
+    total: int,
+    show_progress: bool,
+) -> publish.Outcome:
+    await kafka.ensure_topics(settings, [topic])
+    producer = kafka.producer(settings)
+    await producer.start()
+    try:
+        with progress_bar(show_progress) as bar:
+            task = bar.add_task("publish", total=total)
+            return await publish.send(producer, topic, events, lambda n: bar.advance(task, n))
+    finally:
+        await producer.stop()
+
+
+def report(topic: str, outcome: publish.Outcome, skipped: int) -> None:
+    partitions = ", ".join(f"{p}: {n}" for p, n in sorted(outcome.partitions.items()))
+    typer.echo(
+        f"sent {outcome.sent}, skipped {skipped}, failed {len(outcome.failed)}, "
+        f"topic {topic}, partitions {{{partitions}}}"
+    )
+    for failure in outcome.failed[:MAX_LISTED_ERRORS]:
+        typer.echo(f"failed: {failure}", err=True)
+    if outcome.failed:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,42 @@
+"""Postgres connections from Settings, with errors that never show the password."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from cronstream.settings import Settings
+
+CONNECT_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+class DatabaseUnavailable(Exception):
+    """Postgres could not be reached or refused the credentials."""
+
+
+def unavailable(settings: Settings, error: BaseException) -> DatabaseUnavailable:
+    """A DatabaseUnavailable naming the server by its redacted URL."""
+    message = str(error) or type(error).__name__
+    password = urlsplit(settings.database_dsn).password
+    if password:
+        message = message.replace(password, "***")
+    return DatabaseUnavailable(f"cannot connect to {settings.database_url_redacted}: {message}")
+
+
+async def connect(settings: Settings) -> asyncpg.Connection:
+    try:
+        return await asyncpg.connect(settings.database_dsn, timeout=settings.connect_timeout)
+    except CONNECT_ERRORS as error:
+        raise unavailable(settings, error) from None
+
+
+async def pool(settings: Settings, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    try:
+        created = await asyncpg.create_pool(
+            settings.database_dsn, min_size=min_size, max_size=max_size
+        )
+    except CONNECT_ERRORS as error:
+        raise unavailable(settings, error) from None
+    assert created is not None  # create_pool returns None only when awaited lazily
+    return created

@@ -1,0 +1,163 @@
+"""The event envelope: what every Kafka value in cronstream looks like.
+
+Kafka key: "<entity>:<key>", so all events of one entity key land in one partition
+and keep their order. Kafka value: the envelope as UTF-8 JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, NoReturn
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    field_validator,
+)
+
+# uuid5 namespace for deterministic sync_required ids: the same (entity, key, version)
+# always yields the same id, so a re-emit after a crash is recognisably the same event.
+SYNC_NAMESPACE = uuid.UUID("6f1c1b1e-4c2a-5d7e-9a40-63726f6e7374")
+SYNC_REQUIRED = "sync_required"
+TRACE_HEADER = "trace_id"
+TYPE_HEADER = "event_type"
+
+NAME_PATTERN = r"^[A-Za-z0-9_.\-]+$"
+WHOLE_VALUE = "<value>"  # the `field` of an error about the value as a whole
+
+
+class EnvelopeError(ValueError):
+    """An input is not a valid envelope; `field` names the first bad field."""
+
+    def __init__(self, field: str, reason: str, others: int = 0) -> None:
+        self.field = field
+        self.reason = reason
+        more = f" (and {others} more problem{'s' * (others > 1)})" if others else ""
+        where = "the value" if field == WHOLE_VALUE else f"field '{field}':"
+        super().__init__(f"{where} {reason}{more}")
+
+
+def _key_as_text(value: Any) -> Any:
+    # Primary keys are often integers; the envelope carries them as text.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+class Event(BaseModel):
+    """A validated envelope. Build new ones with `Event.new`; decode with `decode`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+    id: str = Field(min_length=1, max_length=200)
+    type: str = Field(min_length=1, max_length=200, pattern=NAME_PATTERN)
+    source: str = Field(min_length=1, max_length=200)
+    entity: str = Field(min_length=1, max_length=200, pattern=NAME_PATTERN)
+    key: Annotated[str, BeforeValidator(_key_as_text)] = Field(min_length=1, max_length=1000)
+    version: int | None = Field(default=None, ge=0)
+    occurred_at: datetime
+    payload: dict[str, Any]
+    trace_id: str | None = Field(default=None, min_length=1, max_length=200)
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("must carry a UTC offset (RFC 3339, e.g. 2027-01-01T00:00:00Z)")
+        return value.astimezone(UTC)
+
+    @field_serializer("occurred_at")
+    def _rfc3339(self, value: datetime) -> str:
+        return value.isoformat().replace("+00:00", "Z")
+
+    @classmethod
+    def new(
+        cls,
+        *,
+        type: str,
+        source: str,
+        entity: str,
+        key: str | int,
+        payload: dict[str, Any],
+        version: int | None = None,
+        id: str | None = None,
+        occurred_at: datetime | None = None,
+        trace_id: str | None = None,
+    ) -> Event:
+        """A new event with a fresh id, the current time and a fresh trace id by default."""
+        return from_fields(
+            {
+                "type": type,
+                "source": source,
+                "entity": entity,
+                "key": key,
+                "payload": payload,
+                "version": version,
+                "id": id,
+                "occurred_at": occurred_at,
+                "trace_id": trace_id,
+            }
+        )
+
+    @property
+    def kafka_key(self) -> bytes:
+        return f"{self.entity}:{self.key}".encode()
+
+    @property
+    def kafka_headers(self) -> list[tuple[str, bytes]]:
+        headers = [(TYPE_HEADER, self.type.encode())]
+        if self.trace_id:
+            headers.append((TRACE_HEADER, self.trace_id.encode()))
+        return headers
+
+    def encode(self) -> bytes:
+        """The Kafka value: compact UTF-8 JSON."""
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+def sync_event_id(entity: str, key: str, version: int | str | None) -> str:
+    """The deterministic id of a sync_required event for one row version."""
+    return str(uuid.uuid5(SYNC_NAMESPACE, f"{entity}\x1f{key}\x1f{version}"))
+
+
+def _raise_first(error: ValidationError) -> NoReturn:
+    problems = error.errors()
+    first = problems[0]
+    field = ".".join(str(part) for part in first["loc"]) or WHOLE_VALUE
+    raise EnvelopeError(field, first["msg"], len(problems) - 1) from None
+
+
+def from_fields(fields: dict[str, Any]) -> Event:
+    """Validate a dict, filling id, occurred_at and trace_id when absent or None."""
+    filled = {name: value for name, value in fields.items() if value is not None}
+    filled.setdefault("id", str(uuid.uuid4()))
+    filled.setdefault("occurred_at", datetime.now(UTC))
+    filled.setdefault("trace_id", uuid.uuid4().hex)
+    try:
+        return Event.model_validate(filled)
+    except ValidationError as error:
+        _raise_first(error)
+
+
+def decode(value: bytes | None) -> Event:
+    """Strictly decode a Kafka value; every required field must be present."""
+    if value is None:
+        raise EnvelopeError(WHOLE_VALUE, "is empty (a tombstone)")
+    try:
+        data = json.loads(value)
+    except UnicodeDecodeError as error:
+        raise EnvelopeError(WHOLE_VALUE, f"is not UTF-8: {error.reason}") from None
+    except json.JSONDecodeError as error:
+        raise EnvelopeError(WHOLE_VALUE, f"is not JSON: {error.msg} at char {error.pos}") from None
+    if not isinstance(data, dict):
+        raise EnvelopeError(WHOLE_VALUE, f"is JSON {type(data).__name__}, not an object")
+    try:
+        return Event.model_validate(data)
+    except ValidationError as error:
+        _raise_first(error)

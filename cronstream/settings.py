@@ -1,0 +1,87 @@
+"""One settings object, read from CRONSTREAM_* environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "CRONSTREAM_"
+REPO_MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def redact_url(url: str) -> str:
+    """Return `url` with any password replaced by ***, for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+class Settings(BaseSettings):
+    """Everything cronstream reads from its environment; each field is CRONSTREAM_<NAME>."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    kafka_bootstrap: str = Field(
+        "127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated host:port"
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+
+    database_url: SecretStr = Field(
+        SecretStr("postgresql://cronstream:cronstream@127.0.0.1:5432/cronstream"),
+        description="PostgreSQL URL; its password is never logged",
+    )
+    migrations_dir: Path = REPO_MIGRATIONS
+
+    sync_topic: str = Field("cronstream.sync_required", min_length=1)
+    external_topics: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="external change topics, comma-separated"
+    )
+    dlq_suffix: str = Field(".dlq", min_length=1)
+    topic_partitions: int = Field(6, ge=1)
+    topic_replication: int = Field(1, ge=1)
+    consumer_group: str = Field("cronstream", min_length=1)
+
+    batch_size: int = Field(500, ge=1, le=100_000)
+    batch_max_wait: float = Field(0.5, gt=0, description="seconds a batch waits to fill")
+    connect_timeout: float = Field(10.0, gt=0, description="seconds to open a Postgres connection")
+    request_timeout: float = Field(30.0, gt=0, description="seconds for one Kafka request")
+    shutdown_timeout: float = Field(30.0, gt=0)
+
+    @field_validator("external_topics", mode="before")
+    @classmethod
+    def _split_topics(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [topic.strip() for topic in value.split(",") if topic.strip()]
+        return value
+
+    @property
+    def database_dsn(self) -> str:
+        """The database URL with its password, for drivers only."""
+        return self.database_url.get_secret_value()
+
+    @property
+    def database_url_redacted(self) -> str:
+        return redact_url(self.database_dsn)
+
+    def dlq_topic(self, topic: str) -> str:
+        return f"{topic}{self.dlq_suffix}"
+
+
+def env_var(field: str) -> str:
+    """The environment variable that sets a Settings field, for --help texts."""
+    return f"{ENV_PREFIX}{field.upper()}"

@@ -1,0 +1,1 @@
+"""The handler protocol and registry, the checkpoint store and the built-in handlers."""

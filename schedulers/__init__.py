@@ -1,0 +1,1 @@
+"""Cron engine, leader election, job store and Postgres scanners."""

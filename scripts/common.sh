@@ -1,0 +1,53 @@
+# Shared helpers for the local service scripts. Sourced, not run.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="${CRONSTREAM_CACHE_DIR:-$ROOT/.cache}"
+mkdir -p "$CACHE"
+
+# die MESSAGE: one clear line on stderr, non-zero exit.
+die() {
+  echo "error: $*" >&2
+  exit 1
+}
+
+say() { echo "$*" >&2; }
+
+# port_open PORT: true when something accepts TCP connections on 127.0.0.1:PORT.
+port_open() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# pid_alive FILE: true when FILE holds the pid of a live process.
+pid_alive() {
+  [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null
+}
+
+# stop_pid FILE NAME TIMEOUT: SIGTERM, wait up to TIMEOUT seconds, then SIGKILL.
+stop_pid() {
+  local file=$1 name=$2 timeout=$3 pid
+  if ! pid_alive "$file"; then
+    rm -f "$file"
+    say "$name: not running"
+    return 0
+  fi
+  pid=$(cat "$file")
+  kill -TERM "$pid"
+  for _ in $(seq $((timeout * 10))); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    say "$name: did not stop within ${timeout}s, sending SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$file"
+  say "$name: stopped"
+}
+
+# python_bin: the project's virtualenv interpreter (make venv creates it).
+python_bin() {
+  local py="${PYTHON:-$ROOT/.venv/bin/python}"
+  [ -x "$py" ] || die "no Python environment at $py: run 'make venv' first"
+  echo "$py"
+}

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# A PostgreSQL cluster of the project's own on 127.0.0.1, from Debian's postgresql
+# package (installed with apt-get when missing). Data lives under .cache/postgres.
+#
+# Auth: password (scram-sha-256) over TCP for role cronstream / password cronstream,
+# trust over the cluster's private Unix socket for the postgres superuser.
+#
+# usage: scripts/postgres.sh up|down|status
+# env:   CRONSTREAM_PG_PORT (5432), CRONSTREAM_PG_PASSWORD (cronstream),
+#        CRONSTREAM_CACHE_DIR (.cache)
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+PORT="${CRONSTREAM_PG_PORT:-5432}"
+PASSWORD="${CRONSTREAM_PG_PASSWORD:-cronstream}"
+HOME_DIR="$CACHE/postgres"
+DATA="$HOME_DIR/data-$PORT"
+RUN="$HOME_DIR/run-$PORT"
+LOG="$HOME_DIR/postgres-$PORT.log"
+
+bin_dir() {
+  ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
+}
+
+install_postgres() {
+  [ -n "$(bin_dir)" ] && return 0
+  [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+    || die "PostgreSQL server not found: install Debian's postgresql package (sudo apt-get install postgresql), or set CRONSTREAM_DATABASE_URL to an existing server"
+  say "postgres: installing Debian's postgresql package"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; } \
+      >"$CACHE/apt-postgresql.log" 2>&1 \
+    || die "apt-get install postgresql failed (see $CACHE/apt-postgresql.log)"
+  # The package starts a default cluster on 5432; ours is the one we manage.
+  local version
+  version=$(basename "$(dirname "$(bin_dir)")")
+  pg_ctlcluster "$version" main stop 2>/dev/null || true
+}
+
+# as_owner CMD...: run as the cluster's owner (initdb refuses root).
+as_owner() {
+  if [ "$(id -u)" = 0 ]; then
+    runuser -u postgres -- "$@"
+  else
+    "$@"
+  fi
+}
+
+pg() {
+  as_owner "$(bin_dir)/$1" "${@:2}"
+}
+
+psql_super() {
+  as_owner psql -X -q -v ON_ERROR_STOP=1 -h "$RUN" -p "$PORT" -U postgres -d postgres "$@"
+}
+
+running() {
+  [ -n "$(bin_dir)" ] && [ -d "$DATA" ] && pg pg_ctl -D "$DATA" status >/dev/null 2>&1
+}
+
+up() {
+  install_postgres
+  if running; then
+    say "postgres: already running (127.0.0.1:$PORT)"
+    return 0
+  fi
+  port_open "$PORT" && die "port $PORT is taken by another process: stop it, set CRONSTREAM_PG_PORT to a free port, or point CRONSTREAM_DATABASE_URL at that server"
+  mkdir -p "$HOME_DIR" "$RUN"
+  [ "$(id -u)" = 0 ] && chown postgres: "$HOME_DIR" "$RUN"
+  if [ ! -s "$DATA/PG_VERSION" ]; then
+    say "postgres: creating a cluster in $DATA"
+    pg initdb -D "$DATA" -U postgres -E UTF8 --locale=C.UTF-8 \
+        --auth-local=trust --auth-host=scram-sha-256 >"$HOME_DIR/initdb-$PORT.log" 2>&1 \
+      || die "initdb failed (see $HOME_DIR/initdb-$PORT.log)"
+  fi
+  pg pg_ctl -D "$DATA" -l "$LOG" -w -t 60 \
+      -o "-c listen_addresses=127.0.0.1 -p $PORT -k $RUN -c max_connections=200" start >/dev/null \
+    || { tail -n 20 "$LOG" >&2; die "postgres did not start (see $LOG)"; }
+  psql_super <<SQL
+SELECT 'CREATE ROLE cronstream LOGIN CREATEDB'
+WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'cronstream') \gexec
+ALTER ROLE cronstream PASSWORD '$PASSWORD';
+SELECT 'CREATE DATABASE cronstream OWNER cronstream'
+WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'cronstream') \gexec
+SQL
+  say "postgres: ready on 127.0.0.1:$PORT (postgresql://cronstream:***@127.0.0.1:$PORT/cronstream)"
+}
+
+down() {
+  if running; then
+    pg pg_ctl -D "$DATA" -m fast -w -t 60 stop >/dev/null
+    say "postgres: stopped"
+  else
+    say "postgres: not running"
+  fi
+}
+
+status() {
+  if running; then
+    echo "postgres: running (127.0.0.1:$PORT, data $DATA)"
+  else
+    echo "postgres: stopped"
+    return 1
+  fi
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  *) die "usage: scripts/postgres.sh up|down|status" ;;
+esac

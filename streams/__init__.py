@@ -1,0 +1,1 @@
+"""The faust app, topics, agents, dead-letter topic and replay."""

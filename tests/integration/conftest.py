@@ -1,0 +1,110 @@
+"""Fixtures for tests against real Kafka and Postgres.
+
+Each test gets its own database, cloned from a migrated template, and its own topic
+names, so tests never see each other's data and run in any order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from cronstream import migrate
+from cronstream.settings import REPO_MIGRATIONS, Settings
+from tests.integration.services import HOW_TO_START, Services, find
+
+TEMPLATE = "cronstream_template"
+
+
+def with_database(url: str, name: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+
+
+async def _build_template(admin_url: str) -> None:
+    admin = await asyncpg.connect(admin_url)
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
+        await admin.execute(f"CREATE DATABASE {TEMPLATE}")
+    finally:
+        await admin.close()
+    template = await asyncpg.connect(with_database(admin_url, TEMPLATE))
+    try:
+        await migrate.migrate(template, REPO_MIGRATIONS)
+    finally:
+        await template.close()
+
+
+@pytest.fixture(scope="session")
+def services() -> Iterator[Services]:
+    with find() as found:
+        if found is None:
+            pytest.fail(HOW_TO_START, pytrace=False)
+        asyncio.run(_build_template(found.database_url))
+        yield found
+
+
+@pytest.fixture
+async def database_url(services: Services) -> AsyncIterator[str]:
+    """A fresh, migrated database for this test alone."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(services.database_url)
+    try:
+        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+        yield with_database(services.database_url, name)
+        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+def topic() -> str:
+    return f"test.{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def settings(services: Services, database_url: str, topic: str) -> Settings:
+    return Settings(
+        kafka_bootstrap=services.kafka_bootstrap,
+        database_url=database_url,
+        sync_topic=topic,
+        consumer_group=f"group.{topic}",
+    )
+
+
+@pytest.fixture
+def cli_env(settings: Settings) -> dict[str, str]:
+    """The environment for running `cronstream` as a subprocess against this test's services."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("CRONSTREAM_")}
+    env |= {
+        "CRONSTREAM_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "CRONSTREAM_DATABASE_URL": settings.database_dsn,
+        "CRONSTREAM_SYNC_TOPIC": settings.sync_topic,
+        "CRONSTREAM_CONSUMER_GROUP": settings.consumer_group,
+        "CRONSTREAM_LOG_FORMAT": "json",
+    }
+    return env
+
+
+def run_cli(
+    args: list[str], env: dict[str, str], stdin: str | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run the real `cronstream` command line in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "cronstream", *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=Path(__file__).resolve().parents[2],
+    )

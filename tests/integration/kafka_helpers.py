@@ -1,0 +1,79 @@
+"""Reading topics back in tests, with deadlines instead of sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from cronstream.kafka import connection_options
+from cronstream.settings import Settings
+
+
+async def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    """Each partition's log end offset; {} when the topic does not exist."""
+    if not await topic_exists(settings, topic):
+        return {}
+    admin = AIOKafkaAdminClient(**connection_options(settings))
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    partitions = [p["partition"] for p in described["partitions"]]
+    consumer = AIOKafkaConsumer(**connection_options(settings))
+    await consumer.start()
+    try:
+        offsets = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
+        return {tp.partition: offset for tp, offset in offsets.items()}
+    finally:
+        await consumer.stop()
+
+
+async def topic_exists(settings: Settings, topic: str) -> bool:
+    admin = AIOKafkaAdminClient(**connection_options(settings))
+    await admin.start()
+    try:
+        return topic in await admin.list_topics()
+    finally:
+        await admin.close()
+
+
+async def read_all(
+    settings: Settings, topic: str, expected: int, deadline_s: float = 30.0
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Read `topic` from the start until `expected` records arrived or the deadline passed."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        **connection_options(settings),
+    )
+    await consumer.start()
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    deadline = time.monotonic() + deadline_s
+    try:
+        while len(records) < expected and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for partition_records in batch.values():
+                records.extend(partition_records)
+        # Anything beyond `expected` that is already there would be a bug too.
+        extra = await consumer.getmany(timeout_ms=300)
+        for partition_records in extra.values():
+            records.extend(partition_records)
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def wait_for(condition: object, deadline_s: float, what: str) -> None:
+    """Poll an async predicate until true; fail with `what` at the deadline."""
+    assert callable(condition)
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if await condition():
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"timed out after {deadline_s}s waiting for {what}")

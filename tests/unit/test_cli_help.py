@@ -1,0 +1,58 @@
+"""Every command explains itself, and every option with a variable names it."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from cronstream.cli import app
+
+runner = CliRunner()
+COMMANDS = ["migrate", "publish"]
+
+
+def test_root_help_lists_commands_and_env_vars() -> None:
+    result = runner.invoke(app, ["--help"], terminal_width=200)
+    assert result.exit_code == 0
+    for command in COMMANDS:
+        assert command in result.output
+    assert "CRONSTREAM_KAFKA_BOOTSTRAP" in result.output
+    assert "CRONSTREAM_DATABASE_URL" in result.output
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_each_command_has_help(command: str) -> None:
+    result = runner.invoke(app, [command, "--help"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output
+    assert len(result.output.splitlines()) > 5
+
+
+def test_help_never_prints_a_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRONSTREAM_DATABASE_URL", "postgresql://u:hunter2@h/db")
+    result = runner.invoke(app, ["--help"], terminal_width=200)
+    assert "hunter2" not in result.output
+
+
+def test_bad_setting_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRONSTREAM_BATCH_SIZE", "lots")
+    result = runner.invoke(app, ["migrate", "--dry-run"])
+    assert result.exit_code == 2
+    assert "CRONSTREAM_BATCH_SIZE" in result.output
+
+
+def test_single_event_needs_entity_and_key() -> None:
+    result = runner.invoke(app, ["publish", "--entity", "a"])
+    assert result.exit_code == 2
+    assert "needs --entity and --key" in result.output
+
+
+def test_file_and_single_event_options_exclude_each_other() -> None:
+    result = runner.invoke(app, ["publish", "--file", "x.jsonl", "--key", "1"])
+    assert result.exit_code == 2
+
+
+def test_payload_must_be_a_json_object() -> None:
+    result = runner.invoke(app, ["publish", "--entity", "a", "--key", "1", "--payload", "[1]"])
+    assert result.exit_code == 2
+    assert "JSON object" in result.output

@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from cronstream.envelope import EnvelopeError, Event, decode, from_fields, sync_event_id
+
+
+def valid() -> dict[str, object]:
+    return {
+        "id": "e-1",
+        "type": "sync_required",
+        "source": "scanner",
+        "entity": "customer",
+        "key": "42",
+        "version": 7,
+        "occurred_at": "2027-03-28T01:30:00+01:00",
+        "payload": {"name": "Ada"},
+        "trace_id": "t-1",
+    }
+
+
+def test_round_trip_normalises_time_to_utc() -> None:
+    event = decode(json.dumps(valid()).encode())
+    assert event.occurred_at == datetime(2027, 3, 28, 0, 30, tzinfo=UTC)
+    encoded = json.loads(event.encode())
+    assert encoded["occurred_at"] == "2027-03-28T00:30:00Z"
+    assert decode(event.encode()) == event
+
+
+def test_kafka_key_and_headers() -> None:
+    event = decode(json.dumps(valid()).encode())
+    assert event.kafka_key == b"customer:42"
+    assert event.kafka_headers == [("event_type", b"sync_required"), ("trace_id", b"t-1")]
+
+
+@pytest.mark.parametrize(
+    "field", ["id", "type", "source", "entity", "key", "occurred_at", "payload"]
+)
+def test_missing_required_field_is_named(field: str) -> None:
+    data = valid()
+    del data[field]
+    with pytest.raises(EnvelopeError) as raised:
+        decode(json.dumps(data).encode())
+    assert raised.value.field == field
+    assert f"field '{field}'" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("occurred_at", "2027-03-28T01:30:00"),  # no offset
+        ("occurred_at", "yesterday"),
+        ("entity", "has:colon"),
+        ("type", ""),
+        ("payload", [1, 2]),
+        ("version", -1),
+        ("key", None),
+    ],
+)
+def test_bad_field_value_is_named(field: str, value: object) -> None:
+    data = valid() | {field: value}
+    with pytest.raises(EnvelopeError) as raised:
+        decode(json.dumps(data).encode())
+    assert raised.value.field == field
+
+
+def test_unknown_field_is_refused() -> None:
+    with pytest.raises(EnvelopeError) as raised:
+        decode(json.dumps(valid() | {"paylod": {}}).encode())
+    assert raised.value.field == "paylod"
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b"\xff\xfe\x00garbage", "not"),
+        (b"{not json", "is not JSON"),
+        (b"[1, 2]", "is JSON list, not an object"),
+        (None, "tombstone"),
+    ],
+)
+def test_garbage_value_is_one_typed_error(value: bytes | None, reason: str) -> None:
+    with pytest.raises(EnvelopeError) as raised:
+        decode(value)
+    assert raised.value.field == "<value>"
+    assert reason in str(raised.value)
+
+
+def test_integer_keys_become_text() -> None:
+    assert decode(json.dumps(valid() | {"key": 42}).encode()).key == "42"
+
+
+def test_new_fills_id_time_and_trace() -> None:
+    before = datetime.now(UTC)
+    event = Event.new(type="sync_required", source="s", entity="e", key=1, payload={})
+    assert event.id and event.trace_id
+    assert before - timedelta(seconds=1) <= event.occurred_at <= datetime.now(UTC)
+    other = Event.new(type="sync_required", source="s", entity="e", key=1, payload={})
+    assert other.id != event.id
+
+
+def test_from_fields_keeps_given_values() -> None:
+    when = datetime(2027, 1, 1, 12, tzinfo=timezone(timedelta(hours=2)))
+    event = from_fields(valid() | {"occurred_at": when})
+    assert (event.id, event.trace_id) == ("e-1", "t-1")
+    assert event.occurred_at == when
+
+
+def test_sync_event_id_is_deterministic_per_row_version() -> None:
+    assert sync_event_id("customer", "42", 7) == sync_event_id("customer", "42", 7)
+    assert sync_event_id("customer", "42", 7) != sync_event_id("customer", "42", 8)
+    assert sync_event_id("customer", "4", "27") != sync_event_id("customer", "42", "7")

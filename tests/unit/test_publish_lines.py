@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import io
+
+from cronstream.publish import check, read_lines
+
+
+def test_check_counts_valid_lines_and_names_bad_ones() -> None:
+    stream = io.StringIO(
+        '{"type": "sync_required", "entity": "a", "key": 1, "payload": {}}\n'
+        "\n"
+        '{"type": "sync_required", "entity": "a", "key": 2}\n'
+        "[]\n"
+        '{"type": "sync_required", "entity": "a", "key": 3, "payload": {}, "source": "crm"}\n'
+    )
+    valid, errors = check(stream, source="default")
+    assert valid == 2
+    assert [str(e) for e in errors] == [
+        "line 3: field 'payload': Field required",
+        "line 4: the value is JSON list, not an object",
+    ]
+
+
+def test_missing_source_takes_the_default_and_given_source_wins() -> None:
+    stream = io.StringIO(
+        '{"type": "t", "entity": "a", "key": 1, "payload": {}}\n'
+        '{"type": "t", "entity": "a", "key": 2, "payload": {}, "source": "crm"}\n'
+    )
+    sources = [parsed.source for _, parsed in read_lines(stream, "cli")]  # type: ignore[union-attr]
+    assert sources == ["cli", "crm"]
