@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 import tempfile
 from collections.abc import Coroutine, Iterator
@@ -20,6 +21,9 @@ from cronstream import kafka, logs, migrate, publish
 from cronstream.db import DatabaseUnavailable, connect
 from cronstream.envelope import SYNC_REQUIRED, EnvelopeError, Event
 from cronstream.settings import Settings, env_var
+from handlers import projection
+from handlers.registry import Registry, RegistryError, load_modules
+from streams import worker
 
 T = TypeVar("T")
 
@@ -306,6 +310,69 @@ def report(topic: str, outcome: publish.Outcome, skipped: int) -> None:
         typer.echo(f"failed: {failure}", err=True)
     if outcome.failed:
         raise typer.Exit(1)
+
+
+def build_registry(modules: list[str]) -> Registry:
+    """The built-in handlers plus those of the user's modules."""
+    registry = Registry()
+    projection.register(registry)
+    try:
+        load_modules(registry, modules)
+    except RegistryError as error:
+        fail(str(error), 2)
+    return registry
+
+
+@app.command("worker")
+def worker_command(
+    ctx: typer.Context,
+    handler_modules: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--handlers",
+            help="Module with a register(registry) function adding handlers; repeatable. "
+            f"Also read, comma-separated, from {env_var('handlers')}.",
+        ),
+    ] = None,
+    external_topics: Annotated[
+        str | None,
+        typer.Option(
+            envvar=env_var("external_topics"),
+            show_envvar=True,
+            help="External change topics to consume besides sync_required, comma-separated.",
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            envvar=env_var("batch_size"),
+            show_envvar=True,
+            min=1,
+            help="Most events in one transaction. (default: 500)",
+        ),
+    ] = None,
+) -> None:
+    """Consume sync_required and external change topics and apply them exactly once.
+
+    Each batch's effects and the Kafka offsets they came from commit in one Postgres
+    transaction; Kafka offsets are committed only after that. Undecodable events, events
+    with no handler and events whose handler keeps failing go to <topic>.dlq. Run more
+    workers to share the partitions. SIGINT/SIGTERM drain the in-flight batch and exit
+    within CRONSTREAM_SHUTDOWN_TIMEOUT seconds.
+    """
+    overrides = {"external_topics": external_topics, "batch_size": batch_size}
+    ctx.obj |= {name: value for name, value in overrides.items() if value is not None}
+    settings = settings_of(ctx)
+    registry = build_registry([*settings.handlers, *(handler_modules or [])])
+    logging.getLogger(__name__).info(
+        "worker starting",
+        extra={
+            "topics": settings.input_topics,
+            "group": settings.consumer_group,
+            "handled_types": registry.types(),
+        },
+    )
+    worker.run(settings, registry)
 
 
 def main() -> None:

@@ -56,17 +56,27 @@ class Settings(BaseSettings):
     topic_replication: int = Field(1, ge=1)
     consumer_group: str = Field("cronstream", min_length=1)
 
+    handlers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="modules with a register(registry), comma-separated"
+    )
+    session_timeout: float = Field(10.0, ge=1, description="seconds before Kafka drops a worker")
+    handler_attempts: int = Field(
+        3, ge=1, description="tries before a failing event is dead-lettered"
+    )
+    retry_backoff: float = Field(0.2, gt=0, description="first retry delay in seconds, doubling")
+    retry_backoff_max: float = Field(10.0, gt=0)
+
     batch_size: int = Field(500, ge=1, le=100_000)
     batch_max_wait: float = Field(0.5, gt=0, description="seconds a batch waits to fill")
     connect_timeout: float = Field(10.0, gt=0, description="seconds to open a Postgres connection")
     request_timeout: float = Field(30.0, gt=0, description="seconds for one Kafka request")
     shutdown_timeout: float = Field(30.0, gt=0)
 
-    @field_validator("external_topics", mode="before")
+    @field_validator("external_topics", "handlers", mode="before")
     @classmethod
-    def _split_topics(cls, value: object) -> object:
+    def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
-            return [topic.strip() for topic in value.split(",") if topic.strip()]
+            return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
     @property
@@ -77,6 +87,11 @@ class Settings(BaseSettings):
     @property
     def database_url_redacted(self) -> str:
         return redact_url(self.database_dsn)
+
+    @property
+    def input_topics(self) -> list[str]:
+        """Every topic the workers consume: sync_required first, then the external ones."""
+        return list(dict.fromkeys([self.sync_topic, *self.external_topics]))
 
     def dlq_topic(self, topic: str) -> str:
         return f"{topic}{self.dlq_suffix}"

@@ -1,0 +1,39 @@
+-- The checkpoint protocol (handlers/checkpoints.py). A checkpoint is the last Kafka
+-- offset of a partition whose effects are committed; -1 when none is.
+
+-- checkpoints_ensure --
+-- Run in its own short transaction, before the batch's, so the batch transaction only
+-- ever locks existing rows, always in the same order.
+INSERT INTO checkpoints (consumer, topic, partition, "offset")
+SELECT $1, u.topic, u.partition, -1
+FROM unnest($2::text[], $3::integer[]) AS u(topic, partition)
+ORDER BY u.topic, u.partition
+ON CONFLICT DO NOTHING
+
+-- checkpoints_lock --
+-- Rows are locked in ORDER BY order, so two workers never deadlock on them; a worker
+-- whose partition was reassigned waits here and then sees the advanced checkpoint.
+SELECT c.topic, c.partition, c."offset"
+FROM checkpoints AS c
+JOIN unnest($2::text[], $3::integer[]) AS u(topic, partition)
+  ON c.topic = u.topic AND c.partition = u.partition
+WHERE c.consumer = $1
+ORDER BY c.topic, c.partition
+FOR UPDATE OF c
+
+-- checkpoints_advance --
+UPDATE checkpoints AS c
+SET "offset" = u.last, updated_at = now()
+FROM unnest($2::text[], $3::integer[], $4::bigint[]) AS u(topic, partition, last)
+WHERE c.consumer = $1 AND c.topic = u.topic AND c.partition = u.partition
+
+-- checkpoints_of_consumer --
+SELECT topic, partition, "offset", updated_at
+FROM checkpoints WHERE consumer = $1 ORDER BY topic, partition
+
+-- dead_letters_record --
+INSERT INTO dead_letters (consumer, topic, partition, "offset", dlq_topic, error, attempts)
+SELECT $1, u.topic, u.partition, u.offset, u.dlq_topic, u.error, u.attempts
+FROM unnest($2::text[], $3::integer[], $4::bigint[], $5::text[], $6::text[], $7::integer[])
+  AS u(topic, partition, "offset", dlq_topic, error, attempts)
+ON CONFLICT DO NOTHING

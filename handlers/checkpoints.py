@@ -1,0 +1,286 @@
+"""The checkpoint protocol: a batch's effects and its Kafka offsets commit together.
+
+Per batch (which may span partitions), in one Postgres transaction:
+
+1. lock the checkpoint row of every (consumer, topic, partition) in the batch, in a
+   fixed order (SELECT ... FOR UPDATE);
+2. drop records at or below their partition's checkpoint: already applied;
+3. apply the rest through the handlers, one partition at a time in offset order;
+   records that cannot be applied (undecodable, no handler, handler still failing
+   after its retries) are sent to the dead-letter sink, which must be durable before
+   this transaction commits;
+4. set each checkpoint to its partition's last offset in the batch; COMMIT.
+
+The caller acknowledges records to Kafka only after `apply` returned, so Kafka's
+committed offset never passes a durable checkpoint. After a crash, redelivered records
+fall at or below their checkpoint and are dropped in step 2. The row lock also fences
+a zombie worker still holding a batch of a reassigned partition: its transaction waits,
+then sees the advanced checkpoint and drops the duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import groupby
+
+import asyncpg
+
+from cronstream.envelope import TRACE_HEADER, EnvelopeError, Event, decode
+from cronstream.queries import query
+from handlers.registry import Handler, describe
+
+log = logging.getLogger(__name__)
+
+TopicPartition = tuple[str, int]
+Router = Callable[[str, str], Handler | None]
+"""(topic, event type) -> the handler, or None when nothing handles it."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """A Kafka record as the protocol sees it, whatever client consumed it."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+    key: bytes | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+    @property
+    def trace_id(self) -> str | None:
+        for name, value in self.headers:
+            if name == TRACE_HEADER:
+                return value.decode(errors="replace")
+        return None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    record: Record
+    error: str
+    attempts: int
+
+
+DeadLetterSink = Callable[[Sequence[DeadLetter]], Awaitable[None]]
+"""Sends dead letters and returns once they are durable (e.g. acknowledged by Kafka)."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 3
+    backoff: float = 0.2
+    backoff_max: float = 10.0
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number `attempt` (1-based)."""
+        return float(min(self.backoff * 2 ** (attempt - 1), self.backoff_max))
+
+
+@dataclass
+class Outcome:
+    applied: int = 0
+    duplicates: int = 0
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    checkpoints: dict[TopicPartition, int] = field(default_factory=dict)
+    gaps: dict[TopicPartition, tuple[int, int]] = field(default_factory=dict)
+    """Partitions left alone: (checkpoint, first offset) where records in between are
+    missing from the batch, i.e. Kafka's position is ahead of the checkpoint."""
+
+    def decided(self, record: Record) -> bool:
+        """True when the record's fate is durable: applied, a duplicate or dead-lettered."""
+        return (record.topic, record.partition) not in self.gaps
+
+
+class ConnectionLost(Exception):
+    """Postgres went away mid-batch; nothing of the batch was committed. Retry it."""
+
+
+def _by_partition(records: Sequence[Record]) -> dict[TopicPartition, list[Record]]:
+    partitions: dict[TopicPartition, list[Record]] = defaultdict(list)
+    for record in records:
+        partitions[(record.topic, record.partition)].append(record)
+    return {tp: sorted(recs, key=lambda r: r.offset) for tp, recs in sorted(partitions.items())}
+
+
+def _runs(decoded: list[tuple[Record, Event]]) -> Iterator[list[tuple[Record, Event]]]:
+    """Consecutive records of one event type, so handlers see them in offset order."""
+    for _, run in groupby(decoded, key=lambda pair: pair[1].type):
+        yield list(run)
+
+
+class BatchApplier:
+    """Applies batches for one consumer group under the checkpoint protocol."""
+
+    def __init__(
+        self,
+        consumer: str,
+        route: Router,
+        dead_letter: DeadLetterSink,
+        dlq_topic: Callable[[str], str],
+        retry: RetryPolicy,
+    ) -> None:
+        self.consumer = consumer
+        self.route = route
+        self.dead_letter = dead_letter
+        self.dlq_topic = dlq_topic
+        self.retry = retry
+
+    async def apply(
+        self,
+        connection: asyncpg.Connection,
+        records: Sequence[Record],
+        accept_gaps: Mapping[TopicPartition, int] | None = None,
+    ) -> Outcome:
+        """Apply one batch; raises ConnectionLost when Postgres went away.
+
+        A partition whose first new record lies beyond its checkpoint + 1 is left alone
+        and reported in `Outcome.gaps`, unless `accept_gaps` maps it to that very
+        checkpoint: the caller proved the offsets in between do not exist.
+        """
+        try:
+            return await self._apply(connection, records, accept_gaps or {})
+        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as error:
+            raise ConnectionLost(f"{type(error).__name__}: {error}") from error
+
+    async def _apply(
+        self,
+        connection: asyncpg.Connection,
+        records: Sequence[Record],
+        accept_gaps: Mapping[TopicPartition, int],
+    ) -> Outcome:
+        partitions = _by_partition(records)
+        topics = [topic for topic, _ in partitions]
+        numbers = [partition for _, partition in partitions]
+        outcome = Outcome()
+        await connection.execute(query("checkpoints_ensure"), self.consumer, topics, numbers)
+        async with connection.transaction():
+            locked = {
+                (row["topic"], row["partition"]): row["offset"]
+                for row in await connection.fetch(
+                    query("checkpoints_lock"), self.consumer, topics, numbers
+                )
+            }
+            for tp, batch in partitions.items():
+                checkpoint = locked[tp]
+                fresh = [record for record in batch if record.offset > checkpoint]
+                gap = bool(fresh) and fresh[0].offset > checkpoint + 1
+                if gap and accept_gaps.get(tp) != checkpoint:
+                    outcome.gaps[tp] = (checkpoint, fresh[0].offset)
+                    continue
+                outcome.duplicates += len(batch) - len(fresh)
+                await self._apply_partition(connection, fresh, outcome)
+                outcome.checkpoints[tp] = max(checkpoint, batch[-1].offset)
+            if outcome.dead_letters:
+                # Durable before the checkpoint passes them: a crash in between sends
+                # them again (at-least-once in the dead-letter topic), never loses them.
+                await self.dead_letter(outcome.dead_letters)
+                await self._record_dead_letters(connection, outcome.dead_letters)
+            advanced = sorted(outcome.checkpoints.items())
+            await connection.execute(
+                query("checkpoints_advance"),
+                self.consumer,
+                [topic for (topic, _), _ in advanced],
+                [partition for (_, partition), _ in advanced],
+                [offset for _, offset in advanced],
+            )
+        return outcome
+
+    async def _apply_partition(
+        self, connection: asyncpg.Connection, records: list[Record], outcome: Outcome
+    ) -> None:
+        decoded: list[tuple[Record, Event]] = []
+        for record in records:
+            try:
+                decoded.append((record, decode(record.value)))
+            except EnvelopeError as error:
+                self._reject(outcome, record, f"invalid envelope: {error}", attempts=1)
+        for run in _runs(decoded):
+            event_type = run[0][1].type
+            handler = self.route(run[0][0].topic, event_type)
+            if handler is None:
+                for record, _ in run:
+                    self._reject(outcome, record, f"no handler for event type '{event_type}'", 1)
+                continue
+            if await self._attempt(connection, handler, [event for _, event in run]) is None:
+                outcome.applied += len(run)
+                continue
+            # The run failed as a whole: find the event(s) that fail on their own.
+            for record, event in run:
+                await self._apply_one(connection, handler, record, event, outcome)
+
+    async def _apply_one(
+        self,
+        connection: asyncpg.Connection,
+        handler: Handler,
+        record: Record,
+        event: Event,
+        outcome: Outcome,
+    ) -> None:
+        for attempt in range(1, self.retry.attempts + 1):
+            error = await self._attempt(connection, handler, [event])
+            if error is None:
+                outcome.applied += 1
+                return
+            log.warning(
+                "handler %s failed (attempt %d/%d): %s: %s",
+                describe(handler),
+                attempt,
+                self.retry.attempts,
+                type(error).__name__,
+                error,
+                extra={
+                    "trace_id": event.trace_id,
+                    "event_id": event.id,
+                    "topic": record.topic,
+                    "partition": record.partition,
+                    "offset": record.offset,
+                },
+            )
+            if attempt < self.retry.attempts:
+                await asyncio.sleep(self.retry.delay(attempt))
+        message = f"handler {describe(handler)} failed: {type(error).__name__}: {error}"
+        self._reject(outcome, record, message, self.retry.attempts)
+
+    async def _attempt(
+        self, connection: asyncpg.Connection, handler: Handler, events: list[Event]
+    ) -> Exception | None:
+        """Run the handler inside a savepoint; return its error, if any."""
+        try:
+            async with connection.transaction():
+                await handler(events, connection)
+        except Exception as error:
+            if connection.is_closed():
+                raise ConnectionLost(f"{type(error).__name__}: {error}") from error
+            return error
+        return None
+
+    def _reject(self, outcome: Outcome, record: Record, error: str, attempts: int) -> None:
+        outcome.dead_letters.append(DeadLetter(record, error, attempts))
+        log.error(
+            "dead-lettered %s[%d]@%d to %s: %s",
+            record.topic,
+            record.partition,
+            record.offset,
+            self.dlq_topic(record.topic),
+            error,
+            extra={"trace_id": record.trace_id},
+        )
+
+    async def _record_dead_letters(
+        self, connection: asyncpg.Connection, letters: list[DeadLetter]
+    ) -> None:
+        await connection.execute(
+            query("dead_letters_record"),
+            self.consumer,
+            [letter.record.topic for letter in letters],
+            [letter.record.partition for letter in letters],
+            [letter.record.offset for letter in letters],
+            [self.dlq_topic(letter.record.topic) for letter in letters],
+            [letter.error for letter in letters],
+            [letter.attempts for letter in letters],
+        )

@@ -1,0 +1,50 @@
+"""The built-in handler: upsert each entity's newest payload into entity_projection."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import asyncpg
+
+from cronstream.envelope import SYNC_REQUIRED, Event
+from cronstream.queries import query
+from handlers.registry import Registry
+
+
+def newest_per_key(events: Sequence[Event]) -> list[Event]:
+    """One event per (entity, key): the one the projection would keep.
+
+    Postgres refuses an upsert that touches one row twice, and ordering here by
+    the same rule as the SQL keeps the result independent of batch boundaries.
+    """
+    newest: dict[tuple[str, str], Event] = {}
+    for event in events:
+        current = newest.get((event.entity, event.key))
+        if current is None or _not_older(event, current):
+            newest[(event.entity, event.key)] = event
+    return list(newest.values())
+
+
+def _not_older(candidate: Event, current: Event) -> bool:
+    if candidate.version is not None and current.version is not None:
+        return candidate.version >= current.version
+    return candidate.occurred_at >= current.occurred_at
+
+
+async def project(events: Sequence[Event], connection: asyncpg.Connection) -> None:
+    rows = newest_per_key(events)
+    await connection.execute(
+        query("projection_upsert"),
+        [e.entity for e in rows],
+        [e.key for e in rows],
+        [e.version for e in rows],
+        [e.occurred_at for e in rows],
+        [json.dumps(e.payload) for e in rows],
+        [e.id for e in rows],
+        [e.source for e in rows],
+    )
+
+
+def register(registry: Registry) -> None:
+    registry.register(SYNC_REQUIRED, project)

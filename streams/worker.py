@@ -1,0 +1,316 @@
+"""The stream worker: a faust app whose agent applies batches under the checkpoint protocol.
+
+faust facts this module is built around (faust-streaming 0.15.3):
+- a stream acks each event in a `finally` after `yield`, even when the body raised, and
+  commits acked offsets every 2.8 s. So the agent uses `Stream.noack_take`, which acks
+  nothing, and acks each event itself only after its fate is durable in Postgres.
+- faust commits a partition only up to its first unacked offset, so every event whose
+  fate is durable (applied, dropped as a duplicate, dead-lettered) is acked.
+- an exception escaping the agent loop would crash the agent with a batch in hand, so
+  transient failures are retried here, with backoff, until they pass or the worker stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import tempfile
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import asyncpg
+import faust
+from aiokafka.errors import KafkaError
+from faust.streams import Stream
+from faust.types import TP, EventT, StreamT
+
+from cronstream import db, kafka
+from cronstream.settings import Settings
+from handlers.checkpoints import (
+    BatchApplier,
+    ConnectionLost,
+    Outcome,
+    Record,
+    RetryPolicy,
+    Router,
+    TopicPartition,
+)
+from handlers.projection import project
+from handlers.registry import Handler, Registry
+from streams.deadletter import DeadLetterProducer
+from streams.gaps import first_offset_from
+
+log = logging.getLogger(__name__)
+
+
+def router(settings: Settings, registry: Registry) -> Router:
+    """Registered handlers by type; the projection for unregistered external change events."""
+    external = set(settings.external_topics)
+
+    def route(topic: str, event_type: str) -> Handler | None:
+        handler = registry.get(event_type)
+        if handler is None and topic in external:
+            return project
+        return handler
+
+    return route
+
+
+def to_record(event: EventT[Any]) -> Record:
+    message = event.message
+    headers = message.headers or []
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    return Record(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        value=message.value,
+        key=message.key,
+        headers=tuple((name, _bytes(value)) for name, value in pairs),
+    )
+
+
+def _bytes(value: bytes | str) -> bytes:
+    return value.encode() if isinstance(value, str) else bytes(value)
+
+
+class BatchLoop:
+    """One agent's state: its Postgres connection and the batch retry loop."""
+
+    def __init__(self, app: faust.App, settings: Settings, registry: Registry) -> None:
+        self.app = app
+        self.settings = settings
+        self.dead_letters = DeadLetterProducer(settings)
+        self.applier = BatchApplier(
+            consumer=settings.consumer_group,
+            route=router(settings, registry),
+            dead_letter=self.dead_letters,
+            dlq_topic=settings.dlq_topic,
+            retry=RetryPolicy(
+                settings.handler_attempts, settings.retry_backoff, settings.retry_backoff_max
+            ),
+        )
+        self.connection: asyncpg.Connection | None = None
+
+    async def start(self) -> None:
+        await self.dead_letters.start()
+
+    async def stop(self) -> None:
+        await self.dead_letters.stop()
+        if self.connection is not None:
+            await self.connection.close(timeout=5)
+
+    async def _connection(self) -> asyncpg.Connection:
+        if self.connection is None or self.connection.is_closed():
+            self.connection = await db.connect(self.settings)
+        return self.connection
+
+    async def _drop_connection(self) -> None:
+        if self.connection is not None:
+            self.connection.terminate()
+            self.connection = None
+
+    async def apply(self, records: Sequence[Record]) -> Outcome:
+        """Apply a batch, retrying while Postgres or Kafka are unavailable."""
+        attempt = 0
+        while True:
+            try:
+                outcome = await self.applier.apply(await self._connection(), records)
+                if outcome.gaps:
+                    outcome = await self._resolve_gaps(records, outcome)
+                return outcome
+            except (ConnectionLost, db.DatabaseUnavailable, KafkaError, OSError) as error:
+                attempt += 1
+                delay = self.applier.retry.delay(min(attempt, 16))
+                log.warning(
+                    "batch of %d not applied, retrying in %.1fs: %s: %s",
+                    len(records),
+                    delay,
+                    type(error).__name__,
+                    error,
+                )
+                await self._drop_connection()
+                await asyncio.sleep(delay)
+
+    async def _resolve_gaps(self, records: Sequence[Record], outcome: Outcome) -> Outcome:
+        """Accept gaps whose offsets do not exist; rewind the consumer over the others."""
+        proven: dict[TopicPartition, int] = {}
+        for (topic, partition), (checkpoint, first) in outcome.gaps.items():
+            found = await first_offset_from(self.settings, topic, partition, checkpoint + 1)
+            if found >= first:
+                log.warning(
+                    "%s[%d]: offsets %d..%d do not exist (compaction, retention or "
+                    "transaction markers); continuing from %d",
+                    topic,
+                    partition,
+                    checkpoint + 1,
+                    first - 1,
+                    first,
+                )
+                proven[(topic, partition)] = checkpoint
+            else:
+                log.error(
+                    "%s[%d]: Kafka delivered offset %d but the Postgres checkpoint is %d: "
+                    "Kafka's position is ahead of the checkpoint; seeking back to %d",
+                    topic,
+                    partition,
+                    first,
+                    checkpoint,
+                    checkpoint + 1,
+                )
+                await self.app.consumer.seek(TP(topic, partition), checkpoint + 1)
+        if not proven:
+            return outcome
+        again = [r for r in records if (r.topic, r.partition) in proven]
+        retried = await self.applier.apply(await self._connection(), again, proven)
+        outcome.applied += retried.applied
+        outcome.duplicates += retried.duplicates
+        outcome.dead_letters += retried.dead_letters
+        outcome.checkpoints |= retried.checkpoints
+        for tp in proven:
+            outcome.gaps.pop(tp, None)
+        outcome.gaps |= retried.gaps
+        return outcome
+
+
+def create_app(settings: Settings, registry: Registry) -> faust.App:
+    """The faust app: one agent on the sync_required and external topics, one group."""
+    app = faust.App(
+        settings.consumer_group,
+        broker=";".join(f"kafka://{host}" for host in settings.kafka_bootstrap.split(",")),
+        broker_credentials=kafka_credentials(settings),
+        value_serializer="raw",
+        key_serializer="raw",
+        store="memory://",
+        web_enabled=False,
+        datadir=str(Path(tempfile.gettempdir()) / f"cronstream-{settings.consumer_group}"),
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication,
+        broker_session_timeout=settings.session_timeout,
+        broker_heartbeat_interval=max(settings.session_timeout / 5, 0.5),
+        broker_rebalance_timeout=max(settings.session_timeout * 2, 20.0),
+        broker_request_timeout=max(settings.request_timeout, settings.session_timeout * 2),
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+    )
+    topic = app.topic(
+        *settings.input_topics,
+        value_serializer="raw",
+        key_serializer="raw",
+        partitions=settings.topic_partitions,
+    )
+    loop = BatchLoop(app, settings, registry)
+
+    async def ack_decided(
+        stream: Stream[Any], events: Sequence[EventT[Any]], outcome: Outcome
+    ) -> None:
+        for event in events:
+            if outcome.decided(to_record(event)):
+                await stream.ack(event)
+
+    async def apply_events(agent_stream: StreamT[Any]) -> None:
+        stream = cast(Stream[Any], agent_stream)  # noack_take is on the concrete class
+        await loop.start()
+        try:
+            async for events in stream.noack_take(
+                settings.batch_size, within=settings.batch_max_wait
+            ):
+                batch = asyncio.ensure_future(loop.apply([to_record(e) for e in events]))
+                try:
+                    # Shielded: on shutdown the in-flight batch commits or rolls back
+                    # whole, within the shutdown timeout, rather than being cut off.
+                    outcome = await asyncio.shield(batch)
+                except asyncio.CancelledError:
+                    drained = await _drain(batch, settings.shutdown_timeout / 2)
+                    if drained is not None:
+                        await ack_decided(stream, events, drained)
+                    raise
+                await ack_decided(stream, events, outcome)
+                log.info(
+                    "batch applied",
+                    extra={
+                        "events": len(events),
+                        "applied": outcome.applied,
+                        "duplicates": outcome.duplicates,
+                        "dead_lettered": len(outcome.dead_letters),
+                    },
+                )
+        finally:
+            await loop.stop()
+
+    app.agent(topic, name="cronstream.apply", concurrency=1)(apply_events)
+    return app
+
+
+async def _drain(batch: asyncio.Future[Outcome], seconds: float) -> Outcome | None:
+    """Let the in-flight batch finish within `seconds`; None when it was abandoned."""
+    try:
+        return await asyncio.wait_for(batch, seconds)
+    except (Exception, asyncio.CancelledError) as error:
+        log.warning("in-flight batch abandoned at shutdown, rolled back: %r", error)
+        return None
+
+
+def kafka_credentials(settings: Settings) -> Any:
+    """faust's credentials object for the configured SASL / TLS options, if any."""
+    options = kafka.connection_options(settings)
+    context = options.get("ssl_context")
+    if settings.kafka_sasl_mechanism:
+        password = settings.kafka_sasl_password
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=password.get_secret_value() if password else None,
+            mechanism=settings.kafka_sasl_mechanism,
+            ssl_context=context,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
+class Worker(faust.Worker):
+    """faust's worker, with a hard deadline once a shutdown signal arrived."""
+
+    def __init__(self, app: faust.App, shutdown_timeout: float, **options: Any) -> None:
+        super().__init__(app, **options)
+        self.shutdown_timeout = shutdown_timeout
+
+    def _schedule_shutdown(self, signal: signal.Signals) -> None:
+        if not self._signal_stop_time:
+            log.info(
+                "%s received: draining, exiting within %.0fs", signal.name, self.shutdown_timeout
+            )
+            watchdog = threading.Timer(self.shutdown_timeout, _exit_late, [self.shutdown_timeout])
+            watchdog.daemon = True
+            watchdog.start()
+        super()._schedule_shutdown(signal)
+
+
+def _exit_late(seconds: float) -> None:
+    log.error("shutdown took longer than %.0fs; exiting now", seconds)
+    logging.shutdown()
+    os._exit(1)
+
+
+def run(settings: Settings, registry: Registry) -> None:
+    """Create the topics, then run the worker until SIGINT or SIGTERM."""
+    topics = settings.input_topics + [settings.dlq_topic(t) for t in settings.input_topics]
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    loop.run_until_complete(kafka.ensure_topics(settings, topics))
+    app = create_app(settings, registry)
+    worker = Worker(
+        app,
+        settings.shutdown_timeout,
+        loop=loop,
+        loglevel=logging.getLevelName(logging.getLogger().level),
+        override_logging=False,
+        redirect_stdouts=False,
+        quiet=True,
+    )
+    worker.spinner = None  # a terminal spinner; worker output goes to logs
+    worker.execute_from_commandline()
