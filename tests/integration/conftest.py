@@ -56,11 +56,16 @@ def services() -> Iterator[Services]:
 async def database_url(services: Services) -> AsyncIterator[str]:
     """A fresh, migrated database for this test alone."""
     name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(services.database_url)
+    await _admin(services.database_url, f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+    yield with_database(services.database_url, name)
+    await _admin(services.database_url, f"DROP DATABASE {name} WITH (FORCE)")
+
+
+async def _admin(url: str, statement: str) -> None:
+    # A connection per statement: tests may restart Postgres in between.
+    admin = await asyncpg.connect(url)
     try:
-        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
-        yield with_database(services.database_url, name)
-        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        await admin.execute(statement)
     finally:
         await admin.close()
 

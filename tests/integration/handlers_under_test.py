@@ -1,0 +1,49 @@
+"""Handlers the worker tests load with --handlers; each counts what it applied."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import asyncpg
+
+from cronstream.envelope import Event
+from handlers.registry import Registry
+
+COUNTS_TABLE = """
+CREATE TABLE IF NOT EXISTS event_counts (
+    event_id text PRIMARY KEY,
+    applied integer NOT NULL
+)
+"""
+MARKER_ENV = "CRONSTREAM_TEST_BATCH_MARKER"
+
+
+async def count(events: Sequence[Event], connection: asyncpg.Connection) -> None:
+    """Not idempotent on purpose: a doubled application shows up as applied = 2."""
+    await connection.executemany(
+        "INSERT INTO event_counts (event_id, applied) VALUES ($1, 1) "
+        "ON CONFLICT (event_id) DO UPDATE SET applied = event_counts.applied + 1",
+        [(event.id,) for event in events],
+    )
+
+
+async def slow_count(events: Sequence[Event], connection: asyncpg.Connection) -> None:
+    """Counts, after announcing the batch in a marker file and holding it a while."""
+    marker = os.environ.get(MARKER_ENV)
+    if marker:
+        await asyncio.to_thread(Path(marker).write_text, str(len(events)))
+    await asyncio.sleep(float(events[0].payload.get("hold_seconds", 2)))
+    await count(events, connection)
+
+
+async def always_fails(events: Sequence[Event], connection: asyncpg.Connection) -> None:
+    raise RuntimeError(f"refusing {len(events)} event(s)")
+
+
+def register(registry: Registry) -> None:
+    registry.register("count", count)
+    registry.register("slow_count", slow_count)
+    registry.register("always_fails", always_fails)

@@ -1,0 +1,194 @@
+"""No lost and no doubled effect: workers killed, partitions moved, the broker restarted.
+
+Every test publishes events whose handler increments a per-event counter in the same
+transaction as the checkpoint, then waits until the checkpoints reach the log end and
+asserts every counter is exactly 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import subprocess
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from cronstream.settings import Settings
+from tests.integration.kafka_helpers import wait_for
+from tests.integration.workers import (
+    ROOT,
+    WorkerProcess,
+    applied_counts,
+    assert_exactly_once,
+    checkpoints_at_end,
+    count_events,
+    create_counts_table,
+    publish,
+    worker_env,
+    workers,
+)
+
+PARTITIONS = "6"
+
+
+def env_for(cli_env: dict[str, str]) -> dict[str, str]:
+    return worker_env(cli_env, CRONSTREAM_TOPIC_PARTITIONS=PARTITIONS)
+
+
+async def applied_total(database_url: str) -> int:
+    return len(await applied_counts(database_url))
+
+
+async def wait_for_progress(database_url: str, beyond: int, seconds: float) -> int:
+    """Wait until more than `beyond` events are applied; return how many are."""
+    seen = beyond
+
+    async def moved() -> bool:
+        nonlocal seen
+        seen = await applied_total(database_url)
+        return seen > beyond
+
+    await wait_for(moved, seconds, f"more than {beyond} events applied")
+    return seen
+
+
+async def wait_for_the_end(settings: Settings, pool: list[WorkerProcess], seconds: float) -> None:
+    async def at_end() -> bool:
+        for worker in pool:
+            if worker.starts and not worker.alive() and worker.process is not None:
+                assert worker.process.returncode in (0, -9), worker.logs()[-3000:]
+        return await checkpoints_at_end(settings, settings.sync_topic)
+
+    await wait_for(at_end, seconds, "checkpoints to reach the log end")
+
+
+async def test_sigkill_workers_repeatedly_while_events_flow(
+    settings: Settings, database_url: str, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    await create_counts_table(database_url)
+    settings = settings.model_copy(update={"topic_partitions": int(PARTITIONS)})
+    pool = workers(env_for(cli_env), tmp_path, 2)
+    events = list(count_events(5000))
+    rng = random.Random(20261127)
+    began = time.monotonic()
+    for worker in pool:
+        worker.start()
+    try:
+        producing = asyncio.create_task(publish(settings, events, chunk=100, pause=0.15))
+        for _ in range(6):
+            victim = rng.choice(pool)
+            # Kill a worker that holds partitions and is applying batches right now.
+            await wait_for(
+                lambda v=victim: asyncio.sleep(0, v.batches_since_start() > 0),
+                90,
+                f"{victim.name} to apply a batch",
+            )
+            await asyncio.sleep(rng.uniform(0, 0.5))
+            victim.kill()
+            victim.start()
+        ids = await producing
+        await wait_for_the_end(settings, pool, 240)
+    finally:
+        for worker in pool:
+            worker.stop()
+    elapsed = time.monotonic() - began
+    assert_exactly_once(await applied_counts(database_url), ids)
+    # The kills landed between a Postgres commit and Kafka's: events were redelivered,
+    # and the checkpoint filter, not luck, kept them from being applied twice.
+    assert sum(worker.duplicates_dropped() for worker in pool) > 0
+    print(f"\n5000 events, 6 SIGKILLs, 2 workers: {elapsed:.1f}s, {5000 / elapsed:.0f} events/s")
+
+
+async def test_partitions_move_between_workers(
+    settings: Settings, database_url: str, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    await create_counts_table(database_url)
+    first, second = workers(env_for(cli_env), tmp_path, 2)
+    events = list(count_events(3000))
+    first.start()
+    try:
+        producing = asyncio.create_task(publish(settings, events, chunk=100, pause=0.1))
+        applied = await wait_for_progress(database_url, 0, 90)
+        second.start()  # takes over some partitions mid-stream
+        applied = await wait_for_progress(database_url, applied + 300, 90)
+        code, _ = first.terminate()  # hands all of them to the second
+        assert code == 0, first.logs()[-3000:]
+        ids = await producing
+        await wait_for_the_end(settings, [second], 180)
+    finally:
+        first.stop()
+        second.stop()
+    assert_exactly_once(await applied_counts(database_url), ids)
+
+
+def local_kafka(settings: Settings) -> bool:
+    port = settings.kafka_bootstrap.rsplit(":", 1)[-1]
+    pidfile = ROOT / ".cache" / "kafka" / f"kafka-{port}.pid"
+    return settings.kafka_bootstrap.startswith("127.0.0.1:") and pidfile.exists()
+
+
+def local_postgres(settings: Settings) -> bool:
+    url = urlsplit(settings.database_dsn)
+    return (
+        url.hostname == "127.0.0.1" and (ROOT / ".cache" / "postgres" / f"data-{url.port}").is_dir()
+    )
+
+
+def service_script(service: str, action: str) -> None:
+    subprocess.run([str(ROOT / "scripts" / f"{service}.sh"), action], check=True, timeout=180)
+
+
+async def test_broker_restart_while_a_worker_runs(
+    settings: Settings, database_url: str, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    if not local_kafka(settings):
+        pytest.skip("restarting the broker needs the local Kafka of scripts/kafka.sh")
+    await create_counts_table(database_url)
+    worker = WorkerProcess(env_for(cli_env), tmp_path, "worker")
+    before = list(count_events(500))
+    after = list(count_events(500, start=500))
+    worker.start()
+    try:
+        ids = await publish(settings, before)
+        await wait_for_progress(database_url, 0, 60)
+        await asyncio.to_thread(service_script, "kafka", "down")
+        await asyncio.to_thread(service_script, "kafka", "up")
+        ids += await publish(settings, after)
+        await wait_for_the_end(settings, [worker], 180)
+        assert worker.alive(), "the worker must survive a broker restart"
+    finally:
+        worker.stop()
+    assert_exactly_once(await applied_counts(database_url), ids)
+
+
+async def test_postgres_outage_holds_the_worker_back_until_it_returns(
+    settings: Settings, database_url: str, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    if not local_postgres(settings):
+        pytest.skip("stopping Postgres needs the local cluster of scripts/postgres.sh")
+    await create_counts_table(database_url)
+    worker = WorkerProcess(env_for(cli_env), tmp_path, "worker")
+    before = list(count_events(300))
+    during = list(count_events(300, start=300))
+    worker.start()
+    try:
+        ids = await publish(settings, before)
+        await wait_for_the_end(settings, [worker], 60)
+        await asyncio.to_thread(service_script, "postgres", "down")
+        try:
+            ids += await publish(settings, during)
+            await wait_for(
+                lambda: asyncio.sleep(0, "not applied, retrying" in worker.logs()),
+                60,
+                "the worker to report that Postgres is unavailable",
+            )
+            assert worker.alive(), "the worker must wait for Postgres, not exit"
+        finally:
+            await asyncio.to_thread(service_script, "postgres", "up")
+        await wait_for_the_end(settings, [worker], 120)
+    finally:
+        worker.stop()
+    assert_exactly_once(await applied_counts(database_url), ids)

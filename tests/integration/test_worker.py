@@ -1,0 +1,168 @@
+"""The stream worker against real Kafka and Postgres, in real subprocesses."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from cronstream import kafka
+from cronstream.envelope import Event
+from cronstream.settings import Settings
+from streams import deadletter
+from tests.integration.kafka_helpers import read_all, wait_for
+from tests.integration.workers import (
+    WorkerProcess,
+    applied_counts,
+    assert_exactly_once,
+    checkpoints_at_end,
+    count_events,
+    create_counts_table,
+    publish,
+    worker_env,
+)
+
+
+@pytest.fixture
+def env(cli_env: dict[str, str]) -> dict[str, str]:
+    return worker_env(cli_env)
+
+
+@pytest.fixture
+def worker(env: dict[str, str], tmp_path: Path) -> Iterator[WorkerProcess]:
+    process = WorkerProcess(env, tmp_path, "worker")
+    yield process
+    process.stop()
+
+
+async def wait_until_applied(settings: Settings, worker: WorkerProcess, seconds: float) -> None:
+    async def done() -> bool:
+        assert worker.alive(), f"worker exited:\n{worker.logs()[-3000:]}"
+        return await checkpoints_at_end(settings, settings.sync_topic)
+
+    await wait_for(done, seconds, "checkpoints to reach the log end")
+
+
+async def test_events_are_applied_once_and_projected(
+    settings: Settings, database_url: str, worker: WorkerProcess
+) -> None:
+    await create_counts_table(database_url)
+    worker.start()
+    counted = list(count_events(300))
+    synced = [
+        Event.new(
+            type="sync_required", source="t", entity="customer", key=1, version=v, payload={"v": v}
+        )
+        for v in (1, 3, 2)  # an older version arriving late must not win
+    ]
+    ids = await publish(settings, counted + synced)
+    await wait_until_applied(settings, worker, 60)
+
+    assert_exactly_once(await applied_counts(database_url), ids[:300])
+    connection = await asyncpg.connect(database_url)
+    try:
+        row = await connection.fetchrow(
+            "SELECT version, payload FROM entity_projection WHERE entity = 'customer' AND key = '1'"
+        )
+    finally:
+        await connection.close()
+    assert row is not None
+    assert (row["version"], json.loads(row["payload"])) == (3, {"v": 3})
+    assert "batch applied" in worker.logs()
+
+
+async def test_poison_messages_go_to_the_dead_letter_topic_and_the_rest_is_applied(
+    settings: Settings, database_url: str, worker: WorkerProcess
+) -> None:
+    await create_counts_table(database_url)
+    await kafka.ensure_topics(settings, [settings.sync_topic])
+    producer = kafka.producer(settings)
+    await producer.start()
+    missing_field = json.loads(next(count_events(1)).encode())
+    del missing_field["entity"]
+    unknown = next(count_events(1, event_type="no_such_type"))
+    failing = next(count_events(1, event_type="always_fails"))
+    poison = [
+        (b"\x00\xffgarbage", "invalid envelope: the value is not UTF-8"),
+        (json.dumps(missing_field).encode(), "invalid envelope: field 'entity'"),
+        (unknown.encode(), "no handler for event type 'no_such_type'"),
+        (failing.encode(), "handler tests.integration.handlers_under_test.always_fails failed"),
+    ]
+    # One key, so all land in one partition in this order, with good events after each.
+    good = list(count_events(8))
+    sent: list[tuple[int, int]] = []
+    try:
+        for (value, _), (first, second) in zip(
+            poison, zip(good[::2], good[1::2], strict=True), strict=True
+        ):
+            meta = await (
+                await producer.send(
+                    settings.sync_topic,
+                    value=value,
+                    key=b"p:1",
+                    headers=[("trace_id", b"trace-poison")],
+                )
+            )
+            sent.append((meta.partition, meta.offset))
+            for event in (first, second):
+                await (await producer.send(settings.sync_topic, value=event.encode(), key=b"p:1"))
+    finally:
+        await producer.stop()
+
+    worker.start()
+    await wait_until_applied(settings, worker, 60)
+    assert_exactly_once(await applied_counts(database_url), [e.id for e in good])
+
+    letters = await read_all(settings, settings.dlq_topic(settings.sync_topic), expected=4)
+    assert len(letters) == 4
+    for letter, (value, reason), (partition, offset) in zip(
+        sorted(letters, key=lambda r: r.offset), poison, sent, strict=True
+    ):
+        headers = dict(letter.headers)
+        assert letter.value == value
+        assert reason in headers[deadletter.ERROR].decode()
+        assert headers[deadletter.TOPIC].decode() == settings.sync_topic
+        assert int(headers[deadletter.PARTITION]) == partition
+        assert int(headers[deadletter.OFFSET]) == offset
+        assert headers["trace_id"] == b"trace-poison"
+    attempts = [int(dict(letter.headers)[deadletter.ATTEMPTS]) for letter in letters]
+    assert sorted(attempts) == [1, 1, 1, settings.handler_attempts]
+    logs = worker.logs()
+    assert '"trace_id": "trace-poison"' in logs  # the dead-letter log lines carry the trace
+
+
+async def test_sigterm_during_a_batch_exits_cleanly_and_the_next_start_resumes(
+    settings: Settings, database_url: str, env: dict[str, str], tmp_path: Path
+) -> None:
+    await create_counts_table(database_url)
+    marker = tmp_path / "batch-started"
+    worker = WorkerProcess(env | {"CRONSTREAM_TEST_BATCH_MARKER": str(marker)}, tmp_path, "w")
+    slow = [
+        Event.new(
+            type="slow_count",
+            source="t",
+            entity="item",
+            key=i,
+            payload={"hold_seconds": 3},
+            id=f"slow-{i}",
+        )
+        for i in range(50)
+    ]
+    ids = await publish(settings, slow)
+    worker.start()
+    try:
+        await wait_for(lambda: asyncio.sleep(0, marker.exists()), 60, "a batch to start")
+        code, seconds = worker.terminate()
+        assert code == 0, worker.logs()[-3000:]
+        assert seconds < float(env["CRONSTREAM_SHUTDOWN_TIMEOUT"])
+        assert "SIGTERM received" in worker.logs()
+
+        worker.start()
+        await wait_until_applied(settings, worker, 90)
+    finally:
+        worker.stop()
+    assert_exactly_once(await applied_counts(database_url), ids)

@@ -1,0 +1,195 @@
+"""Real `cronstream worker` subprocesses for the stream tests, and what they applied."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+
+from cronstream import kafka
+from cronstream.envelope import Event
+from cronstream.settings import Settings
+from tests.integration.handlers_under_test import COUNTS_TABLE
+from tests.integration.kafka_helpers import end_offsets
+
+ROOT = Path(__file__).resolve().parents[2]
+HANDLERS = "tests.integration.handlers_under_test"
+
+
+def worker_env(base: dict[str, str], **extra: str) -> dict[str, str]:
+    """Settings that make failover quick enough for tests."""
+    return (
+        base
+        | {
+            "CRONSTREAM_SESSION_TIMEOUT": "6",
+            "CRONSTREAM_BATCH_SIZE": "200",
+            "CRONSTREAM_BATCH_MAX_WAIT": "0.2",
+            "CRONSTREAM_RETRY_BACKOFF": "0.05",
+            "CRONSTREAM_SHUTDOWN_TIMEOUT": "20",
+            "CRONSTREAM_LOG_LEVEL": "INFO",
+            "PYTHONPATH": str(ROOT),
+        }
+        | extra
+    )
+
+
+class WorkerProcess:
+    """One `cronstream worker` process, logging to a file of its own."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path, name: str) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.name = name
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_dir / f"{self.name}-{self.starts}.log"
+
+    def start(self) -> None:
+        self.starts += 1
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "cronstream", "worker", "--handlers", HANDLERS],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+            )
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def terminate(self, timeout: float = 60) -> tuple[int, float]:
+        """SIGTERM; the exit code and the seconds it took to exit."""
+        assert self.process is not None
+        began = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=timeout)
+        return code, time.monotonic() - began
+
+    def stop(self) -> None:
+        if self.alive():
+            try:
+                self.terminate(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def batches_since_start(self) -> int:
+        """How many batches the current process has applied, from its log."""
+        if not self.starts or not self.log_path.exists():
+            return 0
+        return self.log_path.read_text(errors="replace").count('"msg": "batch applied"')
+
+    def duplicates_dropped(self) -> int:
+        """Redelivered events dropped by the checkpoint filter, over every start."""
+        total = 0
+        for line in self.logs().splitlines():
+            if '"msg": "batch applied"' in line:
+                total += json.loads(line[line.index("{") :])["duplicates"]
+        return total
+
+    def logs(self) -> str:
+        return "\n".join(
+            (self.log_dir / f"{self.name}-{n}.log").read_text(errors="replace")
+            for n in range(1, self.starts + 1)
+        )
+
+
+def workers(env: dict[str, str], log_dir: Path, count: int) -> list[WorkerProcess]:
+    return [WorkerProcess(env, log_dir, f"worker{n}") for n in range(count)]
+
+
+async def create_counts_table(database_url: str) -> None:
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.execute(COUNTS_TABLE)
+    finally:
+        await connection.close()
+
+
+def count_events(n: int, event_type: str = "count", start: int = 0) -> Iterator[Event]:
+    run = uuid.uuid4().hex[:8]
+    for i in range(start, start + n):
+        yield Event.new(
+            type=event_type,
+            source="test",
+            entity="item",
+            key=i % 97,
+            payload={"i": i},
+            id=f"{run}-{i}",
+        )
+
+
+async def publish(
+    settings: Settings, events: list[Event], chunk: int = 0, pause: float = 0.0
+) -> list[str]:
+    """Send events (in chunks with pauses, to keep a stream flowing); return their ids."""
+    await kafka.ensure_topics(settings, [settings.sync_topic])
+    producer: AIOKafkaProducer = kafka.producer(settings)
+    await producer.start()
+    try:
+        step = chunk or len(events)
+        for begin in range(0, len(events), step):
+            futures = [
+                await producer.send(
+                    settings.sync_topic, value=e.encode(), key=e.kafka_key, headers=e.kafka_headers
+                )
+                for e in events[begin : begin + step]
+            ]
+            await asyncio.gather(*futures)
+            if pause:
+                await asyncio.sleep(pause)
+    finally:
+        await producer.stop()
+    return [e.id for e in events]
+
+
+async def applied_counts(database_url: str) -> dict[str, int]:
+    connection = await asyncpg.connect(database_url)
+    try:
+        rows = await connection.fetch("SELECT event_id, applied FROM event_counts")
+        return {row["event_id"]: row["applied"] for row in rows}
+    finally:
+        await connection.close()
+
+
+async def checkpoints_at_end(settings: Settings, topic: str) -> bool:
+    """True when every partition's checkpoint is its last offset."""
+    ends = await end_offsets(settings, topic)
+    connection = await asyncpg.connect(settings.database_dsn)
+    try:
+        rows = await connection.fetch(
+            'SELECT partition, "offset" FROM checkpoints WHERE consumer = $1 AND topic = $2',
+            settings.consumer_group,
+            topic,
+        )
+    finally:
+        await connection.close()
+    done = {row["partition"]: row["offset"] for row in rows}
+    return all(end == 0 or done.get(p) == end - 1 for p, end in ends.items())
+
+
+def assert_exactly_once(counts: dict[str, int], ids: list[str]) -> None:
+    missing = [i for i in ids if i not in counts]
+    doubled = {i: n for i, n in counts.items() if n != 1}
+    assert not missing, f"{len(missing)} events never applied, e.g. {missing[:5]}"
+    assert not doubled, (
+        f"{len(doubled)} events applied more than once, e.g. {list(doubled.items())[:5]}"
+    )
+    assert len(counts) == len(ids)
