@@ -26,7 +26,7 @@ export CRONSTREAM_PG_PORT := $(PG_PORT)
 	test-integration lint format bench clean
 
 help:
-	@echo "make run              start Kafka + Postgres, migrate, run the pipeline on demo data"
+	@echo "make run              start Kafka + Postgres, migrate, publish demo events, run the worker"
 	@echo "make test             install, start services, lint, run every test"
 	@echo "make services         start local Kafka and Postgres (services-down, services-status)"
 	@echo "make lint             ruff, mypy, import contracts"
@@ -55,8 +55,9 @@ migrate: services
 	$(BIN)/cronstream migrate
 
 run: migrate
-	$(BIN)/cronstream publish --file demo/events.jsonl
-	@echo "published the demo events; the stream worker arrives with the next release"
+	$(BIN)/cronstream --log-level WARNING publish --file demo/events.jsonl
+	@echo "running the worker on them; see: psql \"$$CRONSTREAM_DATABASE_URL\" -c 'TABLE entity_projection'; Ctrl-C stops it"
+	$(BIN)/cronstream --log-format text worker
 
 lint: venv
 	$(BIN)/ruff check .

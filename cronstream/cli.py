@@ -35,6 +35,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",  # reflow docstring paragraphs to the terminal width
 )
 
 MAX_LISTED_ERRORS = 50
@@ -356,7 +357,7 @@ def worker_command(
 
     Each batch's effects and the Kafka offsets they came from commit in one Postgres
     transaction; Kafka offsets are committed only after that. Undecodable events, events
-    with no handler and events whose handler keeps failing go to <topic>.dlq. Run more
+    with no handler and events whose handler keeps failing go to `<topic>.dlq`. Run more
     workers to share the partitions. SIGINT/SIGTERM drain the in-flight batch and exit
     within CRONSTREAM_SHUTDOWN_TIMEOUT seconds.
     """

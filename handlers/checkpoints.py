@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
 
@@ -87,13 +87,6 @@ class Outcome:
     duplicates: int = 0
     dead_letters: list[DeadLetter] = field(default_factory=list)
     checkpoints: dict[TopicPartition, int] = field(default_factory=dict)
-    gaps: dict[TopicPartition, tuple[int, int]] = field(default_factory=dict)
-    """Partitions left alone: (checkpoint, first offset) where records in between are
-    missing from the batch, i.e. Kafka's position is ahead of the checkpoint."""
-
-    def decided(self, record: Record) -> bool:
-        """True when the record's fate is durable: applied, a duplicate or dead-lettered."""
-        return (record.topic, record.partition) not in self.gaps
 
 
 class ConnectionLost(Exception):
@@ -134,16 +127,14 @@ class BatchApplier:
         self,
         connection: asyncpg.Connection,
         records: Sequence[Record],
-        accept_gaps: Mapping[TopicPartition, int] | None = None,
     ) -> Outcome:
         """Apply one batch; raises ConnectionLost when Postgres went away.
 
-        A partition whose first new record lies beyond its checkpoint + 1 is left alone
-        and reported in `Outcome.gaps`, unless `accept_gaps` maps it to that very
-        checkpoint: the caller proved the offsets in between do not exist.
+        When it returns, the fate of every record is durable: applied, dropped as a
+        duplicate or dead-lettered. Only then may the caller acknowledge them to Kafka.
         """
         try:
-            return await self._apply(connection, records, accept_gaps or {})
+            return await self._apply(connection, records)
         except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as error:
             raise ConnectionLost(f"{type(error).__name__}: {error}") from error
 
@@ -151,7 +142,6 @@ class BatchApplier:
         self,
         connection: asyncpg.Connection,
         records: Sequence[Record],
-        accept_gaps: Mapping[TopicPartition, int],
     ) -> Outcome:
         partitions = _by_partition(records)
         topics = [topic for topic, _ in partitions]
@@ -168,10 +158,6 @@ class BatchApplier:
             for tp, batch in partitions.items():
                 checkpoint = locked[tp]
                 fresh = [record for record in batch if record.offset > checkpoint]
-                gap = bool(fresh) and fresh[0].offset > checkpoint + 1
-                if gap and accept_gaps.get(tp) != checkpoint:
-                    outcome.gaps[tp] = (checkpoint, fresh[0].offset)
-                    continue
                 outcome.duplicates += len(batch) - len(fresh)
                 await self._apply_partition(connection, fresh, outcome)
                 outcome.checkpoints[tp] = max(checkpoint, batch[-1].offset)

@@ -26,7 +26,7 @@ import asyncpg
 import faust
 from aiokafka.errors import KafkaError
 from faust.streams import Stream
-from faust.types import TP, EventT, StreamT
+from faust.types import EventT, StreamT
 
 from cronstream import db, kafka
 from cronstream.settings import Settings
@@ -37,12 +37,11 @@ from handlers.checkpoints import (
     Record,
     RetryPolicy,
     Router,
-    TopicPartition,
 )
 from handlers.projection import project
 from handlers.registry import Handler, Registry
+from streams import consumer
 from streams.deadletter import DeadLetterProducer
-from streams.gaps import first_offset_from
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +80,7 @@ def _bytes(value: bytes | str) -> bytes:
 class BatchLoop:
     """One agent's state: its Postgres connection and the batch retry loop."""
 
-    def __init__(self, app: faust.App, settings: Settings, registry: Registry) -> None:
-        self.app = app
+    def __init__(self, settings: Settings, registry: Registry) -> None:
         self.settings = settings
         self.dead_letters = DeadLetterProducer(settings)
         self.applier = BatchApplier(
@@ -119,10 +117,7 @@ class BatchLoop:
         attempt = 0
         while True:
             try:
-                outcome = await self.applier.apply(await self._connection(), records)
-                if outcome.gaps:
-                    outcome = await self._resolve_gaps(records, outcome)
-                return outcome
+                return await self.applier.apply(await self._connection(), records)
             except (ConnectionLost, db.DatabaseUnavailable, KafkaError, OSError) as error:
                 attempt += 1
                 delay = self.applier.retry.delay(min(attempt, 16))
@@ -135,46 +130,6 @@ class BatchLoop:
                 )
                 await self._drop_connection()
                 await asyncio.sleep(delay)
-
-    async def _resolve_gaps(self, records: Sequence[Record], outcome: Outcome) -> Outcome:
-        """Accept gaps whose offsets do not exist; rewind the consumer over the others."""
-        proven: dict[TopicPartition, int] = {}
-        for (topic, partition), (checkpoint, first) in outcome.gaps.items():
-            found = await first_offset_from(self.settings, topic, partition, checkpoint + 1)
-            if found >= first:
-                log.warning(
-                    "%s[%d]: offsets %d..%d do not exist (compaction, retention or "
-                    "transaction markers); continuing from %d",
-                    topic,
-                    partition,
-                    checkpoint + 1,
-                    first - 1,
-                    first,
-                )
-                proven[(topic, partition)] = checkpoint
-            else:
-                log.error(
-                    "%s[%d]: Kafka delivered offset %d but the Postgres checkpoint is %d: "
-                    "Kafka's position is ahead of the checkpoint; seeking back to %d",
-                    topic,
-                    partition,
-                    first,
-                    checkpoint,
-                    checkpoint + 1,
-                )
-                await self.app.consumer.seek(TP(topic, partition), checkpoint + 1)
-        if not proven:
-            return outcome
-        again = [r for r in records if (r.topic, r.partition) in proven]
-        retried = await self.applier.apply(await self._connection(), again, proven)
-        outcome.applied += retried.applied
-        outcome.duplicates += retried.duplicates
-        outcome.dead_letters += retried.dead_letters
-        outcome.checkpoints |= retried.checkpoints
-        for tp in proven:
-            outcome.gaps.pop(tp, None)
-        outcome.gaps |= retried.gaps
-        return outcome
 
 
 def create_app(settings: Settings, registry: Registry) -> faust.App:
@@ -197,20 +152,19 @@ def create_app(settings: Settings, registry: Registry) -> faust.App:
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
     )
+    consumer.install(app, settings)
     topic = app.topic(
         *settings.input_topics,
         value_serializer="raw",
         key_serializer="raw",
         partitions=settings.topic_partitions,
     )
-    loop = BatchLoop(app, settings, registry)
+    loop = BatchLoop(settings, registry)
 
-    async def ack_decided(
-        stream: Stream[Any], events: Sequence[EventT[Any]], outcome: Outcome
-    ) -> None:
+    async def ack(stream: Stream[Any], events: Sequence[EventT[Any]]) -> None:
+        # Every event of an applied batch is decided: applied, duplicate or dead-lettered.
         for event in events:
-            if outcome.decided(to_record(event)):
-                await stream.ack(event)
+            await stream.ack(event)
 
     async def apply_events(agent_stream: StreamT[Any]) -> None:
         stream = cast(Stream[Any], agent_stream)  # noack_take is on the concrete class
@@ -225,11 +179,10 @@ def create_app(settings: Settings, registry: Registry) -> faust.App:
                     # whole, within the shutdown timeout, rather than being cut off.
                     outcome = await asyncio.shield(batch)
                 except asyncio.CancelledError:
-                    drained = await _drain(batch, settings.shutdown_timeout / 2)
-                    if drained is not None:
-                        await ack_decided(stream, events, drained)
+                    if await _drain(batch, settings.shutdown_timeout / 2) is not None:
+                        await ack(stream, events)
                     raise
-                await ack_decided(stream, events, outcome)
+                await ack(stream, events)
                 log.info(
                     "batch applied",
                     extra={

@@ -17,15 +17,18 @@ from urllib.parse import urlsplit
 import pytest
 
 from cronstream.settings import Settings
-from tests.integration.kafka_helpers import wait_for
+from tests.integration.kafka_helpers import end_offsets, wait_for
 from tests.integration.workers import (
     ROOT,
     WorkerProcess,
     applied_counts,
     assert_exactly_once,
+    checkpoints,
     checkpoints_at_end,
+    commit_offsets,
     count_events,
     create_counts_table,
+    kafka_committed,
     publish,
     worker_env,
     workers,
@@ -65,6 +68,25 @@ async def wait_for_the_end(settings: Settings, pool: list[WorkerProcess], second
     await wait_for(at_end, seconds, "checkpoints to reach the log end")
 
 
+async def watch_commit_never_passes_checkpoint(settings: Settings, violations: list[str]) -> None:
+    """Sample Kafka's committed offsets, then the checkpoints, until cancelled.
+
+    Checkpoints only grow, so reading them after the commits can only hide a violation,
+    never invent one: any committed offset beyond checkpoint + 1 seen here is real.
+    """
+    partitions = int(PARTITIONS)
+    while True:
+        committed = await kafka_committed(settings, settings.sync_topic, partitions)
+        done = await checkpoints(settings, settings.sync_topic)
+        for partition, offset in committed.items():
+            if offset > done.get(partition, -1) + 1:
+                violations.append(
+                    f"partition {partition}: Kafka committed {offset}, "
+                    f"checkpoint {done.get(partition)}"
+                )
+        await asyncio.sleep(0.2)
+
+
 async def test_sigkill_workers_repeatedly_while_events_flow(
     settings: Settings, database_url: str, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -74,8 +96,10 @@ async def test_sigkill_workers_repeatedly_while_events_flow(
     events = list(count_events(5000))
     rng = random.Random(20261127)
     began = time.monotonic()
+    violations: list[str] = []
     for worker in pool:
         worker.start()
+    monitor = asyncio.create_task(watch_commit_never_passes_checkpoint(settings, violations))
     try:
         producing = asyncio.create_task(publish(settings, events, chunk=100, pause=0.15))
         for _ in range(6):
@@ -92,9 +116,11 @@ async def test_sigkill_workers_repeatedly_while_events_flow(
         ids = await producing
         await wait_for_the_end(settings, pool, 240)
     finally:
+        monitor.cancel()
         for worker in pool:
             worker.stop()
     elapsed = time.monotonic() - began
+    assert not violations, violations[:5]
     assert_exactly_once(await applied_counts(database_url), ids)
     # The kills landed between a Postgres commit and Kafka's: events were redelivered,
     # and the checkpoint filter, not luck, kept them from being applied twice.
@@ -192,3 +218,29 @@ async def test_postgres_outage_holds_the_worker_back_until_it_returns(
     finally:
         worker.stop()
     assert_exactly_once(await applied_counts(database_url), ids)
+
+
+async def test_kafka_offset_ahead_of_the_checkpoint_is_reported_and_rewound(
+    settings: Settings, database_url: str, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The protocol never lets this happen; an operator's hand or a bug still might."""
+    await create_counts_table(database_url)
+    worker = WorkerProcess(env_for(cli_env), tmp_path, "worker")
+    first = list(count_events(200))
+    second = list(count_events(400, start=200))
+    worker.start()
+    try:
+        ids = await publish(settings, first)
+        await wait_for_the_end(settings, [worker], 60)
+        code, _ = worker.terminate()
+        assert code == 0
+        ids += await publish(settings, second)
+        # Move the group's committed offsets to the log end, past the unapplied events.
+        ends = await end_offsets(settings, settings.sync_topic)
+        await commit_offsets(settings, settings.sync_topic, ends)
+        worker.start()
+        await wait_for_the_end(settings, [worker], 90)
+    finally:
+        worker.stop()
+    assert_exactly_once(await applied_counts(database_url), ids)
+    assert "is ahead of the Postgres checkpoint" in worker.logs()

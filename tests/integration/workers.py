@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from cronstream import kafka
 from cronstream.envelope import Event
@@ -172,16 +172,7 @@ async def applied_counts(database_url: str) -> dict[str, int]:
 async def checkpoints_at_end(settings: Settings, topic: str) -> bool:
     """True when every partition's checkpoint is its last offset."""
     ends = await end_offsets(settings, topic)
-    connection = await asyncpg.connect(settings.database_dsn)
-    try:
-        rows = await connection.fetch(
-            'SELECT partition, "offset" FROM checkpoints WHERE consumer = $1 AND topic = $2',
-            settings.consumer_group,
-            topic,
-        )
-    finally:
-        await connection.close()
-    done = {row["partition"]: row["offset"] for row in rows}
+    done = await checkpoints(settings, topic)
     return all(end == 0 or done.get(p) == end - 1 for p, end in ends.items())
 
 
@@ -193,3 +184,50 @@ def assert_exactly_once(counts: dict[str, int], ids: list[str]) -> None:
         f"{len(doubled)} events applied more than once, e.g. {list(doubled.items())[:5]}"
     )
     assert len(counts) == len(ids)
+
+
+async def kafka_committed(settings: Settings, topic: str, partitions: int) -> dict[int, int]:
+    """The consumer group's committed offsets in Kafka (-1 where none)."""
+    consumer = AIOKafkaConsumer(
+        group_id=settings.consumer_group,
+        enable_auto_commit=False,
+        **kafka.connection_options(settings),
+    )
+    await consumer.start()
+    try:
+        found = {}
+        for p in range(partitions):
+            offset = await consumer.committed(TopicPartition(topic, p))
+            found[p] = -1 if offset is None else offset
+        return found
+    finally:
+        await consumer.stop()
+
+
+async def checkpoints(settings: Settings, topic: str) -> dict[int, int]:
+    connection = await asyncpg.connect(settings.database_dsn)
+    try:
+        rows = await connection.fetch(
+            'SELECT partition, "offset" FROM checkpoints WHERE consumer = $1 AND topic = $2',
+            settings.consumer_group,
+            topic,
+        )
+    finally:
+        await connection.close()
+    return {row["partition"]: row["offset"] for row in rows}
+
+
+async def commit_offsets(settings: Settings, topic: str, offsets: dict[int, int]) -> None:
+    """Commit offsets for the worker's group by hand, as an operator's tool would."""
+    consumer = AIOKafkaConsumer(
+        group_id=settings.consumer_group,
+        enable_auto_commit=False,
+        **kafka.connection_options(settings),
+    )
+    await consumer.start()
+    try:
+        chosen = {TopicPartition(topic, p): o for p, o in offsets.items() if o}
+        consumer.assign(list(chosen))  # a commit outside a group generation needs this
+        await consumer.commit(chosen)
+    finally:
+        await consumer.stop()

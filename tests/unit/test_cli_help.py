@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from cronstream.cli import app
 
 runner = CliRunner()
-COMMANDS = ["migrate", "publish"]
+COMMANDS = ["migrate", "publish", "worker"]
 
 
 def test_root_help_lists_commands_and_env_vars() -> None:
@@ -56,3 +56,9 @@ def test_payload_must_be_a_json_object() -> None:
     result = runner.invoke(app, ["publish", "--entity", "a", "--key", "1", "--payload", "[1]"])
     assert result.exit_code == 2
     assert "JSON object" in result.output
+
+
+def test_unknown_handler_module_is_one_clear_error() -> None:
+    result = runner.invoke(app, ["worker", "--handlers", "no_such_handlers_module"])
+    assert result.exit_code == 2
+    assert "cannot import handler module 'no_such_handlers_module'" in result.output
