@@ -80,6 +80,7 @@ test: services lint
 
 bench: services
 	$(BIN)/python -m bench.publish
+	$(BIN)/python -m bench.worker
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
