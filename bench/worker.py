@@ -20,15 +20,16 @@ from aiokafka import AIOKafkaConsumer
 from bench.common import Timing, events, report, settings, timed
 from cronstream import kafka, migrate
 from cronstream.publish import send
+from cronstream.settings import Settings
 
 
-async def read_raw(config: object, topic: str, n: int) -> Timing:
+async def read_raw(config: Settings, topic: str, n: int) -> Timing:
     consumer = AIOKafkaConsumer(
         topic,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         **kafka.connection_options(config),
-    )  # type: ignore[arg-type]
+    )
     await consumer.start()
     seen = 0
     with timed() as timing:
