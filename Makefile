@@ -56,7 +56,7 @@ migrate: services
 
 run: migrate
 	$(BIN)/cronstream --log-level WARNING publish --file demo/events.jsonl
-	@echo "running the worker on them; see: psql \"$$CRONSTREAM_DATABASE_URL\" -c 'TABLE entity_projection'; Ctrl-C stops it"
+	@echo "running the worker on them: watch the entity_projection table fill; Ctrl-C stops it"
 	$(BIN)/cronstream --log-format text worker
 
 lint: venv
