@@ -1,0 +1,180 @@
+"""The cron engine: which ticks are due, misfires, overlap, jitter; with an injectable clock.
+
+A tick is one scheduled fire time of one job. The engine remembers, per job, up to
+which instant it has planned; each step plans the ticks in (planned, now]:
+
+- a tick at most `misfire_grace` old is on time and runs;
+- older ticks misfired (the scheduler was paused, down or busy). The job's policy says
+  what happens: `skip` runs none of them, `once` runs one (the latest tick stands for
+  all of them), `all` runs them all, oldest first, but at most `max_catchup`.
+
+A tick that finds the job's previous run still going is recorded as skipped with the
+reason; runs of one job never overlap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, Protocol
+
+from schedulers.cron import Schedule
+
+log = logging.getLogger(__name__)
+
+MisfirePolicy = Literal["skip", "once", "all"]
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    schedule: Schedule
+    kind: str = "scan"
+    config: dict[str, Any] = field(default_factory=dict, hash=False, compare=True)
+    misfire_policy: MisfirePolicy = "once"
+    misfire_grace: timedelta = timedelta(seconds=60)
+    max_catchup: int = 10
+    jitter: timedelta = timedelta(0)
+    enabled: bool = True
+    origin: str = "config"
+
+    def jitter_for(self, tick: datetime) -> timedelta:
+        """A delay in [0, jitter), the same for a tick wherever it is computed."""
+        if not self.jitter:
+            return timedelta(0)
+        digest = hashlib.sha256(f"{self.name}@{tick.isoformat()}".encode()).digest()
+        fraction = int.from_bytes(digest[:8], "big") / 2**64
+        return self.jitter * fraction
+
+
+@dataclass(frozen=True)
+class TickPlan:
+    run: list[datetime]
+    misfired: int
+
+
+def plan(job: Job, after: datetime, now: datetime) -> TickPlan:
+    """The ticks of `job` in (after, now] to run, by its misfire policy.
+
+    However long the pause, at most `max_catchup` ticks run; memory stays bounded too.
+    """
+    due: deque[datetime] = deque(maxlen=job.max_catchup)
+    total = late = 0
+    tick = job.schedule.next_after(after)
+    while tick <= now:
+        due.append(tick)
+        total += 1
+        late += now - tick > job.misfire_grace
+        tick = job.schedule.next_after(tick)
+    on_time = [t for t in due if now - t <= job.misfire_grace]
+    if not late or job.misfire_policy == "skip":
+        return TickPlan(on_time, total - len(on_time))
+    if job.misfire_policy == "once":
+        return TickPlan([due[-1]], total - 1)
+    return TickPlan(list(due), total - len(due))
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+    async def sleep_until(self, when: datetime, wake: asyncio.Event) -> None:
+        """Return at `when`, or earlier when `wake` is set."""
+        ...
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    async def sleep_until(self, when: datetime, wake: asyncio.Event) -> None:
+        seconds = (when - self.now()).total_seconds()
+        if seconds <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), seconds)
+
+
+Runner = Callable[[Job, datetime], Awaitable[None]]
+"""Runs one tick (claiming it in cron_runs first); returns when the run is over."""
+Skipper = Callable[[Job, datetime, str], Awaitable[None]]
+"""Records a tick as skipped, with the reason."""
+
+
+class Engine:
+    """Plans and starts ticks for a set of jobs; the caller decides when to step."""
+
+    def __init__(self, clock: Clock, run: Runner, skip: Skipper) -> None:
+        self.clock = clock
+        self.run = run
+        self.skip = skip
+        self.jobs: dict[str, Job] = {}
+        self.planned: dict[str, datetime] = {}
+        self.running: dict[str, asyncio.Task[None]] = {}
+
+    def set_jobs(self, jobs: Sequence[Job], resume_from: dict[str, datetime] | None = None) -> None:
+        """Replace the job set; new jobs plan from `resume_from` (their last tick) or now."""
+        now = self.clock.now()
+        resume_from = resume_from or {}
+        self.jobs = {job.name: job for job in jobs if job.enabled}
+        for name in list(self.planned):
+            if name not in self.jobs:
+                del self.planned[name]
+        for name, job in self.jobs.items():
+            if name not in self.planned:
+                self.planned[name] = resume_from.get(name, now)
+            elif self.jobs[name].schedule != job.schedule:
+                self.planned[name] = now
+
+    async def step(self) -> datetime | None:
+        """Start every due tick; return when the next one is due (None without jobs)."""
+        now = self.clock.now()
+        for name, job in self.jobs.items():
+            ticks = plan(job, self.planned[name], now)
+            self.planned[name] = now
+            if ticks.misfired:
+                log.warning(
+                    "job %s: %d tick(s) misfired, policy %s",
+                    name,
+                    ticks.misfired,
+                    job.misfire_policy,
+                    extra={"job": name},
+                )
+            for tick in ticks.run:
+                await self._start(job, tick)
+        upcoming = [job.schedule.next_after(now) for job in self.jobs.values()]
+        return min(upcoming, default=None)
+
+    async def _start(self, job: Job, tick: datetime) -> None:
+        current = self.running.get(job.name)
+        if current is not None and not current.done():
+            await self.skip(job, tick, "previous run still running")
+            return
+        self.running[job.name] = asyncio.create_task(self._run(job, tick))
+
+    async def _run(self, job: Job, tick: datetime) -> None:
+        delay = job.jitter_for(tick)
+        if delay:
+            await asyncio.sleep(delay.total_seconds())
+        try:
+            await self.run(job, tick)
+        except Exception:
+            log.exception(
+                "job %s: run for %s failed", job.name, tick.isoformat(), extra={"job": job.name}
+            )
+
+    async def drain(self, seconds: float) -> None:
+        """Wait for running ticks to finish, up to `seconds`; then cancel (roll back) them."""
+        tasks = [task for task in self.running.values() if not task.done()]
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=seconds)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
