@@ -9,6 +9,7 @@ import sys
 import tempfile
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Annotated, Any, Literal, NoReturn, TypeVar
 
@@ -21,6 +22,7 @@ from cronstream import kafka, logs, migrate, publish
 from cronstream.db import DatabaseUnavailable, connect
 from cronstream.envelope import SYNC_REQUIRED, EnvelopeError, Event
 from cronstream.settings import Settings, env_var
+from schedulers.cron import CronError, Schedule
 from handlers import projection
 from handlers.registry import Registry, RegistryError, load_modules
 from streams import worker
@@ -374,6 +376,56 @@ def worker_command(
         },
     )
     worker.run(settings, registry)
+
+
+jobs_app = typer.Typer(
+    help="Inspect cron jobs and preview schedules.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
+app.add_typer(jobs_app, name="jobs")
+
+
+@jobs_app.command("next")
+def jobs_next_command(
+    expression: Annotated[
+        str,
+        typer.Argument(
+            help="Cron expression: 5 fields, 6 with seconds first, or an alias like @hourly."
+        ),
+    ],
+    tz: Annotated[str, typer.Option("--tz", help="IANA time zone of the schedule.")] = "UTC",
+    start: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="ISO 8601 time with seconds and UTC offset, e.g. 2027-03-28T03:00:00+02:00. "
+            "(default: now)",
+        ),
+    ] = None,
+    count: Annotated[int, typer.Option(min=1, max=10_000, help="How many fire times.")] = 5,
+) -> None:
+    """Print the next fire times strictly after --from, one a line, in the schedule's zone.
+
+    Daylight-saving changes follow Vixie cron: a fixed-hour job in a skipped hour runs
+    once right after the jump, once in a repeated hour; a job with a wildcard or step in
+    the hour field follows elapsed time.
+    """
+    try:
+        schedule = Schedule(expression, tz)
+    except CronError as error:
+        fail(str(error), 2)
+    if start is None:
+        after = datetime.now(UTC)
+    else:
+        try:
+            after = datetime.fromisoformat(start)
+        except ValueError:
+            fail(f"--from '{start}' is not an ISO 8601 time", 2)
+        if after.tzinfo is None:
+            fail(f"--from '{start}' needs a UTC offset, e.g. {start}+00:00", 2)
+    for instant in schedule.fire_times(after, count):
+        typer.echo(instant.astimezone(schedule.tz).isoformat())
 
 
 def main() -> None:

@@ -1,0 +1,69 @@
+"""Leader election: a Postgres session advisory lock on a dedicated connection.
+
+asyncpg resets pooled connections with pg_advisory_unlock_all(), so the lock lives on a
+connection of its own, held for the whole leadership. When the leader dies or its
+connection drops, Postgres ends the session and releases the lock; a standby polling
+pg_try_advisory_lock takes over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import asyncpg
+
+from cronstream import db
+from cronstream.queries import query
+from cronstream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Leadership:
+    def __init__(self, settings: Settings, poll_seconds: float = 1.0) -> None:
+        self.settings = settings
+        self.poll_seconds = poll_seconds
+        self.connection: asyncpg.Connection | None = None
+
+    async def acquire(self, stop: asyncio.Event) -> bool:
+        """Wait until this process leads (True) or `stop` is set (False)."""
+        announced = False
+        while not stop.is_set():
+            try:
+                if self.connection is None or self.connection.is_closed():
+                    self.connection = await db.connect(self.settings)
+                if await self.connection.fetchval(query("leader_try_lock")):
+                    return True
+                if not announced:
+                    log.info("standing by: another scheduler leads")
+                    announced = True
+            except (db.DatabaseUnavailable, *db.CONNECT_ERRORS) as error:
+                log.warning("leader election: %s", error)
+                await self._drop()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.poll_seconds)
+        return False
+
+    async def still_held(self) -> bool:
+        """False once the lock's connection is gone (and with it the lock)."""
+        if self.connection is None or self.connection.is_closed():
+            return False
+        try:
+            await asyncio.wait_for(self.connection.fetchval("SELECT 1"), self.poll_seconds * 5)
+            return True
+        except (TimeoutError, *db.CONNECT_ERRORS):
+            await self._drop()
+            return False
+
+    async def release(self) -> None:
+        if self.connection is not None and not self.connection.is_closed():
+            with contextlib.suppress(*db.CONNECT_ERRORS):
+                await self.connection.execute(query("leader_unlock"))
+        await self._drop()
+
+    async def _drop(self) -> None:
+        if self.connection is not None:
+            self.connection.terminate()
+            self.connection = None
