@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
 import sys
 import tempfile
 from collections.abc import Coroutine, Iterator
@@ -16,15 +17,21 @@ from typing import IO, Annotated, Any, Literal, NoReturn, TypeVar
 import typer
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
 
 from cronstream import kafka, logs, migrate, publish
 from cronstream.db import DatabaseUnavailable, connect
 from cronstream.envelope import SYNC_REQUIRED, EnvelopeError, Event
+from cronstream.queries import query
 from cronstream.settings import Settings, env_var
-from schedulers.cron import CronError, Schedule
 from handlers import projection
 from handlers.registry import Registry, RegistryError, load_modules
+from schedulers.cron import CronError, Schedule
+from schedulers.engine import Job
+from schedulers.jobs import JobError, load_file, load_table, merge
+from schedulers.service import Scheduler
 from streams import worker
 
 T = TypeVar("T")
@@ -378,6 +385,64 @@ def worker_command(
     worker.run(settings, registry)
 
 
+JobsFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--jobs-file",
+        envvar=env_var("jobs_file"),
+        show_envvar=True,
+        help="TOML file of cron jobs (see schedulers/jobs.py); cron_jobs rows are added to it.",
+    ),
+]
+
+
+def make_scheduler(ctx: typer.Context, jobs_file: Path | None) -> Scheduler:
+    if jobs_file is not None:
+        ctx.obj["jobs_file"] = jobs_file
+    settings = settings_of(ctx)
+    try:
+        return Scheduler(settings, settings.jobs_file)
+    except JobError as error:
+        fail(str(error), 2)
+
+
+@app.command("scheduler")
+def scheduler_command(ctx: typer.Context, jobs_file: JobsFileOption = None) -> None:
+    """Run cron jobs: scan Postgres and emit sync_required events to Kafka.
+
+    Run as many as you like: one leads (a Postgres advisory lock), the others stand by
+    and take over within seconds when it dies. Every tick is claimed in cron_runs, so
+    none runs twice. Changes to cron_jobs apply without a restart. SIGINT/SIGTERM let a
+    running scan finish its page, release leadership and exit.
+    """
+    scheduler = make_scheduler(ctx, jobs_file)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, scheduler.stop.set)
+        await scheduler.run()
+
+    run(main())
+    logging.getLogger(__name__).info("scheduler stopped", extra={"node": scheduler.node})
+
+
+@app.command("run")
+def run_command(
+    ctx: typer.Context,
+    jobs_file: JobsFileOption = None,
+    handler_modules: Annotated[
+        list[str] | None,
+        typer.Option("--handlers", help="Handler module for the worker; repeatable."),
+    ] = None,
+) -> None:
+    """Scheduler and worker in one process, for small deployments and `make run`."""
+    scheduler = make_scheduler(ctx, jobs_file)
+    settings = scheduler.settings
+    registry = build_registry([*settings.handlers, *(handler_modules or [])])
+    worker.run(settings, registry, companion=scheduler.run)
+
+
 jobs_app = typer.Typer(
     help="Inspect cron jobs and preview schedules.",
     no_args_is_help=True,
@@ -426,6 +491,50 @@ def jobs_next_command(
             fail(f"--from '{start}' needs a UTC offset, e.g. {start}+00:00", 2)
     for instant in schedule.fire_times(after, count):
         typer.echo(instant.astimezone(schedule.tz).isoformat())
+
+
+@jobs_app.command("list")
+def jobs_list_command(ctx: typer.Context, jobs_file: JobsFileOption = None) -> None:
+    """Show each job's schedule, zone, misfire policy, last run and next run."""
+    if jobs_file is not None:
+        ctx.obj["jobs_file"] = jobs_file
+    settings = settings_of(ctx)
+
+    async def collect() -> tuple[list[Job], dict[str, Any]]:
+        connection = await connect(settings)
+        try:
+            from_file = load_file(settings.jobs_file) if settings.jobs_file else []
+            jobs = merge(from_file, await load_table(connection))
+            latest = {row["job"]: row for row in await connection.fetch(query("runs_latest"))}
+        finally:
+            await connection.close()
+        return jobs, latest
+
+    try:
+        jobs, latest = run(collect())
+    except JobError as error:
+        fail(str(error), 2)
+    table = Table("job", "schedule", "zone", "misfire", "enabled", "last run", "next run")
+    now = datetime.now(UTC)
+    for job in jobs:
+        last = latest.get(job.name)
+        last_text = (
+            f"{last['status']} {last['scheduled_for'].astimezone(job.schedule.tz).isoformat()}"
+            f" ({last['rows_emitted']} rows)"
+            if last
+            else "-"
+        )
+        upcoming = job.schedule.next_after(now).astimezone(job.schedule.tz).isoformat()
+        table.add_row(
+            job.name,
+            job.schedule.expression,
+            job.schedule.timezone,
+            job.misfire_policy,
+            "yes" if job.enabled else "no",
+            last_text,
+            upcoming if job.enabled else "-",
+        )
+    Console(width=200).print(table)
 
 
 def main() -> None:

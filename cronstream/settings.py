@@ -46,6 +46,7 @@ class Settings(BaseSettings):
         description="PostgreSQL URL; its password is never logged",
     )
     migrations_dir: Path = REPO_MIGRATIONS
+    jobs_file: Path | None = Field(None, description="TOML file of cron jobs")
 
     sync_topic: str = Field("cronstream.sync_required", min_length=1)
     external_topics: Annotated[list[str], NoDecode] = Field(

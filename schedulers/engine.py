@@ -116,6 +116,7 @@ class Engine:
         self.jobs: dict[str, Job] = {}
         self.planned: dict[str, datetime] = {}
         self.running: dict[str, asyncio.Task[None]] = {}
+        self.rerun: set[str] = set()
 
     def set_jobs(self, jobs: Sequence[Job], resume_from: dict[str, datetime] | None = None) -> None:
         """Replace the job set; new jobs plan from `resume_from` (their last tick) or now."""
@@ -157,16 +158,35 @@ class Engine:
             return
         self.running[job.name] = asyncio.create_task(self._run(job, tick))
 
-    async def _run(self, job: Job, tick: datetime) -> None:
-        delay = job.jitter_for(tick)
+    def trigger(self, name: str) -> None:
+        """Run a job now, outside its schedule (a NOTIFY); once more if it is running."""
+        job = self.jobs.get(name)
+        if job is None:
+            return
+        current = self.running.get(name)
+        if current is not None and not current.done():
+            self.rerun.add(name)  # the running scan may have passed the change already
+            return
+        self.running[name] = asyncio.create_task(self._run(job, self.clock.now(), jitter=False))
+
+    async def _run(self, job: Job, tick: datetime, jitter: bool = True) -> None:
+        delay = job.jitter_for(tick) if jitter else timedelta(0)
         if delay:
             await asyncio.sleep(delay.total_seconds())
-        try:
-            await self.run(job, tick)
-        except Exception:
-            log.exception(
-                "job %s: run for %s failed", job.name, tick.isoformat(), extra={"job": job.name}
-            )
+        while True:
+            try:
+                await self.run(job, tick)
+            except Exception:
+                log.exception(
+                    "job %s: run for %s failed",
+                    job.name,
+                    tick.isoformat(),
+                    extra={"job": job.name},
+                )
+            if job.name not in self.rerun:
+                return
+            self.rerun.discard(job.name)
+            tick = self.clock.now()
 
     async def drain(self, seconds: float) -> None:
         """Wait for running ticks to finish, up to `seconds`; then cancel (roll back) them."""

@@ -63,6 +63,7 @@ class Scanner:
         self.topic = topic
         self.trace_id = trace_id
         self.sql: dict[str, str] = {}
+        self.emitted = 0
 
     async def _prepare(self) -> None:
         config = self.config
@@ -117,16 +118,15 @@ class Scanner:
     async def run(self, should_stop: Callable[[], bool] = lambda: False) -> int:
         """Scan until no rows are left (or `should_stop` after a page); rows emitted."""
         await self._prepare()
-        emitted = 0
         position = await self._start_position()
         while True:
             page, position = await self._page(position)
             if not page.events:
-                return emitted
+                return self.emitted
             await self._emit(page.events)
             async with self.connection.transaction():
                 await page.mark(self.connection)
-            emitted += len(page.events)
+            self.emitted += len(page.events)
             log.info(
                 "job %s: emitted %d rows",
                 self.job,
@@ -134,7 +134,7 @@ class Scanner:
                 extra={"job": self.job, "trace_id": self.trace_id},
             )
             if len(page.events) < self.config.batch_size or should_stop():
-                return emitted
+                return self.emitted
 
     async def _start_position(self) -> Any:
         if self.config.mode == "watermark":

@@ -18,7 +18,7 @@ import os
 import signal
 import tempfile
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -249,13 +249,23 @@ def _exit_late(seconds: float) -> None:
     os._exit(1)
 
 
-def run(settings: Settings, registry: Registry) -> None:
-    """Create the topics, then run the worker until SIGINT or SIGTERM."""
+def run(
+    settings: Settings,
+    registry: Registry,
+    companion: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Create the topics, then run the worker until SIGINT or SIGTERM.
+
+    `companion` runs beside the agent in the same loop (`cronstream run` puts the
+    scheduler there) and is cancelled when the worker stops.
+    """
     topics = settings.input_topics + [settings.dlq_topic(t) for t in settings.input_topics]
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     loop.run_until_complete(kafka.ensure_topics(settings, topics))
     app = create_app(settings, registry)
+    if companion is not None:
+        app.task(companion)
     worker = Worker(
         app,
         settings.shutdown_timeout,
