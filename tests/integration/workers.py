@@ -43,12 +43,15 @@ def worker_env(base: dict[str, str], **extra: str) -> dict[str, str]:
 
 
 class WorkerProcess:
-    """One `cronstream worker` process, logging to a file of its own."""
+    """One `cronstream` process (the worker unless told otherwise), logging to its own file."""
 
-    def __init__(self, env: dict[str, str], log_dir: Path, name: str) -> None:
+    def __init__(
+        self, env: dict[str, str], log_dir: Path, name: str, args: list[str] | None = None
+    ) -> None:
         self.env = env
         self.log_dir = log_dir
         self.name = name
+        self.args = args or ["worker", "--handlers", HANDLERS]
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -60,7 +63,7 @@ class WorkerProcess:
         self.starts += 1
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "cronstream", "worker", "--handlers", HANDLERS],
+                [sys.executable, "-m", "cronstream", *self.args],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
