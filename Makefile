@@ -26,7 +26,7 @@ export CRONSTREAM_PG_PORT := $(PG_PORT)
 	test-integration lint format bench clean
 
 help:
-	@echo "make run              start Kafka + Postgres, migrate, publish demo events, run the worker"
+	@echo "make run              start Kafka + Postgres, migrate, run scheduler + worker on demo tables"
 	@echo "make test             install, start services, lint, run every test"
 	@echo "make services         start local Kafka and Postgres (services-down, services-status)"
 	@echo "make lint             ruff, mypy, import contracts"
@@ -55,9 +55,12 @@ migrate: services
 	$(BIN)/cronstream migrate
 
 run: migrate
+	PGOPTIONS=--client-min-messages=warning psql "$$CRONSTREAM_DATABASE_URL" --quiet -v ON_ERROR_STOP=1 --file demo/schema.sql
 	$(BIN)/cronstream --log-level WARNING publish --file demo/events.jsonl
-	@echo "running the worker on them: watch the entity_projection table fill; Ctrl-C stops it"
-	$(BIN)/cronstream --log-format text worker
+	@echo "scheduler + worker on the demo tables. In another shell, change a row:"
+	@echo "  psql \"\$$CRONSTREAM_DATABASE_URL\" -c \"UPDATE demo_customers SET name = 'Ada' WHERE id = 7\""
+	@echo "and see it in entity_projection (key '7'). Ctrl-C stops."
+	$(BIN)/cronstream --log-format text run --jobs-file demo/jobs.toml
 
 lint: venv
 	$(BIN)/ruff check .

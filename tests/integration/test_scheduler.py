@@ -18,6 +18,7 @@ from cronstream.envelope import decode
 from cronstream.settings import Settings
 from schedulers.jobs import ScanConfig
 from schedulers.scanner import Scanner
+from tests.integration.conftest import run_cli
 from tests.integration.kafka_helpers import read_all, wait_for
 from tests.integration.workers import WorkerProcess, worker_env
 
@@ -268,3 +269,91 @@ async def test_scanner_killed_between_kafka_ack_and_mark_re_emits_the_same_ids(
     assert len(records) == 40  # each row emitted twice: before the kill and after
     assert len(set(ids)) == 20  # with the same deterministic ids, which handlers dedupe
     assert {decode(r.value).id for r in first} == set(ids)
+
+
+async def test_sigterm_releases_leadership_at_once(
+    db: asyncpg.Connection, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    await add_job(db, "every_second", "* * * * * *", {"mode": "flag", "table": "customers"})
+    env = env_for(cli_env)
+    first, second = scheduler(env, tmp_path, "s1"), scheduler(env, tmp_path, "s2")
+    first.start()
+    try:
+        await wait_for(lambda: asyncio.sleep(0, "leading as" in first.logs()), 60, "s1 to lead")
+        second.start()
+        await wait_for(
+            lambda: asyncio.sleep(0, "standing by" in second.logs()), 60, "s2 to stand by"
+        )
+        code, seconds = first.terminate()
+        assert code == 0, first.logs()[-2000:]
+        assert seconds < 10
+        began = time.monotonic()
+        await wait_for(
+            lambda: asyncio.sleep(0, "leading as" in second.logs()), 10, "s2 to take over"
+        )
+        assert time.monotonic() - began < 5
+    finally:
+        first.stop()
+        second.stop()
+    assert not [r for r in await runs(db, "every_second") if r["status"] == "running"]
+
+
+async def test_run_shows_a_row_change_in_the_projection(
+    db: asyncpg.Connection, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """`cronstream run`: scheduler and worker in one process, the whole loop."""
+    await db.execute("INSERT INTO customers (id, name) VALUES (7, 'Ada')")
+    await add_job(
+        db,
+        "customers",
+        "*/2 * * * * *",
+        {"mode": "flag", "table": "customers", "entity": "customer"},
+    )
+    process = WorkerProcess(env_for(cli_env), tmp_path, "run", args=["run"])
+    process.start()
+
+    async def projected(name: str) -> bool:
+        found = await db.fetchval(
+            "SELECT payload->>'name' FROM entity_projection WHERE entity = 'customer' AND key = '7'"
+        )
+        return bool(found == name)
+
+    try:
+        await wait_for(lambda: projected("Ada"), 60, "the row in the projection")
+        await db.execute(
+            "UPDATE customers SET name = 'Ada Lovelace', needs_sync = true WHERE id = 7"
+        )
+        await wait_for(lambda: projected("Ada Lovelace"), 30, "the change in the projection")
+        code, _ = process.terminate()
+        assert code == 0, process.logs()[-2000:]
+    finally:
+        process.stop()
+
+
+async def test_jobs_list_shows_schedule_zone_policy_last_and_next_run(
+    db: asyncpg.Connection, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    jobs_file = tmp_path / "jobs.toml"
+    jobs_file.write_text(
+        '[jobs.from_file]\nschedule = "30 2 * * *"\ntimezone = "Europe/Berlin"\n'
+        '[jobs.from_file.scan]\nmode = "flag"\ntable = "customers"\n'
+    )
+    await add_job(db, "from_table", "*/5 * * * *", {"mode": "outbox", "table": "outbox"})
+    await db.execute(
+        "INSERT INTO cron_runs (id, job, scheduled_for, status, node, rows_emitted) "
+        "VALUES ('x', 'from_table', '2027-01-01T00:05:00Z', 'succeeded', 'n', 42)"
+    )
+    result = run_cli(["jobs", "list", "--jobs-file", str(jobs_file)], cli_env)
+    assert result.returncode == 0, result.stderr
+    lines = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if "│" in line}
+    assert "30 2 * * *" in lines["from_file"] and "Europe/Berlin" in lines["from_file"]
+    assert "T02:30:00+0" in lines["from_file"]  # next run, in the job's zone
+    assert "succeeded 2027-01-01T00:05:00+00:00 (42 rows)" in lines["from_table"]
+
+    broken = tmp_path / "broken.toml"
+    broken.write_text(
+        '[jobs.bad]\nschedule = "61 * * * *"\n[jobs.bad.scan]\nmode = "flag"\ntable = "t"\n'
+    )
+    result = run_cli(["jobs", "list", "--jobs-file", str(broken)], cli_env)
+    assert result.returncode == 2
+    assert "job 'bad'" in result.stderr and "not a valid cron expression" in result.stderr

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from cronstream.cli import app
 
 runner = CliRunner()
-COMMANDS = ["migrate", "publish", "worker"]
+COMMANDS = ["migrate", "publish", "worker", "scheduler", "run", "jobs"]
 
 
 def test_root_help_lists_commands_and_env_vars() -> None:
