@@ -357,3 +357,43 @@ async def test_jobs_list_shows_schedule_zone_policy_last_and_next_run(
     result = run_cli(["jobs", "list", "--jobs-file", str(broken)], cli_env)
     assert result.returncode == 2
     assert "job 'bad'" in result.stderr and "not a valid cron expression" in result.stderr
+
+
+async def test_a_leader_whose_lock_connection_drops_stands_down(
+    db: asyncpg.Connection, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    await add_job(db, "every_second", "* * * * * *", {"mode": "flag", "table": "customers"})
+    env = env_for(cli_env)
+    first, second = scheduler(env, tmp_path, "s1"), scheduler(env, tmp_path, "s2")
+    first.start()
+    try:
+        await wait_for(lambda: asyncio.sleep(0, "leading as" in first.logs()), 60, "s1 to lead")
+        second.start()
+        await wait_for(
+            lambda: asyncio.sleep(0, "standing by" in second.logs()), 60, "s2 to stand by"
+        )
+        # Cut the leader's lock connection, as a network failure or a DBA would.
+        terminated = await db.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_locks "
+            "WHERE locktype = 'advisory' AND granted "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        )
+        assert terminated == 1
+        await wait_for(
+            lambda: asyncio.sleep(0, "lost the leader lock" in first.logs()),
+            30,
+            "s1 to notice it lost the lock",
+        )
+        await wait_for(
+            lambda: asyncio.sleep(
+                0, "leading as" in second.logs() or first.logs().count("leading as") > 1
+            ),
+            30,
+            "a scheduler to lead again",
+        )
+        assert first.alive() and second.alive()
+    finally:
+        first.stop()
+        second.stop()
+    ticks = [r["scheduled_for"] for r in await runs(db, "every_second")]
+    assert len(ticks) == len(set(ticks))

@@ -66,6 +66,11 @@ def test_fixed_time_in_repeated_hour_runs_once_at_the_first_occurrence() -> None
         "2027-10-31T02:30:00+02:00",
         "2027-11-01T02:30:00+01:00",
     ]
+    # New York repeats 01:00-02:00, so a daily 02:30 is unaffected on its fall-back day.
+    assert fires("30 2 * * *", "America/New_York", "2027-11-06T12:00:00-04:00", 2) == [
+        "2027-11-07T02:30:00-05:00",
+        "2027-11-08T02:30:00-05:00",
+    ]
     assert fires("30 1 * * *", "America/New_York", "2027-11-06T12:00:00-04:00", 2) == [
         "2027-11-07T01:30:00-04:00",
         "2027-11-08T01:30:00-05:00",
