@@ -50,6 +50,11 @@ app = typer.Typer(
 MAX_LISTED_ERRORS = 50
 
 
+def env_option(field: str, *names: str, **options: Any) -> Any:
+    """A typer.Option that CRONSTREAM_<FIELD> also sets, and whose --help says so."""
+    return typer.Option(*names, envvar=env_var(field), show_envvar=True, **options)
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
@@ -60,27 +65,23 @@ def root(
     ctx: typer.Context,
     kafka_bootstrap: Annotated[
         str | None,
-        typer.Option(
-            envvar=env_var("kafka_bootstrap"),
-            show_envvar=True,
+        env_option(
+            "kafka_bootstrap",
             help="Kafka bootstrap servers, host:port[,host:port]. (default: 127.0.0.1:9092)",
         ),
     ] = None,
     database_url: Annotated[
         str | None,
-        typer.Option(
-            envvar=env_var("database_url"),
-            show_envvar=True,
+        env_option(
+            "database_url",
             help="PostgreSQL URL; its password is never printed. "
             "(default: postgresql://cronstream:***@127.0.0.1:5432/cronstream)",
         ),
     ] = None,
-    log_level: Annotated[
-        str, typer.Option(envvar="CRONSTREAM_LOG_LEVEL", show_envvar=True, help="Log level.")
-    ] = "INFO",
+    log_level: Annotated[str, env_option("log_level", help="Log level.")] = "INFO",
     log_format: Annotated[
         Literal["json", "text"],
-        typer.Option(envvar="CRONSTREAM_LOG_FORMAT", show_envvar=True, help="Log line format."),
+        env_option("log_format", help="Log line format."),
     ] = "json",
 ) -> None:
     logs.configure(log_level, log_format)
@@ -118,9 +119,8 @@ def migrate_command(
     ] = False,
     migrations_dir: Annotated[
         Path | None,
-        typer.Option(
-            envvar=env_var("migrations_dir"),
-            show_envvar=True,
+        env_option(
+            "migrations_dir",
             help="Folder of NNNN_name.sql files. (default: the project's migrations/)",
         ),
     ] = None,
@@ -189,9 +189,8 @@ def publish_command(
     ctx: typer.Context,
     topic: Annotated[
         str | None,
-        typer.Option(
-            envvar=env_var("sync_topic"),
-            show_envvar=True,
+        env_option(
+            "sync_topic",
             help="Topic to publish to. (default: cronstream.sync_required)",
         ),
     ] = None,
@@ -346,17 +345,15 @@ def worker_command(
     ] = None,
     external_topics: Annotated[
         str | None,
-        typer.Option(
-            envvar=env_var("external_topics"),
-            show_envvar=True,
+        env_option(
+            "external_topics",
             help="External change topics to consume besides sync_required, comma-separated.",
         ),
     ] = None,
     batch_size: Annotated[
         int | None,
-        typer.Option(
-            envvar=env_var("batch_size"),
-            show_envvar=True,
+        env_option(
+            "batch_size",
             min=1,
             help="Most events in one transaction. (default: 500)",
         ),
@@ -387,10 +384,9 @@ def worker_command(
 
 JobsFileOption = Annotated[
     Path | None,
-    typer.Option(
+    env_option(
+        "jobs_file",
         "--jobs-file",
-        envvar=env_var("jobs_file"),
-        show_envvar=True,
         help="TOML file of cron jobs (see schedulers/jobs.py); cron_jobs rows are added to it.",
     ),
 ]

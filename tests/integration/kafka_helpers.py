@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
+from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -68,12 +70,14 @@ async def read_all(
         await consumer.stop()
 
 
-async def wait_for(condition: object, deadline_s: float, what: str) -> None:
-    """Poll an async predicate until true; fail with `what` at the deadline."""
-    assert callable(condition)
+async def wait_for(
+    condition: Callable[[], bool | Awaitable[bool]], deadline_s: float, what: str
+) -> None:
+    """Poll a predicate (plain or async) until true; fail with `what` at the deadline."""
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
-        if await condition():
+        result = condition()
+        if await result if inspect.isawaitable(result) else result:
             return
         await asyncio.sleep(0.2)
     raise AssertionError(f"timed out after {deadline_s}s waiting for {what}")

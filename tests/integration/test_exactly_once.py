@@ -106,7 +106,7 @@ async def test_sigkill_workers_repeatedly_while_events_flow(
             victim = rng.choice(pool)
             # Kill a worker that holds partitions and is applying batches right now.
             await wait_for(
-                lambda v=victim: asyncio.sleep(0, v.batches_since_start() > 0),
+                victim.applied_a_batch,
                 90,
                 f"{victim.name} to apply a batch",
             )
@@ -207,7 +207,7 @@ async def test_postgres_outage_holds_the_worker_back_until_it_returns(
         try:
             ids += await publish(settings, during)
             await wait_for(
-                lambda: asyncio.sleep(0, "not applied, retrying" in worker.logs()),
+                lambda: "not applied, retrying" in worker.logs(),
                 60,
                 "the worker to report that Postgres is unavailable",
             )

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -51,6 +51,27 @@ def scheduler(env: dict[str, str], tmp_path: Path, name: str) -> WorkerProcess:
     return WorkerProcess(env, tmp_path, name, args=["scheduler"])
 
 
+async def wait_for_log(process: WorkerProcess, text: str, seconds: float = 60) -> None:
+    await wait_for(lambda: text in process.logs(), seconds, f"{process.name} to log {text!r}")
+
+
+@asynccontextmanager
+async def leader_and_standby(
+    env: dict[str, str], tmp_path: Path
+) -> AsyncIterator[tuple[WorkerProcess, WorkerProcess]]:
+    """Two schedulers: the first leads, the second stands by."""
+    first, second = scheduler(env, tmp_path, "s1"), scheduler(env, tmp_path, "s2")
+    first.start()
+    try:
+        await wait_for_log(first, "leading as")
+        second.start()
+        await wait_for_log(second, "standing by")
+        yield first, second
+    finally:
+        first.stop()
+        second.stop()
+
+
 async def add_job(
     db: asyncpg.Connection, name: str, schedule: str, scan: dict[str, object], **columns: object
 ) -> None:
@@ -76,30 +97,17 @@ async def test_standby_takes_over_when_the_leader_is_killed_and_no_tick_runs_twi
     db: asyncpg.Connection, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
     await add_job(db, "every_second", "* * * * * *", {"mode": "flag", "table": "customers"})
-    env = env_for(cli_env)
-    first, second = scheduler(env, tmp_path, "s1"), scheduler(env, tmp_path, "s2")
-    first.start()
-    try:
-        await wait_for(lambda: asyncio.sleep(0, "leading as" in first.logs()), 60, "s1 to lead")
-        second.start()
-        await wait_for(
-            lambda: asyncio.sleep(0, "standing by" in second.logs()), 60, "s2 to stand by"
-        )
+    async with leader_and_standby(env_for(cli_env), tmp_path) as (first, second):
         await wait_for(lambda: _count(db, "every_second", 3), 30, "three ticks by the leader")
         first.kill()
         killed_at = datetime.now(UTC)
-        await wait_for(
-            lambda: asyncio.sleep(0, "leading as" in second.logs()), 30, "s2 to take over"
-        )
+        await wait_for_log(second, "leading as", 30)
 
         async def new_leader_ran() -> bool:
             return any(r["started_at"] > killed_at for r in await runs(db, "every_second"))
 
         await wait_for(new_leader_ran, 30, "a tick run by the new leader")
         takeover = (datetime.now(UTC) - killed_at).total_seconds()
-    finally:
-        first.stop()
-        second.stop()
     rows = await runs(db, "every_second")
     ticks = [r["scheduled_for"] for r in rows]
     assert len(ticks) == len(set(ticks))  # also guaranteed by UNIQUE (job, scheduled_for)
@@ -130,7 +138,7 @@ async def test_a_job_added_at_run_time_fires_without_restart(
     process = scheduler(env_for(cli_env), tmp_path, "s")
     process.start()
     try:
-        await wait_for(lambda: asyncio.sleep(0, "leading as" in process.logs()), 60, "leading")
+        await wait_for_log(process, "leading as")
         await add_job(
             db,
             "late_addition",
@@ -169,7 +177,7 @@ async def test_notify_runs_the_scan_long_before_its_cron_tick(
     process = scheduler(env_for(cli_env), tmp_path, "s")
     process.start()
     try:
-        await wait_for(lambda: asyncio.sleep(0, "leading as" in process.logs()), 60, "leading")
+        await wait_for_log(process, "leading as")
         await kafka.ensure_topics(settings, [settings.sync_topic])
         began = time.monotonic()
         await db.execute("UPDATE customers SET name = 'b', needs_sync = true WHERE id = 1")
@@ -275,26 +283,13 @@ async def test_sigterm_releases_leadership_at_once(
     db: asyncpg.Connection, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
     await add_job(db, "every_second", "* * * * * *", {"mode": "flag", "table": "customers"})
-    env = env_for(cli_env)
-    first, second = scheduler(env, tmp_path, "s1"), scheduler(env, tmp_path, "s2")
-    first.start()
-    try:
-        await wait_for(lambda: asyncio.sleep(0, "leading as" in first.logs()), 60, "s1 to lead")
-        second.start()
-        await wait_for(
-            lambda: asyncio.sleep(0, "standing by" in second.logs()), 60, "s2 to stand by"
-        )
+    async with leader_and_standby(env_for(cli_env), tmp_path) as (first, second):
         code, seconds = first.terminate()
         assert code == 0, first.logs()[-2000:]
         assert seconds < 10
         began = time.monotonic()
-        await wait_for(
-            lambda: asyncio.sleep(0, "leading as" in second.logs()), 10, "s2 to take over"
-        )
+        await wait_for_log(second, "leading as", 10)
         assert time.monotonic() - began < 5
-    finally:
-        first.stop()
-        second.stop()
     assert not [r for r in await runs(db, "every_second") if r["status"] == "running"]
 
 
@@ -363,15 +358,7 @@ async def test_a_leader_whose_lock_connection_drops_stands_down(
     db: asyncpg.Connection, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
     await add_job(db, "every_second", "* * * * * *", {"mode": "flag", "table": "customers"})
-    env = env_for(cli_env)
-    first, second = scheduler(env, tmp_path, "s1"), scheduler(env, tmp_path, "s2")
-    first.start()
-    try:
-        await wait_for(lambda: asyncio.sleep(0, "leading as" in first.logs()), 60, "s1 to lead")
-        second.start()
-        await wait_for(
-            lambda: asyncio.sleep(0, "standing by" in second.logs()), 60, "s2 to stand by"
-        )
+    async with leader_and_standby(env_for(cli_env), tmp_path) as (first, second):
         # Cut the leader's lock connection, as a network failure or a DBA would.
         terminated = await db.fetchval(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_locks "
@@ -379,21 +366,12 @@ async def test_a_leader_whose_lock_connection_drops_stands_down(
             "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
         )
         assert terminated == 1
+        await wait_for_log(first, "lost the leader lock", 30)
         await wait_for(
-            lambda: asyncio.sleep(0, "lost the leader lock" in first.logs()),
-            30,
-            "s1 to notice it lost the lock",
-        )
-        await wait_for(
-            lambda: asyncio.sleep(
-                0, "leading as" in second.logs() or first.logs().count("leading as") > 1
-            ),
+            lambda: "leading as" in second.logs() or first.logs().count("leading as") > 1,
             30,
             "a scheduler to lead again",
         )
         assert first.alive() and second.alive()
-    finally:
-        first.stop()
-        second.stop()
     ticks = [r["scheduled_for"] for r in await runs(db, "every_second")]
     assert len(ticks) == len(set(ticks))

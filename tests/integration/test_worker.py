@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -155,7 +154,7 @@ async def test_sigterm_during_a_batch_exits_cleanly_and_the_next_start_resumes(
     ids = await publish(settings, slow)
     worker.start()
     try:
-        await wait_for(lambda: asyncio.sleep(0, marker.exists()), 60, "a batch to start")
+        await wait_for(lambda: marker.exists(), 60, "a batch to start")
         code, seconds = worker.terminate()
         assert code == 0, worker.logs()[-3000:]
         assert seconds < float(env["CRONSTREAM_SHUTDOWN_TIMEOUT"])

@@ -99,6 +99,9 @@ class WorkerProcess:
             return 0
         return self.log_path.read_text(errors="replace").count('"msg": "batch applied"')
 
+    def applied_a_batch(self) -> bool:
+        return self.batches_since_start() > 0
+
     def duplicates_dropped(self) -> int:
         """Redelivered events dropped by the checkpoint filter, over every start."""
         total = 0
