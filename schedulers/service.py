@@ -66,7 +66,14 @@ class Scheduler:
         try:
             while not self.stop.is_set() and await leadership.acquire(self.stop):
                 log.info("leading as %s", self.node)
-                await self._lead(pool, producer, leadership)
+                try:
+                    await self._lead(pool, producer, leadership)
+                except Exception:
+                    # Postgres went away mid-leadership, most likely: give the lock up
+                    # (another scheduler may lead) and stand by again.
+                    log.exception("leading failed; standing down")
+                    await leadership.release()
+                    await asyncio.sleep(CHECK_SECONDS)
         finally:
             await leadership.release()
             await producer.stop()

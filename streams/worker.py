@@ -24,7 +24,6 @@ from typing import Any, cast
 
 import asyncpg
 import faust
-from aiokafka.errors import KafkaError
 from faust.streams import Stream
 from faust.types import EventT, StreamT
 
@@ -32,7 +31,6 @@ from cronstream import db, kafka
 from cronstream.settings import Settings
 from handlers.checkpoints import (
     BatchApplier,
-    ConnectionLost,
     Outcome,
     Record,
     RetryPolicy,
@@ -118,7 +116,10 @@ class BatchLoop:
         while True:
             try:
                 return await self.applier.apply(await self._connection(), records)
-            except (ConnectionLost, db.DatabaseUnavailable, KafkaError, OSError) as error:
+            except Exception as error:
+                # Postgres or Kafka unavailable (ConnectionLost, DatabaseUnavailable,
+                # KafkaError), or anything else: nothing of the batch was committed, and
+                # an exception escaping the agent would crash it with the batch in hand.
                 attempt += 1
                 delay = self.applier.retry.delay(min(attempt, 16))
                 log.warning(
