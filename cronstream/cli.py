@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from cronstream import kafka, logs, migrate, publish
+from cronstream import kafka, logs, migrate, publish, shutdown
 from cronstream.db import DatabaseUnavailable, connect
 from cronstream.envelope import SYNC_REQUIRED, EnvelopeError, Event
 from cronstream.queries import query
@@ -413,10 +413,15 @@ def scheduler_command(ctx: typer.Context, jobs_file: JobsFileOption = None) -> N
     """
     scheduler = make_scheduler(ctx, jobs_file)
 
+    def stop() -> None:
+        if not scheduler.stop.is_set():
+            scheduler.stop.set()
+            shutdown.start_watchdog(scheduler.settings.shutdown_timeout)
+
     async def main() -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, scheduler.stop.set)
+            loop.add_signal_handler(signum, stop)
         await scheduler.run()
 
     run(main())

@@ -16,7 +16,7 @@ CREATE TABLE IF NOT EXISTS demo_orders (
 );
 
 CREATE OR REPLACE TRIGGER demo_orders_changed
-BEFORE UPDATE ON demo_orders
+BEFORE INSERT OR UPDATE ON demo_orders
 FOR EACH ROW EXECUTE FUNCTION cronstream_set_changed_xid();
 
 -- Flag a customer again whenever the application changes it, and say so.

@@ -185,6 +185,8 @@ class BatchApplier:
                 decoded.append((record, decode(record.value)))
             except EnvelopeError as error:
                 self._reject(outcome, record, f"invalid envelope: {error}", attempts=1)
+            except Exception as error:  # e.g. RecursionError on absurdly nested JSON
+                self._reject(outcome, record, f"undecodable: {type(error).__name__}", attempts=1)
         for run in _runs(decoded):
             event_type = run[0][1].type
             handler = self.route(run[0][0].topic, event_type)

@@ -26,7 +26,8 @@ CREATE TABLE outbox (
 CREATE INDEX outbox_pending ON outbox (id) WHERE emitted_at IS NULL;
 
 -- Watermark mode: a table gets `changed_xid xid8 NOT NULL DEFAULT pg_current_xact_id()`
--- and `CREATE TRIGGER ... BEFORE UPDATE ... EXECUTE FUNCTION cronstream_set_changed_xid()`.
+-- and `CREATE TRIGGER ... BEFORE INSERT OR UPDATE ... FOR EACH ROW EXECUTE FUNCTION
+-- cronstream_set_changed_xid()` (INSERT too: a copied row must not keep an old xid).
 CREATE FUNCTION cronstream_set_changed_xid() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN

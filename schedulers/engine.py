@@ -122,6 +122,7 @@ class Engine:
         """Replace the job set; new jobs plan from `resume_from` (their last tick) or now."""
         now = self.clock.now()
         resume_from = resume_from or {}
+        previous = self.jobs
         self.jobs = {job.name: job for job in jobs if job.enabled}
         for name in list(self.planned):
             if name not in self.jobs:
@@ -129,8 +130,8 @@ class Engine:
         for name, job in self.jobs.items():
             if name not in self.planned:
                 self.planned[name] = resume_from.get(name, now)
-            elif self.jobs[name].schedule != job.schedule:
-                self.planned[name] = now
+            elif previous[name].schedule != job.schedule:
+                self.planned[name] = now  # a new schedule starts now, with no misfires
 
     async def step(self) -> datetime | None:
         """Start every due tick; return when the next one is due (None without jobs)."""
@@ -146,17 +147,19 @@ class Engine:
                     job.misfire_policy,
                     extra={"job": name},
                 )
-            for tick in ticks.run:
-                await self._start(job, tick)
+            if ticks.run:
+                await self._start(job, ticks.run)
         upcoming = [job.schedule.next_after(now) for job in self.jobs.values()]
         return min(upcoming, default=None)
 
-    async def _start(self, job: Job, tick: datetime) -> None:
+    async def _start(self, job: Job, ticks: list[datetime]) -> None:
+        """Run the ticks one after another (a catch-up), unless a run is still going."""
         current = self.running.get(job.name)
         if current is not None and not current.done():
-            await self.skip(job, tick, "previous run still running")
+            for tick in ticks:
+                await self.skip(job, tick, "previous run still running")
             return
-        self.running[job.name] = asyncio.create_task(self._run(job, tick))
+        self.running[job.name] = asyncio.create_task(self._run(job, ticks))
 
     def trigger(self, name: str) -> None:
         """Run a job now, outside its schedule (a NOTIFY); once more if it is running."""
@@ -167,13 +170,14 @@ class Engine:
         if current is not None and not current.done():
             self.rerun.add(name)  # the running scan may have passed the change already
             return
-        self.running[name] = asyncio.create_task(self._run(job, self.clock.now(), jitter=False))
+        self.running[name] = asyncio.create_task(self._run(job, [self.clock.now()], jitter=False))
 
-    async def _run(self, job: Job, tick: datetime, jitter: bool = True) -> None:
-        delay = job.jitter_for(tick) if jitter else timedelta(0)
+    async def _run(self, job: Job, ticks: list[datetime], jitter: bool = True) -> None:
+        delay = job.jitter_for(ticks[0]) if jitter else timedelta(0)
         if delay:
             await asyncio.sleep(delay.total_seconds())
-        while True:
+        while ticks:
+            tick = ticks.pop(0)
             try:
                 await self.run(job, tick)
             except Exception:
@@ -183,10 +187,9 @@ class Engine:
                     tick.isoformat(),
                     extra={"job": job.name},
                 )
-            if job.name not in self.rerun:
-                return
-            self.rerun.discard(job.name)
-            tick = self.clock.now()
+            if not ticks and job.name in self.rerun:
+                self.rerun.discard(job.name)
+                ticks.append(self.clock.now())
 
     async def drain(self, seconds: float) -> None:
         """Wait for running ticks to finish, up to `seconds`; then cancel (roll back) them."""

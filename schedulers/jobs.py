@@ -145,6 +145,7 @@ async def load_table(connection: asyncpg.Connection) -> list[Job]:
     """Every valid cron_jobs row; an invalid row is logged and left out."""
     jobs = []
     for row in await connection.fetch(query("cron_jobs_all")):
+        config = json.loads(row["config"])
         fields = {
             "schedule": row["schedule"],
             "timezone": row["timezone"],
@@ -154,10 +155,11 @@ async def load_table(connection: asyncpg.Connection) -> list[Job]:
             "max_catchup": row["max_catchup"],
             "jitter": row["jitter"].total_seconds(),
             "enabled": row["enabled"],
-            **json.loads(row["config"]),
         }
         try:
-            jobs.append(to_job(row["name"], fields, "cron_jobs"))
+            if not isinstance(config, dict):
+                raise JobError(f"job '{row['name']}' (cron_jobs): config must be a JSON object")
+            jobs.append(to_job(row["name"], fields | config, "cron_jobs"))
         except JobError as error:
             log.error("%s; the job is not scheduled", error, extra={"job": row["name"]})
     return jobs

@@ -167,8 +167,18 @@ class Scanner:
             xid, key = (position["xid"], position["key"]) if position else (None, None)
             rows = await self.connection.fetch(fetch, config.batch_size, xid, key)
         entity = config.entity_name
+        # In flag mode the row version is xmin: fine to tell one row state from another
+        # (the event id, the mark guard) but not ordered across transactions, so the
+        # event carries no version and consumers order by occurred_at. An xid8 watermark
+        # is ordered and is the version.
         events = [
-            self._event(entity, str(r["key"]), r["version"], json.loads(r["row"]), r["version"])
+            self._event(
+                entity,
+                r["key_text"],
+                r["version"] if config.mode == "watermark" else None,
+                json.loads(r["row"]),
+                r["version"],
+            )
             for r in rows
         ]
         if not rows:
@@ -178,7 +188,7 @@ class Scanner:
             keys, versions = [r["key"] for r in rows], [r["version"] for r in rows]
             mark_sql = self.sql["scan_flag_mark"]
             return Page(events, lambda c: c.execute(mark_sql, keys, versions)), last["key"]
-        new_position = {"xid": str(last["version"]), "key": str(last["key"])}
+        new_position = {"xid": str(last["version"]), "key": last["key_text"]}
         stored = json.dumps(new_position)
         job = self.job
         return (

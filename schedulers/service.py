@@ -118,8 +118,11 @@ class Scheduler:
                     until = min(until, deadline)
                 await self.clock.sleep_until(until, self.wake)
                 self.wake.clear()
+        except asyncio.CancelledError:
+            self.stop.set()  # `cronstream run` stops us by cancelling: scans stop after a page
+            raise
         finally:
-            await engine.drain(self.settings.shutdown_timeout)
+            await engine.drain(self.settings.shutdown_timeout / 2)
             listener.terminate()
 
     async def _reload(

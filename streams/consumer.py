@@ -9,7 +9,9 @@ the checkpoints, says so loudly, and seeks those partitions back to checkpoint +
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -41,13 +43,7 @@ def checkpoint_consumer(settings: Settings) -> type[Consumer]:
     class CheckpointConsumer(Consumer):
         async def seek_to_committed(self) -> Mapping[TP, int]:
             committed: Mapping[TP, int] = await super().seek_to_committed()
-            try:
-                done = await read_checkpoints(settings)
-            except db.DatabaseUnavailable as error:
-                # Batches wait for Postgres anyway; the next rebalance checks again.
-                log.warning("cannot compare Kafka offsets with checkpoints: %s", error)
-                return committed
-            back = rewinds(committed, done)
+            back = rewinds(committed, await read_checkpoints_patiently(settings))
             for tp, offset in back.items():
                 log.error(
                     "%s[%d]: Kafka's committed offset %d is ahead of the Postgres checkpoint "
@@ -62,6 +58,26 @@ def checkpoint_consumer(settings: Settings) -> type[Consumer]:
             return {**committed, **back}
 
     return CheckpointConsumer
+
+
+async def read_checkpoints_patiently(settings: Settings) -> dict[tuple[str, int], int]:
+    """The checkpoints, retried while Postgres is unavailable.
+
+    Going on without them could start a partition past events never applied, and
+    later batches would move the checkpoint beyond them for good. So after
+    `request_timeout` seconds this raises, and the assignment fails loudly instead.
+    """
+    deadline = time.monotonic() + settings.request_timeout
+    delay = 0.2
+    while True:
+        try:
+            return await read_checkpoints(settings)
+        except db.DatabaseUnavailable as error:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("cannot read checkpoints yet, retrying: %s", error)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 async def read_checkpoints(settings: Settings) -> dict[tuple[str, int], int]:

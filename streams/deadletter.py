@@ -11,6 +11,10 @@ from cronstream import kafka
 from cronstream.settings import Settings
 from handlers.checkpoints import DeadLetter
 
+# Long enough for any message, short enough that the headers never push a record that
+# fit its topic over the broker's size limit.
+MAX_ERROR_BYTES = 1000
+
 # Header names on every dead-lettered record.
 ERROR = "dlq.error"
 TOPIC = "dlq.original.topic"
@@ -25,7 +29,7 @@ def headers(letter: DeadLetter, consumer: str) -> list[tuple[str, bytes]]:
     record = letter.record
     return [
         *record.headers,
-        (ERROR, letter.error.encode()),
+        (ERROR, letter.error.encode()[:MAX_ERROR_BYTES]),
         (TOPIC, record.topic.encode()),
         (PARTITION, str(record.partition).encode()),
         (OFFSET, str(record.offset).encode()),

@@ -17,7 +17,6 @@ import logging
 import os
 import signal
 import tempfile
-import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -27,7 +26,7 @@ import faust
 from faust.streams import Stream
 from faust.types import EventT, StreamT
 
-from cronstream import db, kafka
+from cronstream import db, kafka, shutdown
 from cronstream.settings import Settings
 from handlers.checkpoints import (
     BatchApplier,
@@ -71,7 +70,9 @@ def to_record(event: EventT[Any]) -> Record:
     )
 
 
-def _bytes(value: bytes | str) -> bytes:
+def _bytes(value: bytes | str | None) -> bytes:
+    if value is None:  # Kafka allows a header without a value
+        return b""
     return value.encode() if isinstance(value, str) else bytes(value)
 
 
@@ -167,6 +168,27 @@ def create_app(settings: Settings, registry: Registry) -> faust.App:
         for event in events:
             await stream.ack(event)
 
+    async def apply_batch(stream: Stream[Any], events: Sequence[EventT[Any]]) -> None:
+        batch = asyncio.ensure_future(loop.apply([to_record(e) for e in events]))
+        try:
+            # Shielded: on shutdown the in-flight batch commits or rolls back whole,
+            # within the shutdown timeout, rather than being cut off.
+            outcome = await asyncio.shield(batch)
+        except asyncio.CancelledError:
+            if await _drain(batch, settings.shutdown_timeout / 2) is not None:
+                await ack(stream, events)
+            raise
+        await ack(stream, events)
+        log.info(
+            "batch applied",
+            extra={
+                "events": len(events),
+                "applied": outcome.applied,
+                "duplicates": outcome.duplicates,
+                "dead_lettered": len(outcome.dead_letters),
+            },
+        )
+
     async def apply_events(agent_stream: StreamT[Any]) -> None:
         stream = cast(Stream[Any], agent_stream)  # noack_take is on the concrete class
         await loop.start()
@@ -174,25 +196,18 @@ def create_app(settings: Settings, registry: Registry) -> faust.App:
             async for events in stream.noack_take(
                 settings.batch_size, within=settings.batch_max_wait
             ):
-                batch = asyncio.ensure_future(loop.apply([to_record(e) for e in events]))
                 try:
-                    # Shielded: on shutdown the in-flight batch commits or rolls back
-                    # whole, within the shutdown timeout, rather than being cut off.
-                    outcome = await asyncio.shield(batch)
+                    await apply_batch(stream, events)
                 except asyncio.CancelledError:
-                    if await _drain(batch, settings.shutdown_timeout / 2) is not None:
-                        await ack(stream, events)
                     raise
-                await ack(stream, events)
-                log.info(
-                    "batch applied",
-                    extra={
-                        "events": len(events),
-                        "applied": outcome.applied,
-                        "duplicates": outcome.duplicates,
-                        "dead_lettered": len(outcome.dead_letters),
-                    },
-                )
+                except Exception:
+                    # faust would restart the agent on the same stream with this batch
+                    # unacked while later batches move the checkpoints past it: its
+                    # events would then be dropped as duplicates. Exit instead; Kafka
+                    # redelivers from its committed offset, which is never ahead.
+                    log.critical("unexpected error in the batch loop; exiting", exc_info=True)
+                    logging.shutdown()
+                    os._exit(70)
         finally:
             await loop.stop()
 
@@ -238,16 +253,8 @@ class Worker(faust.Worker):
             log.info(
                 "%s received: draining, exiting within %.0fs", signal.name, self.shutdown_timeout
             )
-            watchdog = threading.Timer(self.shutdown_timeout, _exit_late, [self.shutdown_timeout])
-            watchdog.daemon = True
-            watchdog.start()
+            shutdown.start_watchdog(self.shutdown_timeout)
         super()._schedule_shutdown(signal)
-
-
-def _exit_late(seconds: float) -> None:
-    log.error("shutdown took longer than %.0fs; exiting now", seconds)
-    logging.shutdown()
-    os._exit(1)
 
 
 def run(

@@ -8,7 +8,8 @@ FROM pg_attribute AS a
 WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped
 
 -- scan_flag_page --
-SELECT t.{key} AS key, t.xmin::text::bigint AS version, to_jsonb(t) AS row
+SELECT t.{key} AS key, t.{key}::text AS key_text, t.xmin::text::bigint AS version,
+       to_jsonb(t) AS row
 FROM {table} AS t
 WHERE t.{flag} AND ($2::{key_type} IS NULL OR t.{key} > $2::{key_type})
 ORDER BY t.{key}
@@ -24,7 +25,8 @@ WHERE t.{key} = u.key AND t.xmin::text::bigint = u.version
 -- scan_watermark_page --
 -- Only rows written by transactions older than every transaction still in flight: one
 -- that commits later can never carry a smaller xid, so the watermark never passes it.
-SELECT t.{key} AS key, t.{watermark}::text::bigint AS version, to_jsonb(t) AS row
+SELECT t.{key} AS key, t.{key}::text AS key_text, t.{watermark}::text::bigint AS version,
+       to_jsonb(t) AS row
 FROM {table} AS t
 WHERE t.{watermark} < pg_snapshot_xmin(pg_current_snapshot())
   AND ($2::text IS NULL OR (t.{watermark}, t.{key}) > ($2::text::xid8, $3::text::{key_type}))

@@ -29,7 +29,7 @@ CREATE TABLE customers (
     needs_sync boolean NOT NULL DEFAULT true,
     changed_xid xid8 NOT NULL DEFAULT pg_current_xact_id()
 );
-CREATE TRIGGER customers_changed BEFORE UPDATE ON customers
+CREATE TRIGGER customers_changed BEFORE INSERT OR UPDATE ON customers
 FOR EACH ROW EXECUTE FUNCTION cronstream_set_changed_xid();
 """
 

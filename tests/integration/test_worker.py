@@ -108,7 +108,15 @@ async def test_poison_messages_go_to_the_dead_letter_topic_and_the_rest_is_appli
             )
             sent.append((meta.partition, meta.offset))
             for event in (first, second):
-                await (await producer.send(settings.sync_topic, value=event.encode(), key=b"p:1"))
+                # A header without a value is legal in Kafka and must not upset the worker.
+                await (
+                    await producer.send(
+                        settings.sync_topic,
+                        value=event.encode(),
+                        key=b"p:1",
+                        headers=[("x-empty", None)],
+                    )
+                )
     finally:
         await producer.stop()
 

@@ -122,3 +122,31 @@ def test_disabled_jobs_are_not_scheduled() -> None:
     engine = Engine(FakeClock(START), Recorder().run, Recorder().skip)
     engine.set_jobs([job(enabled=False)])
     assert engine.jobs == {}
+
+
+async def test_catch_up_runs_every_tick_in_order_without_calling_them_overlaps() -> None:
+    clock = FakeClock(START)
+    recorder = Recorder()
+    recorder.release.set()
+    engine = Engine(clock, recorder.run, recorder.skip)
+    engine.set_jobs([job("all", max_catchup=3)], resume_from={"j": START - timedelta(hours=1)})
+    await engine.step()
+    await engine.drain(5)
+    assert recorder.started == [START - timedelta(minutes=30), START - timedelta(minutes=15), START]
+    assert recorder.skipped == []
+
+
+async def test_a_changed_schedule_starts_now_without_misfires() -> None:
+    clock = FakeClock(START)
+    recorder = Recorder()
+    recorder.release.set()
+    engine = Engine(clock, recorder.run, recorder.skip)
+    engine.set_jobs([job("all", max_catchup=100)])
+    clock.advance(timedelta(hours=2))
+    engine.set_jobs([job("all", expression="*/5 * * * *", max_catchup=100)])
+    await engine.step()
+    assert recorder.started == []  # the two hours under the old schedule are not owed
+    clock.advance(timedelta(minutes=5))
+    await engine.step()
+    await engine.drain(5)
+    assert recorder.started == [START + timedelta(hours=2, minutes=5)]
