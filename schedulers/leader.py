@@ -41,7 +41,7 @@ class Leadership:
                     announced = True
             except (db.DatabaseUnavailable, *db.CONNECT_ERRORS) as error:
                 log.warning("leader election: %s", error)
-                await self._drop()
+                self._drop()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.poll_seconds)
         return False
@@ -54,16 +54,16 @@ class Leadership:
             await asyncio.wait_for(self.connection.fetchval("SELECT 1"), self.poll_seconds * 5)
             return True
         except (TimeoutError, *db.CONNECT_ERRORS):
-            await self._drop()
+            self._drop()
             return False
 
     async def release(self) -> None:
         if self.connection is not None and not self.connection.is_closed():
             with contextlib.suppress(*db.CONNECT_ERRORS):
                 await self.connection.execute(query("leader_unlock"))
-        await self._drop()
+        self._drop()
 
-    async def _drop(self) -> None:
+    def _drop(self) -> None:
         if self.connection is not None:
             self.connection.terminate()
             self.connection = None

@@ -106,7 +106,7 @@ class BatchLoop:
             self.connection = await db.connect(self.settings)
         return self.connection
 
-    async def _drop_connection(self) -> None:
+    def _drop_connection(self) -> None:
         if self.connection is not None:
             self.connection.terminate()
             self.connection = None
@@ -130,7 +130,7 @@ class BatchLoop:
                     type(error).__name__,
                     error,
                 )
-                await self._drop_connection()
+                self._drop_connection()
                 await asyncio.sleep(delay)
 
 
