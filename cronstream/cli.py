@@ -332,6 +332,16 @@ def build_registry(modules: list[str]) -> Registry:
     return registry
 
 
+EngineOption = Annotated[
+    Literal["batch", "faust"] | None,
+    env_option(
+        "engine",
+        help="batch: an aiokafka consumer applying whole polls (fastest). faust: the "
+        "checkpointed faust agent, as in your own faust app. (default: batch)",
+    ),
+]
+
+
 @app.command("worker")
 def worker_command(
     ctx: typer.Context,
@@ -355,31 +365,48 @@ def worker_command(
         env_option(
             "batch_size",
             min=1,
-            help="Most events in one transaction. (default: 500)",
+            max=100_000,
+            help="Most records in one batch, i.e. one transaction. (default: 2000)",
         ),
     ] = None,
+    engine: EngineOption = None,
 ) -> None:
     """Consume sync_required and external change topics and apply them exactly once.
 
     Each batch's effects and the Kafka offsets they came from commit in one Postgres
     transaction; Kafka offsets are committed only after that. Undecodable events, events
-    with no handler and events whose handler keeps failing go to `<topic>.dlq`. Run more
-    workers to share the partitions. SIGINT/SIGTERM drain the in-flight batch and exit
-    within CRONSTREAM_SHUTDOWN_TIMEOUT seconds.
+    with no handler and events whose handler keeps failing or hanging go to
+    `<topic>.dlq`, once each, and the rest of the batch is applied. While Postgres or
+    Kafka is down the batch is retried with backoff. Run more workers to share the
+    partitions. SIGINT/SIGTERM drain the in-flight batch and exit within
+    CRONSTREAM_SHUTDOWN_TIMEOUT seconds.
     """
-    overrides = {"external_topics": external_topics, "batch_size": batch_size}
+    overrides = {"external_topics": external_topics, "batch_size": batch_size, "engine": engine}
     ctx.obj |= {name: value for name, value in overrides.items() if value is not None}
     settings = settings_of(ctx)
     registry = build_registry([*settings.handlers, *(handler_modules or [])])
     logging.getLogger(__name__).info(
         "worker starting",
         extra={
+            "engine": settings.engine,
             "topics": settings.input_topics,
             "group": settings.consumer_group,
             "handled_types": registry.types(),
         },
     )
-    worker.run(settings, registry)
+    run_worker(settings, registry)
+
+
+def run_worker(
+    settings: Settings, registry: Registry, companion: worker.Companion | None = None
+) -> None:
+    """The worker until a signal stops it; unreachable services end it with one line."""
+    try:
+        worker.run(settings, registry, companion)
+    except DatabaseUnavailable as error:
+        fail(f"{error} (start local services with 'make services')")
+    except KafkaError as error:
+        fail(f"Kafka: {type(error).__name__}: {error} (start local services with 'make services')")
 
 
 JobsFileOption = Annotated[
@@ -436,12 +463,15 @@ def run_command(
         list[str] | None,
         typer.Option("--handlers", help="Handler module for the worker; repeatable."),
     ] = None,
+    engine: EngineOption = None,
 ) -> None:
     """Scheduler and worker in one process, for small deployments and `make run`."""
+    if engine is not None:
+        ctx.obj["engine"] = engine
     scheduler = make_scheduler(ctx, jobs_file)
     settings = scheduler.settings
     registry = build_registry([*settings.handlers, *(handler_modules or [])])
-    worker.run(settings, registry, companion=scheduler.run)
+    run_worker(settings, registry, companion=scheduler.run)
 
 
 jobs_app = typer.Typer(

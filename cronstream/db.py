@@ -24,9 +24,15 @@ def unavailable(settings: Settings, error: BaseException) -> DatabaseUnavailable
     return DatabaseUnavailable(f"cannot connect to {settings.database_url_redacted}: {message}")
 
 
-async def connect(settings: Settings) -> asyncpg.Connection:
+async def connect(
+    settings: Settings, server_settings: dict[str, str] | None = None
+) -> asyncpg.Connection:
     try:
-        return await asyncpg.connect(settings.database_dsn, timeout=settings.connect_timeout)
+        return await asyncpg.connect(
+            settings.database_dsn,
+            timeout=settings.connect_timeout,
+            server_settings=server_settings,
+        )
     except CONNECT_ERRORS as error:
         raise unavailable(settings, error) from None
 

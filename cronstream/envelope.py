@@ -7,6 +7,7 @@ and keep their order. Kafka value: the envelope as UTF-8 JSON.
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, NoReturn
@@ -145,18 +146,64 @@ def from_fields(fields: dict[str, Any]) -> Event:
         _raise_first(error)
 
 
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return number
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+# Escapes that may decode to a character Postgres text and jsonb refuse: NUL, and a
+# surrogate (valid in pairs, refused alone). Only values containing one are walked.
+_SUSPECT = (b"\\u0000", b"\\ud", b"\\uD")
+
+
+def _refused_text(data: Any) -> str | None:
+    """Why Postgres would refuse a string somewhere in `data`, if it would."""
+    pending = [data]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, str):
+            if "\x00" in item:
+                return "contains \\u0000, which Postgres text and jsonb refuse"
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return "contains a lone surrogate (\\ud800-\\udfff), which is not Unicode text"
+    return None
+
+
 def decode(value: bytes | None) -> Event:
-    """Strictly decode a Kafka value; every required field must be present."""
+    """Strictly decode a Kafka value; every required field must be present.
+
+    Values Postgres would refuse later (NUL, lone surrogates, NaN, Infinity, numbers out
+    of range) are refused here, with a reason, rather than failing inside a handler.
+    """
     if value is None:
         raise EnvelopeError(WHOLE_VALUE, "is empty (a tombstone)")
     try:
-        data = json.loads(value)
+        data = json.loads(value, parse_float=_finite, parse_constant=_no_constant)
     except UnicodeDecodeError as error:
         raise EnvelopeError(WHOLE_VALUE, f"is not UTF-8: {error.reason}") from None
     except json.JSONDecodeError as error:
         raise EnvelopeError(WHOLE_VALUE, f"is not JSON: {error.msg} at char {error.pos}") from None
+    except ValueError as error:  # from the hooks above, or an integer of over 4300 digits
+        raise EnvelopeError(WHOLE_VALUE, f"is not storable JSON: {error}") from None
     if not isinstance(data, dict):
         raise EnvelopeError(WHOLE_VALUE, f"is JSON {type(data).__name__}, not an object")
+    if any(suspect in value for suspect in _SUSPECT):
+        refused = _refused_text(data)
+        if refused is not None:
+            raise EnvelopeError(WHOLE_VALUE, refused)
     try:
         return Event.model_validate(data)
     except ValidationError as error:

@@ -61,14 +61,29 @@ class Settings(BaseSettings):
         default_factory=list, description="modules with a register(registry), comma-separated"
     )
     session_timeout: float = Field(10.0, ge=1, description="seconds before Kafka drops a worker")
+    engine: Literal["batch", "faust"] = Field(
+        "batch",
+        description="worker engine: batch (aiokafka, whole polls) or faust (a faust agent)",
+    )
     handler_attempts: int = Field(
         3, ge=1, description="tries before a failing event is dead-lettered"
+    )
+    handler_timeout: float = Field(
+        60.0, gt=0, le=86_400, description="seconds one handler attempt may take"
+    )
+    db_lock_timeout: float = Field(
+        10.0, gt=0, le=86_400, description="seconds a worker statement waits for a row lock"
+    )
+    db_statement_timeout: float = Field(
+        300.0, gt=0, le=86_400, description="seconds one worker statement may run"
     )
     retry_backoff: float = Field(0.2, gt=0, description="first retry delay in seconds, doubling")
     retry_backoff_max: float = Field(10.0, gt=0)
 
-    batch_size: int = Field(500, ge=1, le=100_000)
-    batch_max_wait: float = Field(0.5, gt=0, description="seconds a batch waits to fill")
+    batch_size: int = Field(2000, ge=1, le=100_000, description="most records in one batch")
+    batch_max_wait: float = Field(
+        0.5, gt=0, le=3600, description="seconds a poll waits for records when there are none"
+    )
     connect_timeout: float = Field(10.0, gt=0, description="seconds to open a Postgres connection")
     request_timeout: float = Field(30.0, gt=0, description="seconds for one Kafka request")
     shutdown_timeout: float = Field(30.0, gt=0)

@@ -28,9 +28,12 @@ from dataclasses import dataclass, field
 from itertools import groupby
 
 import asyncpg
+from aiokafka.errors import KafkaError
 
+from cronstream.db import DatabaseUnavailable
 from cronstream.envelope import TRACE_HEADER, EnvelopeError, Event, decode
 from cronstream.queries import query
+from cronstream.untrusted import safe_text
 from handlers.registry import Handler, describe
 
 log = logging.getLogger(__name__)
@@ -66,6 +69,13 @@ class DeadLetter:
     attempts: int
 
 
+def _where(record: Record) -> tuple[str, int, int]:
+    return (record.topic, record.partition, record.offset)
+
+
+# Error texts quote untrusted input; this bounds what one record can put in a row.
+MAX_ERROR_CHARS = 2000
+
 DeadLetterSink = Callable[[Sequence[DeadLetter]], Awaitable[None]]
 """Sends dead letters and returns once they are durable (e.g. acknowledged by Kafka)."""
 
@@ -88,9 +98,39 @@ class Outcome:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     checkpoints: dict[TopicPartition, int] = field(default_factory=dict)
 
+    def merge(self, later: Outcome) -> Outcome:
+        """This outcome followed by a later one of the same batch."""
+        return Outcome(
+            applied=self.applied + later.applied,
+            duplicates=self.duplicates + later.duplicates,
+            dead_letters=self.dead_letters + later.dead_letters,
+            checkpoints=self.checkpoints | later.checkpoints,
+        )
 
-class ConnectionLost(Exception):
-    """Postgres went away mid-batch; nothing of the batch was committed. Retry it."""
+
+class Outage(Exception):
+    """Postgres or Kafka unavailable mid-batch; nothing of the batch was committed. Retry it."""
+
+
+# Failures that say nothing about the records: the same batch may pass once they clear.
+_OUTAGES = (
+    OSError,  # includes ConnectionError and TimeoutError
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    asyncpg.LockNotAvailableError,  # lock_timeout: e.g. a zombie still holds a checkpoint row
+    asyncpg.QueryCanceledError,  # statement_timeout outside a handler
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+    KafkaError,  # the dead-letter producer; its size error is handled where it is sent
+    DatabaseUnavailable,
+)
+
+
+def is_outage(error: BaseException) -> bool:
+    return isinstance(error, (Outage, *_OUTAGES))
 
 
 def _by_partition(records: Sequence[Record]) -> dict[TopicPartition, list[Record]]:
@@ -116,27 +156,81 @@ class BatchApplier:
         dead_letter: DeadLetterSink,
         dlq_topic: Callable[[str], str],
         retry: RetryPolicy,
+        handler_timeout: float = 60.0,
     ) -> None:
         self.consumer = consumer
         self.route = route
         self.dead_letter = dead_letter
         self.dlq_topic = dlq_topic
         self.retry = retry
+        self.handler_timeout = handler_timeout
+        # Dead letters Kafka acknowledged whose checkpoint has not committed yet: a retried
+        # or narrowed batch must not send them again.
+        self._sent: set[tuple[str, int, int]] = set()
 
     async def apply(
         self,
         connection: asyncpg.Connection,
         records: Sequence[Record],
     ) -> Outcome:
-        """Apply one batch; raises ConnectionLost when Postgres went away.
+        """Apply one batch; raises Outage when Postgres or Kafka is unavailable.
 
+        Any other failure is narrowed down: the batch is applied in halves until the
+        record(s) that cause it stand alone; those are dead-lettered, the rest applied.
         When it returns, the fate of every record is durable: applied, dropped as a
         duplicate or dead-lettered. Only then may the caller acknowledge them to Kafka.
         """
+        ordered = sorted(records, key=lambda r: (r.topic, r.partition, r.offset))
+        return await self._apply_or_narrow(connection, ordered)
+
+    async def _apply_or_narrow(
+        self, connection: asyncpg.Connection, records: list[Record]
+    ) -> Outcome:
         try:
             return await self._apply(connection, records)
-        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as error:
-            raise ConnectionLost(f"{type(error).__name__}: {error}") from error
+        except Exception as error:
+            if is_outage(error) or connection.is_closed():
+                raise Outage(f"{type(error).__name__}: {error}") from error
+            if len(records) == 1:
+                return await self._dead_letter_alone(connection, records[0], error)
+            log.warning(
+                "batch of %d failed (%s: %s); applying it in halves to find the record(s) "
+                "that cause it",
+                len(records),
+                type(error).__name__,
+                safe_text(str(error), 300),
+            )
+        # Halves of a list ordered by (topic, partition, offset): every partition's
+        # records in the first half precede its records in the second.
+        half = len(records) // 2
+        first = await self._apply_or_narrow(connection, records[:half])
+        second = await self._apply_or_narrow(connection, records[half:])
+        return first.merge(second)
+
+    async def _dead_letter_alone(
+        self, connection: asyncpg.Connection, record: Record, error: Exception
+    ) -> Outcome:
+        """Dead-letter one record that fails a batch on its own, and move past it."""
+        tp = (record.topic, record.partition)
+        outcome = Outcome()
+        await connection.execute(
+            query("checkpoints_ensure"), self.consumer, [record.topic], [record.partition]
+        )
+        async with connection.transaction():
+            [row] = await connection.fetch(
+                query("checkpoints_lock"), self.consumer, [record.topic], [record.partition]
+            )
+            if record.offset <= row["offset"]:
+                outcome.duplicates = 1
+                outcome.checkpoints[tp] = row["offset"]
+                return outcome
+            reason = f"fails its batch: {type(error).__name__}: {error}"
+            self._reject(outcome, record, reason, attempts=1)
+            await self._send_dead_letters(connection, outcome.dead_letters)
+            await self._advance(connection, {tp: record.offset})
+        outcome.checkpoints[tp] = record.offset
+        self._forget_sent(outcome.checkpoints)
+        return outcome
 
     async def _apply(
         self,
@@ -164,17 +258,40 @@ class BatchApplier:
             if outcome.dead_letters:
                 # Durable before the checkpoint passes them: a crash in between sends
                 # them again (at-least-once in the dead-letter topic), never loses them.
-                await self.dead_letter(outcome.dead_letters)
-                await self._record_dead_letters(connection, outcome.dead_letters)
-            advanced = sorted(outcome.checkpoints.items())
-            await connection.execute(
-                query("checkpoints_advance"),
-                self.consumer,
-                [topic for (topic, _), _ in advanced],
-                [partition for (_, partition), _ in advanced],
-                [offset for _, offset in advanced],
-            )
+                await self._send_dead_letters(connection, outcome.dead_letters)
+            await self._advance(connection, outcome.checkpoints)
+        self._forget_sent(outcome.checkpoints)
         return outcome
+
+    async def _advance(
+        self, connection: asyncpg.Connection, checkpoints: dict[TopicPartition, int]
+    ) -> None:
+        advanced = sorted(checkpoints.items())
+        await connection.execute(
+            query("checkpoints_advance"),
+            self.consumer,
+            [topic for (topic, _), _ in advanced],
+            [partition for (_, partition), _ in advanced],
+            [offset for _, offset in advanced],
+        )
+
+    async def _send_dead_letters(
+        self, connection: asyncpg.Connection, letters: list[DeadLetter]
+    ) -> None:
+        unsent = [letter for letter in letters if _where(letter.record) not in self._sent]
+        if unsent:
+            await self.dead_letter(unsent)
+            self._sent.update(_where(letter.record) for letter in unsent)
+        await self._record_dead_letters(connection, letters)
+
+    def _forget_sent(self, committed: dict[TopicPartition, int]) -> None:
+        """Dead letters at or below a committed checkpoint will never be sent again."""
+        if self._sent:
+            self._sent = {
+                (topic, partition, offset)
+                for topic, partition, offset in self._sent
+                if offset > committed.get((topic, partition), -1)
+            }
 
     async def _apply_partition(
         self, connection: asyncpg.Connection, records: list[Record], outcome: Outcome
@@ -240,14 +357,20 @@ class BatchApplier:
         """Run the handler inside a savepoint; return its error, if any."""
         try:
             async with connection.transaction():
-                await handler(events, connection)
+                async with asyncio.timeout(self.handler_timeout):
+                    await handler(events, connection)
+        except TimeoutError:
+            if connection.is_closed():
+                raise Outage("the connection closed while a handler timed out") from None
+            return TimeoutError(f"did not finish within {self.handler_timeout:g}s")
         except Exception as error:
             if connection.is_closed():
-                raise ConnectionLost(f"{type(error).__name__}: {error}") from error
+                raise Outage(f"{type(error).__name__}: {error}") from error
             return error
         return None
 
     def _reject(self, outcome: Outcome, record: Record, error: str, attempts: int) -> None:
+        error = safe_text(error, MAX_ERROR_CHARS)
         outcome.dead_letters.append(DeadLetter(record, error, attempts))
         log.error(
             "dead-lettered %s[%d]@%d to %s: %s",

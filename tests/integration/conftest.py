@@ -70,6 +70,12 @@ async def _admin(url: str, statement: str) -> None:
         await admin.close()
 
 
+@pytest.fixture(params=["batch", "faust"])
+def engine(request: pytest.FixtureRequest) -> str:
+    """Each worker test runs on both engines: they must keep the same promises."""
+    return str(request.param)
+
+
 @pytest.fixture
 def topic() -> str:
     return f"test.{uuid.uuid4().hex[:12]}"

@@ -27,8 +27,8 @@ from tests.integration.workers import (
 
 
 @pytest.fixture
-def env(cli_env: dict[str, str]) -> dict[str, str]:
-    return worker_env(cli_env)
+def env(cli_env: dict[str, str], engine: str) -> dict[str, str]:
+    return worker_env(cli_env, engine)
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -23,13 +24,15 @@ from tests.integration.kafka_helpers import end_offsets
 
 ROOT = Path(__file__).resolve().parents[2]
 HANDLERS = "tests.integration.handlers_under_test"
+BATCH_APPLIED = '"msg": "batch applied'
 
 
-def worker_env(base: dict[str, str], **extra: str) -> dict[str, str]:
-    """Settings that make failover quick enough for tests."""
+def worker_env(base: dict[str, str], engine: str = "batch", **extra: str) -> dict[str, str]:
+    """Settings that make failover quick enough for tests, for one engine."""
     return (
         base
         | {
+            "CRONSTREAM_ENGINE": engine,
             "CRONSTREAM_SESSION_TIMEOUT": "6",
             "CRONSTREAM_BATCH_SIZE": "200",
             "CRONSTREAM_BATCH_MAX_WAIT": "0.2",
@@ -97,18 +100,31 @@ class WorkerProcess:
         """How many batches the current process has applied, from its log."""
         if not self.starts or not self.log_path.exists():
             return 0
-        return self.log_path.read_text(errors="replace").count('"msg": "batch applied"')
+        return self.log_path.read_text(errors="replace").count(BATCH_APPLIED)
 
     def applied_a_batch(self) -> bool:
         return self.batches_since_start() > 0
 
+    def log_entries(self, prefix: str) -> list[dict[str, Any]]:
+        """The JSON log lines, over every start, whose message starts with `prefix`."""
+        found = []
+        for line in self.logs().splitlines():
+            if f'"msg": "{prefix}' in line:
+                found.append(json.loads(line[line.index("{") :]))
+        return found
+
     def duplicates_dropped(self) -> int:
         """Redelivered events dropped by the checkpoint filter, over every start."""
-        total = 0
-        for line in self.logs().splitlines():
-            if '"msg": "batch applied"' in line:
-                total += json.loads(line[line.index("{") :])["duplicates"]
-        return total
+        return sum(entry["duplicates"] for entry in self.log_entries("batch applied"))
+
+    def started_ahead_of_kafka(self) -> int:
+        """Partitions started at a checkpoint that Kafka's committed offset lagged behind."""
+        return sum(
+            1
+            for entry in self.log_entries("")
+            if "kafka_committed" in entry
+            and (entry["kafka_committed"] or 0) < entry["checkpoint"] + 1
+        )
 
     def logs(self) -> str:
         return "\n".join(

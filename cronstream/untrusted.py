@@ -1,0 +1,29 @@
+"""Text from outside made safe to store: Postgres text refuses NUL, UTF-8 refuses surrogates.
+
+Error messages quote untrusted input (keys, field names, values); before such text goes
+into a Postgres column or a Kafka header it passes through here, or one hostile value
+makes the write itself fail, again on every retry.
+"""
+
+from __future__ import annotations
+
+
+def safe_text(text: str, limit: int = 2000) -> str:
+    """`text` with NUL and lone surrogates escaped, cut to at most `limit` characters."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\u0000")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    if len(text) > limit:
+        text = text[: max(limit - 3, 0)] + "..."
+    return text
+
+
+def safe_bytes(text: str, limit: int) -> bytes:
+    """`safe_text` as UTF-8, at most `limit` bytes, never cut inside a character."""
+    encoded = safe_text(text, limit).encode("utf-8")
+    if len(encoded) <= limit:
+        return encoded
+    return encoded[:limit].decode("utf-8", "ignore").encode("utf-8")

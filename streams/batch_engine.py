@@ -1,0 +1,220 @@
+"""The batch engine (the default): an aiokafka consumer applying whole polls as batches.
+
+This is the "store offsets outside Kafka" pattern of Kafka's consumer documentation:
+- auto-commit is off and Postgres checkpoints are the truth. On every assignment, each
+  partition with a checkpoint is sought to checkpoint + 1; Kafka's committed offset is
+  only a hint, for monitoring tools and for partitions without a checkpoint.
+- a batch is what one `getmany` returns, at most `batch_size` records: large while the
+  worker is behind, small once it has caught up, so neither throughput nor latency
+  needs tuning.
+- after the Postgres COMMIT, offsets (checkpoint + 1) are committed to Kafka for the
+  partitions still assigned, at most every `KAFKA_COMMIT_INTERVAL` seconds and on
+  revocation and shutdown. A failed Kafka commit is logged, never fatal: nothing
+  depends on it.
+- on revocation the listener waits, bounded, for the in-flight batch. Should it still
+  run after the partitions moved, the checkpoint row locks fence it against the new
+  owner, which then drops what it applied as duplicates.
+
+aiokafka facts it is built around (0.14): the listener's callbacks run in the group
+coordinator's task while `getmany` may be waiting; an exception raised in
+`on_partitions_assigned` is logged and swallowed, so a partition whose checkpoint
+cannot be read yet is paused until it can be; a `seek` discards records already
+fetched for that partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+
+from cronstream import db, kafka
+from cronstream.settings import Settings
+from handlers.checkpoints import Outcome, Record
+from handlers.registry import Registry
+from streams.batches import BatchLoop, log_batch
+from streams.positions import read_checkpoints, report_ahead
+
+log = logging.getLogger(__name__)
+
+KAFKA_COMMIT_INTERVAL = 1.0
+
+
+def to_record(message: ConsumerRecord[bytes, bytes]) -> Record:
+    """An aiokafka record as the protocol sees it."""
+    return Record(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        value=message.value,
+        key=message.key,
+        # Kafka allows a header without a value.
+        headers=tuple((name, value or b"") for name, value in message.headers or ()),
+    )
+
+
+class BatchEngine:
+    """One worker: consume, apply under the checkpoint protocol, commit to Kafka after."""
+
+    def __init__(self, settings: Settings, registry: Registry) -> None:
+        self.settings = settings
+        self.stop = asyncio.Event()
+        self.batches = BatchLoop(settings, registry, self.stop)
+        self.consumer: AIOKafkaConsumer | None = None
+        self.inflight: asyncio.Future[Outcome | None] | None = None
+        self.unpositioned: set[TopicPartition] = set()
+        self.uncommitted: dict[TopicPartition, int] = {}
+        self.last_commit = time.monotonic()
+
+    def _consumer(self) -> AIOKafkaConsumer:
+        settings = self.settings
+        session_ms = int(settings.session_timeout * 1000)
+        return AIOKafkaConsumer(
+            group_id=settings.consumer_group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=session_ms,
+            heartbeat_interval_ms=max(session_ms // 5, 500),
+            rebalance_timeout_ms=max(session_ms * 2, 20_000),
+            max_poll_records=settings.batch_size,
+            **kafka.connection_options(settings),
+        )
+
+    async def run(self) -> None:
+        """Consume and apply until `stop` is set; then drain, commit and leave the group."""
+        await self.batches.start()
+        consumer = self.consumer = self._consumer()
+        try:
+            await consumer.start()
+            consumer.subscribe(self.settings.input_topics, listener=_Listener(self))
+            while not self.stop.is_set():
+                await self._poll_and_apply(consumer)
+            await self._commit(consumer)
+        finally:
+            await consumer.stop()  # leaves the group: the others rebalance at once
+            await self.batches.close()
+
+    async def _poll_and_apply(self, consumer: AIOKafkaConsumer) -> None:
+        if self.unpositioned:
+            await self.position(list(self.unpositioned))
+        polled = await consumer.getmany(
+            timeout_ms=int(self.settings.batch_max_wait * 1000),
+            max_records=self.settings.batch_size,
+        )
+        assigned = consumer.assignment()
+        records = [
+            to_record(message)
+            for tp, messages in polled.items()
+            if tp in assigned  # revoked while this poll was on its way: not ours now
+            for message in messages
+        ]
+        if records:
+            self.inflight = asyncio.ensure_future(self.batches.apply(records))
+            try:
+                outcome = await self.inflight
+            finally:
+                self.inflight = None
+            if outcome is None:  # stopped while Postgres or Kafka was away
+                return
+            log_batch(len(records), outcome)
+            for (topic, partition), checkpoint in outcome.checkpoints.items():
+                self.uncommitted[TopicPartition(topic, partition)] = checkpoint + 1
+        if time.monotonic() - self.last_commit >= KAFKA_COMMIT_INTERVAL:
+            await self._commit(consumer)
+
+    async def _commit(
+        self, consumer: AIOKafkaConsumer, only: Iterable[TopicPartition] = ()
+    ) -> None:
+        """Commit applied offsets to Kafka for partitions still assigned (or `only` those)."""
+        self.last_commit = time.monotonic()
+        chosen = set(only) or set(self.uncommitted)
+        offsets = {tp: self.uncommitted.pop(tp) for tp in chosen if tp in self.uncommitted}
+        offsets = {tp: offset for tp, offset in offsets.items() if tp in consumer.assignment()}
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+        except KafkaError as error:
+            # Only a hint for monitoring tools: the checkpoints already hold the truth.
+            log.warning("Kafka offset commit failed (checkpoints are safe): %r", error)
+
+    async def position(self, partitions: list[TopicPartition]) -> None:
+        """Seek each partition with a checkpoint to checkpoint + 1; pause until known."""
+        consumer = self.consumer
+        assert consumer is not None
+        try:
+            checkpoints = await read_checkpoints(self.settings)
+        except db.DatabaseUnavailable as error:
+            # Starting without them could skip events never applied: wait for Postgres.
+            log.warning("partitions paused until their checkpoints can be read: %s", error)
+            consumer.pause(*partitions)
+            self.unpositioned.update(partitions)
+            await asyncio.sleep(min(self.settings.retry_backoff_max, 1.0))
+            return
+        assigned = consumer.assignment()
+        for tp in partitions:
+            self.unpositioned.discard(tp)
+            if tp not in assigned:
+                continue
+            checkpoint = checkpoints.get((tp.topic, tp.partition))
+            if checkpoint is not None:
+                committed = await self._committed(consumer, tp)
+                if committed is not None and committed > checkpoint + 1:
+                    report_ahead(tp.topic, tp.partition, committed, checkpoint)
+                log.info(
+                    "%s[%d] starts at checkpoint + 1 = %d (Kafka committed %s)",
+                    tp.topic,
+                    tp.partition,
+                    checkpoint + 1,
+                    committed,
+                    extra={
+                        "topic": tp.topic,
+                        "partition": tp.partition,
+                        "checkpoint": checkpoint,
+                        "kafka_committed": committed,
+                    },
+                )
+                consumer.seek(tp, checkpoint + 1)
+            consumer.resume(tp)
+
+    async def _committed(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> int | None:
+        try:
+            offset: int | None = await consumer.committed(tp)
+        except KafkaError as error:
+            log.warning("cannot read Kafka's committed offset of %s: %r", tp, error)
+            return None
+        return offset
+
+    async def wait_for_inflight(self, revoked: set[TopicPartition]) -> None:
+        """Let the in-flight batch commit or roll back (bounded), then commit its offsets."""
+        inflight = self.inflight
+        if inflight is not None:
+            bound = max(self.settings.session_timeout, 1.0)
+            try:
+                await asyncio.wait_for(asyncio.shield(inflight), bound)
+            except TimeoutError:
+                log.warning(
+                    "in-flight batch still running after %.0fs; handing partitions over "
+                    "(the checkpoint row locks fence it)",
+                    bound,
+                )
+            except Exception:  # BatchLoop.apply logs its own failures
+                pass
+        if self.consumer is not None and revoked:
+            await self._commit(self.consumer, only=revoked)
+        self.unpositioned -= revoked
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, engine: BatchEngine) -> None:
+        self.engine = engine
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.engine.wait_for_inflight(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self.engine.position(sorted(assigned))
