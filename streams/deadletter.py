@@ -6,9 +6,11 @@ import asyncio
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import MessageSizeTooLargeError
 
 from cronstream import kafka
 from cronstream.settings import Settings
+from cronstream.untrusted import safe_bytes
 from handlers.checkpoints import DeadLetter
 
 # Long enough for any message, short enough that the headers never push a record that
@@ -22,6 +24,7 @@ PARTITION = "dlq.original.partition"
 OFFSET = "dlq.original.offset"
 ATTEMPTS = "dlq.attempts"
 CONSUMER = "dlq.consumer"
+VALUE_OMITTED = "dlq.value.omitted"
 
 
 def headers(letter: DeadLetter, consumer: str) -> list[tuple[str, bytes]]:
@@ -29,7 +32,7 @@ def headers(letter: DeadLetter, consumer: str) -> list[tuple[str, bytes]]:
     record = letter.record
     return [
         *record.headers,
-        (ERROR, letter.error.encode()[:MAX_ERROR_BYTES]),
+        (ERROR, safe_bytes(letter.error, MAX_ERROR_BYTES)),
         (TOPIC, record.topic.encode()),
         (PARTITION, str(record.partition).encode()),
         (OFFSET, str(record.offset).encode()),
@@ -56,13 +59,28 @@ class DeadLetterProducer:
 
     async def __call__(self, letters: Sequence[DeadLetter]) -> None:
         assert self.producer is not None, "start() first"
-        futures = [
-            await self.producer.send(
-                self.settings.dlq_topic(letter.record.topic),
-                value=letter.record.value,
-                key=letter.record.key,
-                headers=headers(letter, self.settings.consumer_group),
+        futures = [await self._send(letter, with_value=True) for letter in letters]
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        for letter, result in zip(letters, results, strict=True):
+            if isinstance(result, MessageSizeTooLargeError):
+                # The record plus our headers is over the broker's limit: send where it
+                # is instead of what it is; the original stays readable at its offset.
+                await (await self._send(letter, with_value=False))
+            elif isinstance(result, BaseException):
+                raise result
+
+    async def _send(self, letter: DeadLetter, with_value: bool) -> asyncio.Future[object]:
+        assert self.producer is not None
+        record = letter.record
+        extra = [] if with_value else [(VALUE_OMITTED, b"too large for the dead-letter topic")]
+        try:
+            future: asyncio.Future[object] = await self.producer.send(
+                self.settings.dlq_topic(record.topic),
+                value=record.value if with_value else None,
+                key=record.key,
+                headers=headers(letter, self.settings.consumer_group) + extra,
             )
-            for letter in letters
-        ]
-        await asyncio.gather(*futures)
+        except MessageSizeTooLargeError as error:  # refused before it left the client
+            future = asyncio.get_running_loop().create_future()
+            future.set_exception(error)
+        return future

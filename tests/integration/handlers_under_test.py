@@ -43,7 +43,19 @@ async def always_fails(events: Sequence[Event], connection: asyncpg.Connection) 
     raise RuntimeError(f"refusing {len(events)} event(s)")
 
 
+async def hangs(events: Sequence[Event], connection: asyncpg.Connection) -> None:
+    """Never returns: only the handler timeout gets the worker past it."""
+    await asyncio.Event().wait()
+
+
+async def hangs_in_postgres(events: Sequence[Event], connection: asyncpg.Connection) -> None:
+    """Never returns from the server: the timeout must cancel a running statement."""
+    await connection.execute("SELECT pg_sleep(3600)")
+
+
 def register(registry: Registry) -> None:
+    registry.register("hangs", hangs)
+    registry.register("hangs_in_postgres", hangs_in_postgres)
     registry.register("count", count)
     registry.register("slow_count", slow_count)
     registry.register("always_fails", always_fails)

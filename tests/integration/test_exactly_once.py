@@ -30,6 +30,7 @@ from tests.integration.workers import (
     create_counts_table,
     kafka_committed,
     publish,
+    publish_until,
     worker_env,
     workers,
 )
@@ -93,7 +94,6 @@ async def test_sigkill_workers_repeatedly_while_events_flow(
     await create_counts_table(database_url)
     settings = settings.model_copy(update={"topic_partitions": int(PARTITIONS)})
     pool = workers(env_for(cli_env, engine), tmp_path, 2)
-    events = list(count_events(5000))
     rng = random.Random(20261127)
     began = time.monotonic()
     violations: list[str] = []
@@ -101,7 +101,8 @@ async def test_sigkill_workers_repeatedly_while_events_flow(
         worker.start()
     monitor = asyncio.create_task(watch_commit_never_passes_checkpoint(settings, violations))
     try:
-        producing = asyncio.create_task(publish(settings, events, chunk=100, pause=0.15))
+        kills_done = asyncio.Event()
+        producing = asyncio.create_task(publish_until(settings, kills_done))
         for _ in range(6):
             victim = rng.choice(pool)
             # Kill a worker that holds partitions and is applying batches right now.
@@ -113,6 +114,7 @@ async def test_sigkill_workers_repeatedly_while_events_flow(
             await asyncio.sleep(rng.uniform(0, 0.5))
             victim.kill()
             victim.start()
+        kills_done.set()
         ids = await producing
         await wait_for_the_end(settings, pool, 240)
     finally:
@@ -129,7 +131,7 @@ async def test_sigkill_workers_repeatedly_while_events_flow(
         assert sum(worker.duplicates_dropped() for worker in pool) > 0
     else:
         assert sum(worker.started_ahead_of_kafka() for worker in pool) > 0
-    print(f"\n5000 events, 6 SIGKILLs, 2 workers: {elapsed:.1f}s, {5000 / elapsed:.0f} events/s")
+    print(f"\n{len(ids)} events, 6 SIGKILLs, 2 workers, {engine} engine: {elapsed:.1f}s")
 
 
 async def test_partitions_move_between_workers(
@@ -137,15 +139,22 @@ async def test_partitions_move_between_workers(
 ) -> None:
     await create_counts_table(database_url)
     first, second = workers(env_for(cli_env, engine), tmp_path, 2)
-    events = list(count_events(3000))
     first.start()
     try:
-        producing = asyncio.create_task(publish(settings, events, chunk=100, pause=0.1))
-        applied = await wait_for_progress(database_url, 0, 90)
+        done = asyncio.Event()
+        producing = asyncio.create_task(publish_until(settings, done, pause=0.1))
+        await wait_for_progress(database_url, 0, 90)
         second.start()  # takes over some partitions mid-stream
-        applied = await wait_for_progress(database_url, applied + 300, 90)
+        await wait_for(second.applied_a_batch, 90, "the second worker to apply a batch")
         code, _ = first.terminate()  # hands all of them to the second
         assert code == 0, first.logs()[-3000:]
+        batches = second.batches_since_start()
+        await wait_for(
+            lambda: second.batches_since_start() > batches + 3,
+            90,
+            "the second worker to go on with every partition",
+        )
+        done.set()
         ids = await producing
         await wait_for_the_end(settings, [second], 180)
     finally:

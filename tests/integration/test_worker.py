@@ -173,3 +173,75 @@ async def test_sigterm_during_a_batch_exits_cleanly_and_the_next_start_resumes(
     finally:
         worker.stop()
     assert_exactly_once(await applied_counts(database_url), ids)
+
+
+def hostile_values() -> list[tuple[bytes, str]]:
+    """Values an outside producer may write, each with the dead-letter reason it must get."""
+    base = json.loads(next(count_events(1)).encode())
+
+    def envelope(payload_json: str) -> bytes:
+        text = json.dumps(base | {"payload": {}})
+        return text.replace('"payload": {}', f'"payload": {payload_json}').encode()
+
+    return [
+        (envelope('{"a\\u0000b": 1}'), "contains \\u0000"),
+        (envelope('{"x": "\\u0000"}'), "contains \\u0000"),
+        (envelope('{"x": "\\ud800"}'), "lone surrogate"),
+        (envelope('{"x": NaN}'), "NaN is not a JSON number"),
+        (envelope('{"x": -Infinity}'), "-Infinity is not a JSON number"),
+        (envelope('{"x": 1e400}'), "number 1e400 is out of range"),
+        (envelope('{"x": ' + "9" * 5000 + "}"), "is not storable JSON"),
+        (next(count_events(1, event_type="always_fails")).encode(), "always_fails failed"),
+        (next(count_events(1, event_type="hangs")).encode(), "did not finish within 1s"),
+        (
+            next(count_events(1, event_type="hangs_in_postgres")).encode(),
+            "did not finish within 1s",
+        ),
+    ]
+
+
+async def test_hostile_values_and_stuck_handlers_are_dead_lettered_once_and_the_rest_applied(
+    settings: Settings, database_url: str, env: dict[str, str], tmp_path: Path
+) -> None:
+    await create_counts_table(database_url)
+    hostile = hostile_values()
+    good = list(count_events(2 * len(hostile)))
+    await kafka.ensure_topics(settings, [settings.sync_topic])
+    producer = kafka.producer(settings)
+    await producer.start()
+    try:
+        # One key: one partition, each hostile value followed by two good events.
+        for (value, _), first, second in zip(hostile, good[::2], good[1::2], strict=True):
+            for payload in (value, first.encode(), second.encode()):
+                await (await producer.send(settings.sync_topic, value=payload, key=b"h:1"))
+    finally:
+        await producer.stop()
+
+    worker = WorkerProcess(
+        env | {"CRONSTREAM_HANDLER_TIMEOUT": "1", "CRONSTREAM_HANDLER_ATTEMPTS": "2"},
+        tmp_path,
+        "worker",
+    )
+    worker.start()
+    try:
+        await wait_until_applied(settings, worker, 120)
+    finally:
+        worker.stop()
+    assert_exactly_once(await applied_counts(database_url), [e.id for e in good])
+
+    letters = await read_all(
+        settings, settings.dlq_topic(settings.sync_topic), expected=len(hostile)
+    )
+    offsets = [int(dict(letter.headers)[deadletter.OFFSET]) for letter in letters]
+    assert len(offsets) == len(set(offsets)) == len(hostile), "each dead letter exactly once"
+    for letter, (value, reason) in zip(
+        sorted(letters, key=lambda r: r.offset), hostile, strict=True
+    ):
+        assert letter.value == value
+        assert reason in dict(letter.headers)[deadletter.ERROR].decode()
+    connection = await asyncpg.connect(database_url)
+    try:
+        recorded = await connection.fetchval("SELECT count(*) FROM dead_letters")
+    finally:
+        await connection.close()
+    assert recorded == len(hostile)

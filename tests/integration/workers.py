@@ -182,6 +182,31 @@ async def publish(
     return [e.id for e in events]
 
 
+async def publish_until(
+    settings: Settings, done: asyncio.Event, chunk: int = 100, pause: float = 0.15
+) -> list[str]:
+    """Keep a stream of count events flowing until `done` is set; return their ids."""
+    await kafka.ensure_topics(settings, [settings.sync_topic])
+    producer: AIOKafkaProducer = kafka.producer(settings)
+    await producer.start()
+    ids: list[str] = []
+    try:
+        while not done.is_set():
+            events = list(count_events(chunk, start=len(ids)))
+            futures = [
+                await producer.send(
+                    settings.sync_topic, value=e.encode(), key=e.kafka_key, headers=e.kafka_headers
+                )
+                for e in events
+            ]
+            await asyncio.gather(*futures)
+            ids += [e.id for e in events]
+            await asyncio.sleep(pause)
+    finally:
+        await producer.stop()
+    return ids
+
+
 async def applied_counts(database_url: str) -> dict[str, int]:
     connection = await asyncpg.connect(database_url)
     try:

@@ -113,3 +113,32 @@ def test_sync_event_id_is_deterministic_per_row_version() -> None:
     assert sync_event_id("customer", "42", 7) == sync_event_id("customer", "42", 7)
     assert sync_event_id("customer", "42", 7) != sync_event_id("customer", "42", 8)
     assert sync_event_id("customer", "4", "27") != sync_event_id("customer", "42", "7")
+
+
+def with_payload(payload_json: str) -> bytes:
+    text = json.dumps(valid() | {"payload": {}})
+    return text.replace('"payload": {}', f'"payload": {payload_json}').encode()
+
+
+@pytest.mark.parametrize(
+    ("payload_json", "reason"),
+    [
+        ('{"a\\u0000b": 1}', "contains \\u0000"),
+        ('{"a": ["\\u0000"]}', "contains \\u0000"),
+        ('{"a": "\\udc00"}', "lone surrogate"),
+        ('{"a": "\\uD800x"}', "lone surrogate"),
+        ('{"a": NaN}', "NaN is not a JSON number"),
+        ('{"a": Infinity}', "Infinity is not a JSON number"),
+        ('{"a": -1e999}', "out of range"),
+        ('{"a": ' + "1" * 4400 + "}", "is not storable JSON"),
+    ],
+)
+def test_values_postgres_would_refuse_are_refused_at_decode(payload_json: str, reason: str) -> None:
+    with pytest.raises(EnvelopeError, match="the value") as caught:
+        decode(with_payload(payload_json))
+    assert reason in str(caught.value)
+
+
+def test_escapes_postgres_accepts_still_decode() -> None:
+    event = decode(with_payload('{"emoji": "\\ud83d\\ude00", "path": "C:\\\\u0000", "n": 1e300}'))
+    assert event.payload == {"emoji": "\U0001f600", "path": "C:\\u0000", "n": 1e300}
