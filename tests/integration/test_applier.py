@@ -1,0 +1,91 @@
+"""BatchApplier against real Postgres: a failure outside any handler is narrowed down."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+
+import asyncpg
+import pytest
+
+from handlers.checkpoints import BatchApplier, DeadLetter, Outage, Record, RetryPolicy
+from handlers.registry import Handler
+from tests.integration.handlers_under_test import COUNTS_TABLE, count
+from tests.integration.workers import count_events
+
+TOPIC = "t.applier"
+
+
+@pytest.fixture
+async def connection(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(database_url)
+    await connection.execute(COUNTS_TABLE)
+    yield connection
+    await connection.close()
+
+
+def records(types: Sequence[str]) -> list[Record]:
+    return [
+        Record(TOPIC, i % 2, i // 2, next(count_events(1, event_type=t, start=i)).encode())
+        for i, t in enumerate(types)
+    ]
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.sent: list[DeadLetter] = []
+        self.after_send: list[asyncpg.Connection] = []
+
+    async def __call__(self, letters: Sequence[DeadLetter]) -> None:
+        self.sent.extend(letters)
+        for connection in self.after_send:  # an outage right after Kafka acknowledged
+            connection.terminate()
+        self.after_send.clear()
+
+
+def route(topic: str, event_type: str) -> Handler | None:
+    if event_type == "explodes":  # a router bug: fails outside any handler's savepoint
+        raise LookupError(f"cannot route {event_type}")
+    return count if event_type == "count" else None
+
+
+def applier(sink: Sink) -> BatchApplier:
+    return BatchApplier("c", route, sink, lambda t: f"{t}.dlq", RetryPolicy(2, 0.01, 0.01))
+
+
+async def counted(connection: asyncpg.Connection) -> int:
+    return int(await connection.fetchval("SELECT count(*) FROM event_counts"))
+
+
+async def test_a_record_that_fails_its_batch_outside_a_handler_is_narrowed_down(
+    connection: asyncpg.Connection,
+) -> None:
+    sink = Sink()
+    batch = records(["count"] * 7 + ["explodes"] + ["count"] * 8)
+    outcome = await applier(sink).apply(connection, batch)
+    assert outcome.applied == 15
+    assert [(d.record.partition, d.record.offset) for d in sink.sent] == [(1, 3)]
+    assert "fails its batch: LookupError: cannot route explodes" in sink.sent[0].error
+    assert await counted(connection) == 15
+    rows = await connection.fetch('SELECT partition, "offset" FROM checkpoints ORDER BY 1')
+    assert [(r["partition"], r["offset"]) for r in rows] == [(0, 7), (1, 7)]
+
+
+async def test_a_dead_letter_is_sent_once_even_when_its_batch_is_retried(
+    database_url: str, connection: asyncpg.Connection
+) -> None:
+    sink = Sink()
+    sink.after_send.append(connection)
+    batch = records(["count", "no_such_type", "count", "count"])
+    worker = applier(sink)
+    with pytest.raises(Outage):
+        await worker.apply(connection, batch)
+    retry = await asyncpg.connect(database_url)
+    try:
+        outcome = await worker.apply(retry, batch)
+        assert outcome.applied == 3
+        assert len(outcome.dead_letters) == 1
+        assert len(sink.sent) == 1, "the retry must not send the dead letter again"
+        recorded = await retry.fetch("SELECT error FROM dead_letters")
+        assert [r["error"] for r in recorded] == ["no handler for event type 'no_such_type'"]
+    finally:
+        await retry.close()
