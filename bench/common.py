@@ -1,4 +1,4 @@
-"""Shared pieces of the benchmarks: settings, a fresh topic, timing, JSON output."""
+"""Shared pieces of the benchmarks: the workload, fresh databases, CPU and rate accounting."""
 
 from __future__ import annotations
 
@@ -7,75 +7,109 @@ import os
 import resource
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
+
+from cronstream import migrate
 from cronstream.envelope import Event
 from cronstream.settings import Settings
 
-
-def settings(**overrides: object) -> Settings:
-    topic = f"bench.{uuid.uuid4().hex[:8]}"
-    return Settings(sync_topic=topic, consumer_group=f"{topic}.group", **overrides)  # type: ignore[arg-type]
+PAYLOAD_FILLER = "x" * 150  # with the other fields, a payload of about 200 bytes
 
 
-def events(n: int) -> list[Event]:
-    return [
-        Event.new(
+def workload(n: int, keys: int) -> Iterator[Event]:
+    """`n` sync_required events over `keys` distinct keys, increasing versions per key."""
+    for i in range(n):
+        yield Event.new(
             type="sync_required",
             source="bench",
             entity="item",
-            key=i % 1000,
+            key=i % keys,
             version=i,
-            payload={"i": i, "name": f"item-{i}"},
+            payload={"i": i, "name": f"item-{i}", "note": PAYLOAD_FILLER},
         )
-        for i in range(n)
-    ]
 
 
 @dataclass
-class Timing:
-    elapsed: float = 0.0
-    cpu: float = 0.0
-    extra: dict[str, float] = field(default_factory=dict)
+class Arm:
+    """One measured arm: how many events, in how long, at what CPU cost."""
+
+    events: int
+    elapsed: float
+    cpu: float
+
+    def as_json(self) -> dict[str, float]:
+        return {
+            "events_per_s": round(self.events / self.elapsed) if self.elapsed else 0,
+            "elapsed_s": round(self.elapsed, 3),
+            "cpu_s": round(self.cpu, 3),
+        }
 
 
-def _cpu() -> float:
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+def own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
-@contextmanager
-def timed() -> Iterator[Timing]:
-    timing = Timing()
-    began, cpu = time.perf_counter(), _cpu()
-    yield timing
-    timing.elapsed = time.perf_counter() - began
-    timing.cpu = _cpu() - cpu
+def process_cpu(pid: int) -> float:
+    """CPU seconds a running process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def report(name: str, n: int, baseline: Timing, ours: Timing) -> None:
-    """One JSON line: rates, elapsed and CPU seconds, and ours relative to raw aiokafka."""
-    print(
-        json.dumps(
-            {
-                "benchmark": name,
-                "events": n,
-                "raw_aiokafka": {
-                    "rate": round(n / baseline.elapsed),
-                    "elapsed_s": round(baseline.elapsed, 3),
-                    "cpu_s": round(baseline.cpu, 3),
-                },
-                "cronstream": {
-                    "rate": round(n / ours.elapsed),
-                    "elapsed_s": round(ours.elapsed, 3),
-                    "cpu_s": round(ours.cpu, 3),
-                    **ours.extra,
-                },
-                "ratio": round(baseline.elapsed / ours.elapsed, 3),
-                "cpus": os.cpu_count(),
-            }
-        )
-    )
+class Stopwatch:
+    """Wall and CPU time of this process from `start` (or creation) to `stop`."""
+
+    def __init__(self) -> None:
+        self.start()
+
+    def start(self) -> None:
+        self.began, self.cpu = time.perf_counter(), own_cpu()
+
+    def stop(self, events: int) -> Arm:
+        return Arm(events, time.perf_counter() - self.began, own_cpu() - self.cpu)
+
+
+def with_database(url: str, name: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+
+
+@asynccontextmanager
+async def fresh_database(settings: Settings) -> AsyncIterator[str]:
+    """A new migrated database for one arm, so no arm upserts into another's rows."""
+    name = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(settings.database_dsn)
+    try:
+        await admin.execute(f"CREATE DATABASE {name}")
+    finally:
+        await admin.close()
+    url = with_database(settings.database_dsn, name)
+    connection = await asyncpg.connect(url)
+    try:
+        await migrate.migrate(connection, settings.migrations_dir)
+    finally:
+        await connection.close()
+    try:
+        yield url
+    finally:
+        admin = await asyncpg.connect(settings.database_dsn)
+        try:
+            await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        finally:
+            await admin.close()
+
+
+def ratio(ours: Arm, theirs: Arm) -> float:
+    """Our events/s over theirs: above 1 means ours is faster."""
+    if not (ours.elapsed and theirs.events):
+        return 0.0
+    return round((ours.events / ours.elapsed) / (theirs.events / theirs.elapsed), 3)
+
+
+def dump(result: dict[str, object]) -> str:
+    return json.dumps(result, separators=(", ", ": "))
