@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import resource
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -97,11 +99,23 @@ async def fresh_database(settings: Settings) -> AsyncIterator[str]:
     try:
         yield url
     finally:
-        admin = await asyncpg.connect(settings.database_dsn)
-        try:
-            await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
-        finally:
-            await admin.close()
+        await _drop(settings, name)
+
+
+async def _drop(settings: Settings, name: str) -> None:
+    # An autovacuum worker (after a 200,000-row arm) may still be in the database, and
+    # FORCE may not end it without pg_signal_backend: wait for it instead.
+    admin = await asyncpg.connect(settings.database_dsn)
+    try:
+        for _ in range(120):
+            try:
+                await admin.execute(f"DROP DATABASE {name}")
+                return
+            except asyncpg.ObjectInUseError:
+                await asyncio.sleep(0.5)
+        print(f"bench: database {name} still in use; left in place", file=sys.stderr)
+    finally:
+        await admin.close()
 
 
 def ratio(ours: Arm, theirs: Arm) -> float:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
 import asyncpg
+from pydantic_core import to_json
 
 from cronstream.envelope import SYNC_REQUIRED, Event
 from cronstream.queries import query
@@ -40,7 +40,7 @@ async def project(events: Sequence[Event], connection: asyncpg.Connection) -> No
         [e.key for e in rows],
         [e.version for e in rows],
         [e.occurred_at for e in rows],
-        [json.dumps(e.payload) for e in rows],
+        [to_json(e.payload).decode() for e in rows],
         [e.id for e in rows],
         [e.source for e in rows],
     )

@@ -1,0 +1,49 @@
+"""`make bench --quick`: every arm runs and the result has its shape (never a speed)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.integration.workers import ROOT
+
+ARMS = [
+    "raw_produce",
+    "publish",
+    "raw_read",
+    "handwritten",
+    "cronstream_batch",
+    "cronstream_faust",
+    "faust_agent",
+    "two_workers",
+]
+RATIOS = [
+    "batch_vs_handwritten",
+    "batch_vs_faust_agent",
+    "batch_vs_raw_read",
+    "faust_engine_vs_handwritten",
+    "two_workers_vs_one",
+    "publish_vs_raw_produce",
+]
+
+
+def test_quick_bench_prints_every_arm_and_ratio_as_its_last_line(cli_env: dict[str, str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--quick"],
+        env=cli_env | {"PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    for arm in ARMS:
+        assert set(result[arm]) == {"events_per_s", "elapsed_s", "cpu_s"}, arm
+    for name in RATIOS:
+        assert isinstance(result[name], float | int), name
+    assert set(result["e2e_latency_ms"]) == {"p50", "p99", "events"}
+    assert result["e2e_latency_ms"]["events"] > 0
+    assert result["recovery_s"] > 0
