@@ -33,6 +33,8 @@ from bench.faust_agent import PROGRESS_TABLE
 from cronstream import kafka
 from cronstream.envelope import Event
 from cronstream.settings import Settings
+from schedulers.jobs import ScanConfig
+from schedulers.scanner import Scanner
 
 ROOT = Path(__file__).resolve().parent.parent
 POLL = 0.02
@@ -56,11 +58,11 @@ def worker_env(
     }
 
 
-def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+def spawn(args: list[str], env: dict[str, str], python: str = "") -> subprocess.Popen[bytes]:
+    """`python -m args...` (this Python), or `python args...` when another is named."""
+    command = [python, *args] if python else [sys.executable, "-m", *args]
     # Their stdout (the faust banner) would mix with ours, whose last line is the result.
-    return subprocess.Popen(
-        [sys.executable, "-m", *args], env=env, cwd=ROOT, stdout=subprocess.DEVNULL
-    )
+    return subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
 
 
 def end(processes: list[subprocess.Popen[bytes]]) -> None:
@@ -135,6 +137,87 @@ async def faust_agent_arm(settings: Settings, topic: str, n: int) -> Arm:
         finally:
             end([process])
             await connection.close()
+
+
+async def quix_arm(settings: Settings, topic: str, n: int, keys: int, python: str) -> Arm:
+    """Quix Streams with its PostgreSQLSink (upsert mode, defaults), from its first record
+    until every key holds its final version."""
+    async with fresh_database(settings) as url:
+        connection = await asyncpg.connect(url)
+        with tempfile.TemporaryDirectory() as folder:
+            marker = Path(folder) / "first-record"
+            env = worker_env(settings, url, topic, "-") | {
+                "BENCH_TOPIC": topic,
+                "BENCH_GROUP": f"{topic}.quix",
+                "BENCH_DATABASE_URL": url,
+                "BENCH_MARKER": str(marker),
+            }
+            process = spawn([str(ROOT / "bench" / "quix_app.py")], env, python)
+            try:
+                deadline = time.monotonic() + 600
+                while not marker.exists():
+                    if time.monotonic() > deadline or process.poll() is not None:
+                        raise SystemExit("bench: the Quix app exited or never started")
+                    await asyncio.sleep(POLL)
+                cpu = process_cpu(process.pid)
+                began = float(marker.read_text())
+                while await final_rows(connection, n - keys) < keys:
+                    if time.monotonic() > deadline or process.poll() is not None:
+                        raise SystemExit("bench: the Quix app exited before the end")
+                    await asyncio.sleep(0.1)
+                return Arm(n, time.time() - began, process_cpu(process.pid) - cpu)
+            finally:
+                end([process])
+                await connection.close()
+
+
+async def final_rows(connection: asyncpg.Connection, from_version: int) -> int:
+    try:
+        value = await connection.fetchval(
+            "SELECT count(*) FROM quix_projection WHERE version >= $1", from_version
+        )
+    except asyncpg.UndefinedTableError:  # created at its first checkpoint
+        return 0
+    return int(value)
+
+
+async def scan_emit_arm(settings: Settings, n: int) -> Arm:
+    """A flag-mode scan job's body over `n` flagged rows, until acknowledged and marked."""
+    topic = f"bench.scan.{uuid.uuid4().hex[:8]}"
+    await kafka.ensure_topics(settings, [topic])
+    async with fresh_database(settings) as url:
+        connection = await asyncpg.connect(url)
+        producer = kafka.producer(settings)
+        await producer.start()
+        try:
+            await connection.execute(SCAN_TABLE)
+            await connection.execute(
+                "INSERT INTO bench_rows (id, name, note) "
+                "SELECT i, 'item-' || i, repeat('x', 150) FROM generate_series(1, $1) AS i",
+                n,
+            )
+            config = ScanConfig(mode="flag", table="bench_rows", entity="item")
+            scanner = Scanner("bench", config, connection, producer, topic, "bench")
+            watch = Stopwatch()
+            emitted = await scanner.run()
+            arm = watch.stop(emitted)
+            left = await connection.fetchval("SELECT count(*) FROM bench_rows WHERE needs_sync")
+            if emitted != n or left:
+                raise SystemExit(f"bench: the scan emitted {emitted} of {n}, {left} unmarked")
+            return arm
+        finally:
+            await producer.stop()
+            await connection.close()
+
+
+SCAN_TABLE = """
+CREATE TABLE bench_rows (
+    id bigint PRIMARY KEY,
+    name text NOT NULL,
+    note text NOT NULL,
+    needs_sync boolean NOT NULL DEFAULT true
+)
+"""
 
 
 async def handwritten_arm(settings: Settings, topic: str, n: int) -> Arm:
@@ -282,8 +365,16 @@ async def main(n: int, latency_seconds: float) -> dict[str, object]:
     arms["cronstream_faust"] = await workers_arm(settings, topic, n, "faust")
     say("faust_agent")
     arms["faust_agent"] = await faust_agent_arm(settings, topic, n)
+    quix_python = os.environ.get("BENCH_QUIX_PYTHON")
+    if quix_python:
+        say("quix")
+        arms["quix"] = await quix_arm(settings, topic, n, max(n // 2, 1), quix_python)
+    else:
+        say("quix: skipped (BENCH_QUIX_PYTHON names no Python with quixstreams)")
     say("two_workers")
     arms["two_workers"] = await workers_arm(settings, topic, n, "batch", count=2)
+    say(f"scan_emit: {n} flagged rows")
+    arms["scan_emit"] = await scan_emit_arm(settings, n)
     say("e2e_latency_ms")
     latency = await e2e_latency(settings, latency_seconds)
     say("recovery_s")
@@ -298,10 +389,12 @@ async def main(n: int, latency_seconds: float) -> dict[str, object]:
         "recovery_s": recovery_s,
         "batch_vs_handwritten": ratio(batch, arms["handwritten"]),
         "batch_vs_faust_agent": ratio(batch, arms["faust_agent"]),
+        "batch_vs_quix": ratio(batch, arms["quix"]) if "quix" in arms else None,
         "batch_vs_raw_read": ratio(batch, arms["raw_read"]),
         "faust_engine_vs_handwritten": ratio(arms["cronstream_faust"], arms["handwritten"]),
         "two_workers_vs_one": ratio(arms["two_workers"], batch),
         "publish_vs_raw_produce": ratio(arms["publish"], arms["raw_produce"]),
+        "scan_vs_raw_produce": ratio(arms["scan_emit"], arms["raw_produce"]),
     }
 
 
