@@ -313,13 +313,13 @@ async def e2e_latency(settings: Settings, seconds: float) -> dict[str, float]:
     }
 
 
-async def recovery(settings: Settings) -> float:
+async def recovery(settings: Settings, **extra: str) -> float:
     """Seconds from SIGKILL of a loaded worker, restarted at once, to its next applied batch."""
     topic = f"bench.recovery.{uuid.uuid4().hex[:8]}"
     await kafka.ensure_topics(settings, [topic])
     async with fresh_database(settings) as url:
         connection = await asyncpg.connect(url)
-        env = worker_env(settings, url, topic, f"{topic}.g")
+        env = worker_env(settings, url, topic, f"{topic}.g", **extra)
         stop = asyncio.Event()
         load = asyncio.create_task(paced(settings, topic, 2000, 600, stop))
         process = spawn(["cronstream", "worker"], env)
@@ -379,6 +379,8 @@ async def main(n: int, latency_seconds: float) -> dict[str, object]:
     latency = await e2e_latency(settings, latency_seconds)
     say("recovery_s")
     recovery_s = await recovery(settings)
+    say("recovery_static_s: the same with CRONSTREAM_WORKER_ID (static membership)")
+    recovery_static_s = await recovery(settings, CRONSTREAM_WORKER_ID="bench-worker-1")
     batch = arms["cronstream_batch"]
     return {
         "events": n,
@@ -387,6 +389,7 @@ async def main(n: int, latency_seconds: float) -> dict[str, object]:
         **{name: arm.as_json() for name, arm in arms.items()},
         "e2e_latency_ms": latency,
         "recovery_s": recovery_s,
+        "recovery_static_s": recovery_static_s,
         "batch_vs_handwritten": ratio(batch, arms["handwritten"]),
         "batch_vs_faust_agent": ratio(batch, arms["faust_agent"]),
         "batch_vs_quix": ratio(batch, arms["quix"]) if "quix" in arms else None,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -11,7 +10,7 @@ from typing import IO, Any
 
 from aiokafka import AIOKafkaProducer
 
-from cronstream.envelope import WHOLE_VALUE, EnvelopeError, Event, from_fields
+from cronstream.envelope import EnvelopeError, Event, decode, from_fields, json_object
 
 # Sends awaited together; bounds memory while keeping the producer's pipeline full.
 WINDOW = 2000
@@ -34,14 +33,18 @@ class Outcome:
 
 
 def parse_line(text: str, source: str) -> Event:
-    """One JSONL line as an Event; id, occurred_at, trace_id and source may be omitted."""
+    """One JSONL line as an Event; id, occurred_at, trace_id and source may be omitted.
+
+    The same rules as a worker's decoding: what a worker would dead-letter is refused.
+    """
     try:
-        data: Any = json.loads(text)
-    except json.JSONDecodeError as error:
-        reason = f"is not JSON: {error.msg} at column {error.colno}"
-        raise EnvelopeError(WHOLE_VALUE, reason) from None
-    if not isinstance(data, dict):
-        raise EnvelopeError(WHOLE_VALUE, f"is JSON {type(data).__name__}, not an object")
+        event = decode(text.encode())  # a complete envelope: one fast, strict pass
+    except EnvelopeError:
+        pass  # perhaps only fields that may be omitted are missing
+    else:
+        if event.trace_id is not None:  # else the slow path gives it a fresh one
+            return event
+    data = json_object(text)
     data.setdefault("source", source)
     return from_fields(data)
 

@@ -61,6 +61,13 @@ class Settings(BaseSettings):
         default_factory=list, description="modules with a register(registry), comma-separated"
     )
     session_timeout: float = Field(10.0, ge=1, description="seconds before Kafka drops a worker")
+    worker_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="a stable, unique name per worker: Kafka static membership, so a "
+        "restarted worker gets its partitions back without waiting for a rebalance",
+    )
     engine: Literal["batch", "faust"] = Field(
         "batch",
         description="worker engine: batch (aiokafka, whole polls) or faust (a faust agent)",

@@ -81,6 +81,7 @@ class BatchEngine:
             heartbeat_interval_ms=max(session_ms // 5, 500),
             rebalance_timeout_ms=max(session_ms * 2, 20_000),
             max_poll_records=settings.batch_size,
+            group_instance_id=settings.worker_id,
             **kafka.connection_options(settings),
         )
 

@@ -47,3 +47,4 @@ def test_quick_bench_prints_every_arm_and_ratio_as_its_last_line(cli_env: dict[s
     assert set(result["e2e_latency_ms"]) == {"p50", "p99", "events"}
     assert result["e2e_latency_ms"]["events"] > 0
     assert result["recovery_s"] > 0
+    assert result["recovery_static_s"] > 0

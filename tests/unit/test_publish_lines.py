@@ -28,3 +28,17 @@ def test_missing_source_takes_the_default_and_given_source_wins() -> None:
     )
     sources = [parsed.source for _, parsed in read_lines(stream, "cli")]  # type: ignore[union-attr]
     assert sources == ["cli", "crm"]
+
+
+def test_lines_follow_the_workers_rules_and_get_a_trace_id_when_they_have_none() -> None:
+    complete = (
+        '{"id": "e1", "type": "t", "source": "s", "entity": "a", "key": "1", '
+        '"occurred_at": "2027-01-01T00:00:00Z", "payload": {}}'
+    )
+    stream = io.StringIO(
+        complete + "\n" + complete.replace('"payload": {}', '"payload": {"x": NaN}') + "\n"
+    )
+    parsed = [p for _, p in read_lines(stream, "cli")]
+    first, second = parsed
+    assert first.trace_id  # type: ignore[union-attr]
+    assert "NaN is not a JSON number" in str(second)
