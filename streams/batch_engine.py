@@ -102,10 +102,17 @@ class BatchEngine:
     async def _poll_and_apply(self, consumer: AIOKafkaConsumer) -> None:
         if self.unpositioned:
             await self.position(list(self.unpositioned))
-        polled = await consumer.getmany(
-            timeout_ms=int(self.settings.batch_max_wait * 1000),
-            max_records=self.settings.batch_size,
-        )
+        try:
+            polled = await consumer.getmany(
+                timeout_ms=int(self.settings.batch_max_wait * 1000),
+                max_records=self.settings.batch_size,
+            )
+        except KafkaError as error:
+            # aiokafka recovers from most broker trouble by itself; what it raises here
+            # is retried after a pause rather than ending the worker.
+            log.warning("polling Kafka failed, retrying: %r", error)
+            await asyncio.sleep(min(self.settings.retry_backoff_max, 1.0))
+            return
         assigned = consumer.assignment()
         records = [
             to_record(message)
