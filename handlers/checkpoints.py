@@ -80,7 +80,16 @@ def _where(record: Record) -> tuple[str, int, int]:
 MAX_ERROR_CHARS = 2000
 
 DeadLetterSink = Callable[[Sequence[DeadLetter]], Awaitable[None]]
-"""Sends dead letters and returns once they are durable (e.g. acknowledged by Kafka)."""
+"""Sends dead letters and returns once they are durable (e.g. acknowledged by Kafka);
+raises DeadLettersNotSent, naming those that were, when some were not."""
+
+
+class DeadLettersNotSent(Exception):
+    """Some dead letters were not sent (Kafka unavailable); `sent` were."""
+
+    def __init__(self, sent: Sequence[DeadLetter], cause: BaseException) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.sent = list(sent)
 
 
 @dataclass(frozen=True)
@@ -129,6 +138,18 @@ _OUTAGES = (
     asyncpg.SerializationError,
     KafkaError,  # the dead-letter producer; its size error is handled where it is sent
     DatabaseUnavailable,
+)
+
+
+# Raised inside a handler, these say the database is busy, not that the events are bad.
+# (A statement timeout in a handler counts as the handler's failure: it may be the events.)
+_TRANSIENT_IN_HANDLERS = (
+    asyncpg.LockNotAvailableError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
 )
 
 
@@ -283,7 +304,11 @@ class BatchApplier:
     ) -> None:
         unsent = [letter for letter in letters if _where(letter.record) not in self._sent]
         if unsent:
-            await self.dead_letter(unsent)
+            try:
+                await self.dead_letter(unsent)
+            except DeadLettersNotSent as error:
+                self._sent.update(_where(letter.record) for letter in error.sent)
+                raise Outage(f"dead letters not sent: {error}") from error
             self._sent.update(_where(letter.record) for letter in unsent)
         await self._record_dead_letters(connection, letters)
 
@@ -367,7 +392,9 @@ class BatchApplier:
                 raise Outage("the connection closed while a handler timed out") from None
             return TimeoutError(f"did not finish within {self.handler_timeout:g}s")
         except Exception as error:
-            if connection.is_closed():
+            if connection.is_closed() or isinstance(error, _TRANSIENT_IN_HANDLERS):
+                # Not the events' fault: the whole batch waits and retries, and its
+                # locks are released meanwhile, instead of dead-lettering valid events.
                 raise Outage(f"{type(error).__name__}: {error}") from error
             return error
         return None

@@ -17,9 +17,11 @@ This is the "store offsets outside Kafka" pattern of Kafka's consumer documentat
 
 aiokafka facts it is built around (0.14): the listener's callbacks run in the group
 coordinator's task while `getmany` may be waiting; an exception raised in
-`on_partitions_assigned` is logged and swallowed, so a partition whose checkpoint
-cannot be read yet is paused until it can be; a `seek` discards records already
-fetched for that partition.
+`on_partitions_assigned` is logged and swallowed, and heartbeats stop while it runs;
+the new assignment is fetching from Kafka's committed offset before it is called. So
+the callback only notes the partitions, the main loop applies none of their records
+until it has sought them to their checkpoints, and a `seek` discards what was fetched
+before it.
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ class BatchEngine:
         self.batches = BatchLoop(settings, registry, self.stop)
         self.consumer: AIOKafkaConsumer | None = None
         self.inflight: asyncio.Future[Outcome | None] | None = None
+        # Assigned partitions not yet sought to their checkpoint: their records are not
+        # applied, whatever the fetcher already returned for them.
         self.unpositioned: set[TopicPartition] = set()
         self.uncommitted: dict[TopicPartition, int] = {}
         self.last_commit = time.monotonic()
@@ -101,23 +105,26 @@ class BatchEngine:
 
     async def _poll_and_apply(self, consumer: AIOKafkaConsumer) -> None:
         if self.unpositioned:
-            await self.position(list(self.unpositioned))
+            await self.position(consumer)
         try:
             polled = await consumer.getmany(
                 timeout_ms=int(self.settings.batch_max_wait * 1000),
                 max_records=self.settings.batch_size,
             )
-        except KafkaError as error:
+        except Exception as error:
             # aiokafka recovers from most broker trouble by itself; what it raises here
-            # is retried after a pause rather than ending the worker.
-            log.warning("polling Kafka failed, retrying: %r", error)
+            # (or a record its parser cannot read) is retried after a pause, loudly,
+            # rather than ending the worker.
+            log.error("polling Kafka failed, retrying: %s: %s", type(error).__name__, error)
             await asyncio.sleep(min(self.settings.retry_backoff_max, 1.0))
             return
         assigned = consumer.assignment()
         records = [
             to_record(message)
             for tp, messages in polled.items()
-            if tp in assigned  # revoked while this poll was on its way: not ours now
+            # Revoked while this poll was on its way, or fetched before the seek to the
+            # checkpoint (from Kafka's committed offset, which may be ahead): not applied.
+            if tp in assigned and tp not in self.unpositioned
             for message in messages
         ]
         if records:
@@ -150,27 +157,36 @@ class BatchEngine:
             # Only a hint for monitoring tools: the checkpoints already hold the truth.
             log.warning("Kafka offset commit failed (checkpoints are safe): %r", error)
 
-    async def position(self, partitions: list[TopicPartition]) -> None:
-        """Seek each partition with a checkpoint to checkpoint + 1; pause until known."""
-        consumer = self.consumer
-        assert consumer is not None
+    def assigned(self, partitions: Iterable[TopicPartition]) -> None:
+        """Called back on assignment: nothing of these is applied until positioned.
+
+        Only bookkeeping here: aiokafka stops heartbeats while the callback runs, and
+        Postgres may be slow or away; the main loop positions them before its next poll.
+        """
+        self.unpositioned.update(partitions)
+
+    async def position(self, consumer: AIOKafkaConsumer) -> None:
+        """Seek each unpositioned partition with a checkpoint to checkpoint + 1."""
         try:
             checkpoints = await read_checkpoints(self.settings)
         except db.DatabaseUnavailable as error:
             # Starting without them could skip events never applied: wait for Postgres.
-            log.warning("partitions paused until their checkpoints can be read: %s", error)
-            consumer.pause(*partitions)
-            self.unpositioned.update(partitions)
+            log.warning("partitions wait for their checkpoints to be readable: %s", error)
             await asyncio.sleep(min(self.settings.retry_backoff_max, 1.0))
             return
-        assigned = consumer.assignment()
-        for tp in partitions:
-            self.unpositioned.discard(tp)
-            if tp not in assigned:
-                continue
+        for tp in sorted(self.unpositioned):
             checkpoint = checkpoints.get((tp.topic, tp.partition))
+            try:
+                committed: int | None = await consumer.committed(tp)
+            except KafkaError as error:
+                log.warning("cannot read Kafka's committed offset of %s yet: %r", tp, error)
+                continue  # stays unpositioned; tried again before the next poll
+            if tp not in consumer.assignment():  # revoked while we read
+                self.unpositioned.discard(tp)
+                continue
+            # Every branch seeks: records fetched before this point are discarded, and
+            # the partition starts exactly where it must.
             if checkpoint is not None:
-                committed = await self._committed(consumer, tp)
                 if committed is not None and committed > checkpoint + 1:
                     report_ahead(tp.topic, tp.partition, committed, checkpoint)
                 log.info(
@@ -187,15 +203,11 @@ class BatchEngine:
                     },
                 )
                 consumer.seek(tp, checkpoint + 1)
-            consumer.resume(tp)
-
-    async def _committed(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> int | None:
-        try:
-            offset: int | None = await consumer.committed(tp)
-        except KafkaError as error:
-            log.warning("cannot read Kafka's committed offset of %s: %r", tp, error)
-            return None
-        return offset
+            elif committed is not None:
+                consumer.seek(tp, committed)
+            else:  # nothing anywhere: auto_offset_reset=earliest
+                await consumer.seek_to_beginning(tp)
+            self.unpositioned.discard(tp)
 
     async def wait_for_inflight(self, revoked: set[TopicPartition]) -> None:
         """Let the in-flight batch commit or roll back (bounded), then commit its offsets."""
@@ -225,4 +237,4 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         await self.engine.wait_for_inflight(set(revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self.engine.position(sorted(assigned))
+        self.engine.assigned(assigned)

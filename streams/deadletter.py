@@ -6,12 +6,12 @@ import asyncio
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from cronstream import kafka
 from cronstream.settings import Settings
 from cronstream.untrusted import safe_bytes
-from handlers.checkpoints import DeadLetter
+from handlers.checkpoints import DeadLetter, DeadLettersNotSent
 
 # Long enough for any message, short enough that the headers never push a record that
 # fit its topic over the broker's size limit.
@@ -28,10 +28,9 @@ VALUE_OMITTED = "dlq.value.omitted"
 
 
 def headers(letter: DeadLetter, consumer: str) -> list[tuple[str, bytes]]:
-    """The original headers, then ours describing the failure."""
+    """Our headers describing the failure (sent after the original ones)."""
     record = letter.record
     return [
-        *record.headers,
         (ERROR, safe_bytes(letter.error, MAX_ERROR_BYTES)),
         (TOPIC, record.topic.encode()),
         (PARTITION, str(record.partition).encode()),
@@ -58,29 +57,47 @@ class DeadLetterProducer:
             await self.producer.stop()
 
     async def __call__(self, letters: Sequence[DeadLetter]) -> None:
+        """Send and wait for every ack; on failure, say which letters did get through."""
         assert self.producer is not None, "start() first"
-        futures = [await self._send(letter, with_value=True) for letter in letters]
+        futures = [await self._send(letter, whole=True) for letter in letters]
         results = await asyncio.gather(*futures, return_exceptions=True)
+        sent: list[DeadLetter] = []
+        failure: BaseException | None = None
         for letter, result in zip(letters, results, strict=True):
             if isinstance(result, MessageSizeTooLargeError):
                 # The record plus our headers is over the broker's limit: send where it
                 # is instead of what it is; the original stays readable at its offset.
-                await (await self._send(letter, with_value=False))
-            elif isinstance(result, BaseException):
-                raise result
+                [result] = await asyncio.gather(
+                    await self._send(letter, whole=False), return_exceptions=True
+                )
+            if isinstance(result, BaseException):
+                failure = failure or result
+            else:
+                sent.append(letter)
+        if failure is not None:
+            raise DeadLettersNotSent(sent, failure)
 
-    async def _send(self, letter: DeadLetter, with_value: bool) -> asyncio.Future[object]:
+    async def _send(self, letter: DeadLetter, whole: bool) -> asyncio.Future[object]:
+        """The record with our headers; or, when `whole` is false, our headers alone."""
         assert self.producer is not None
         record = letter.record
-        extra = [] if with_value else [(VALUE_OMITTED, b"too large for the dead-letter topic")]
+        ours = headers(letter, self.settings.consumer_group)
+        if whole:
+            key, value, sent_headers = record.key, record.value, [*record.headers, *ours]
+        else:
+            key, value = None, None
+            sent_headers = [*ours, (VALUE_OMITTED, b"too large for the dead-letter topic")]
+        if key is None and value is None:  # Kafka refuses a record with neither
+            value = b""
+            sent_headers.append((VALUE_OMITTED, b"the original value is null"))
         try:
             future: asyncio.Future[object] = await self.producer.send(
                 self.settings.dlq_topic(record.topic),
-                value=record.value if with_value else None,
-                key=record.key,
-                headers=headers(letter, self.settings.consumer_group) + extra,
+                value=value,
+                key=key,
+                headers=sent_headers,
             )
-        except MessageSizeTooLargeError as error:  # refused before it left the client
+        except KafkaError as error:  # refused before it left the client, e.g. too large
             future = asyncio.get_running_loop().create_future()
             future.set_exception(error)
         return future

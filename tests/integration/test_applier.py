@@ -6,8 +6,16 @@ from collections.abc import AsyncIterator, Sequence
 
 import asyncpg
 import pytest
+from aiokafka.errors import KafkaTimeoutError
 
-from handlers.checkpoints import BatchApplier, DeadLetter, Outage, Record, RetryPolicy
+from handlers.checkpoints import (
+    BatchApplier,
+    DeadLetter,
+    DeadLettersNotSent,
+    Outage,
+    Record,
+    RetryPolicy,
+)
 from handlers.registry import Handler
 from tests.integration.handlers_under_test import COUNTS_TABLE, count
 from tests.integration.workers import count_events
@@ -89,3 +97,30 @@ async def test_a_dead_letter_is_sent_once_even_when_its_batch_is_retried(
         assert [r["error"] for r in recorded] == ["no handler for event type 'no_such_type'"]
     finally:
         await retry.close()
+
+
+class HalfFailingSink(Sink):
+    """Acknowledges the first letter of its first call, then reports Kafka gone."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[list[int]] = []
+
+    async def __call__(self, letters: Sequence[DeadLetter]) -> None:
+        self.calls.append([letter.record.offset for letter in letters])
+        if len(self.calls) == 1:
+            raise DeadLettersNotSent(letters[:1], KafkaTimeoutError())
+        self.sent.extend(letters)
+
+
+async def test_dead_letters_acknowledged_before_a_failed_send_are_not_sent_again(
+    connection: asyncpg.Connection,
+) -> None:
+    sink = HalfFailingSink()
+    batch = [r for r in records(["no_such_type"] * 4) if r.partition == 0]  # offsets 0, 1
+    worker = applier(sink)
+    with pytest.raises(Outage):
+        await worker.apply(connection, batch)
+    outcome = await worker.apply(connection, batch)
+    assert len(outcome.dead_letters) == 2
+    assert sink.calls == [[0, 1], [1]]

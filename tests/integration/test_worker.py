@@ -12,6 +12,7 @@ import pytest
 from cronstream import kafka
 from cronstream.envelope import Event
 from cronstream.settings import Settings
+from handlers.checkpoints import DeadLetter, Record
 from streams import deadletter
 from tests.integration.kafka_helpers import read_all, wait_for
 from tests.integration.workers import (
@@ -175,7 +176,7 @@ async def test_sigterm_during_a_batch_exits_cleanly_and_the_next_start_resumes(
     assert_exactly_once(await applied_counts(database_url), ids)
 
 
-def hostile_values() -> list[tuple[bytes, str]]:
+def hostile_values() -> list[tuple[bytes | None, str]]:
     """Values an outside producer may write, each with the dead-letter reason it must get."""
     base = json.loads(next(count_events(1)).encode())
 
@@ -209,11 +210,28 @@ async def test_hostile_values_and_stuck_handlers_are_dead_lettered_once_and_the_
     await kafka.ensure_topics(settings, [settings.sync_topic])
     producer = kafka.producer(settings)
     await producer.start()
+    sent: dict[int, tuple[bytes | None, str]] = {}  # offset -> (value, reason)
     try:
-        # One key: one partition, each hostile value followed by two good events.
-        for (value, _), first, second in zip(hostile, good[::2], good[1::2], strict=True):
-            for payload in (value, first.encode(), second.encode()):
-                await (await producer.send(settings.sync_topic, value=payload, key=b"h:1"))
+        # One partition, each hostile value followed by two good events; the last
+        # hostile record is a tombstone (a key and a null value).
+        first_sent = await (await producer.send(settings.sync_topic, key=b"h:1", value=b"{}"))
+        partition = first_sent.partition
+        sent[first_sent.offset] = (b"{}", "field 'id': Field required")
+        hostile.append((None, "the value is empty (a tombstone)"))
+        good.extend(count_events(2, start=len(good)))
+        for (value, reason), first, second in zip(hostile, good[::2], good[1::2], strict=True):
+            meta = await (
+                await producer.send(
+                    settings.sync_topic, value=value, key=b"h:1", partition=partition
+                )
+            )
+            sent[meta.offset] = (value, reason)
+            for event in (first, second):
+                await (
+                    await producer.send(
+                        settings.sync_topic, value=event.encode(), key=b"h:1", partition=partition
+                    )
+                )
     finally:
         await producer.stop()
 
@@ -229,14 +247,11 @@ async def test_hostile_values_and_stuck_handlers_are_dead_lettered_once_and_the_
         worker.stop()
     assert_exactly_once(await applied_counts(database_url), [e.id for e in good])
 
-    letters = await read_all(
-        settings, settings.dlq_topic(settings.sync_topic), expected=len(hostile)
-    )
-    offsets = [int(dict(letter.headers)[deadletter.OFFSET]) for letter in letters]
-    assert len(offsets) == len(set(offsets)) == len(hostile), "each dead letter exactly once"
-    for letter, (value, reason) in zip(
-        sorted(letters, key=lambda r: r.offset), hostile, strict=True
-    ):
+    letters = await read_all(settings, settings.dlq_topic(settings.sync_topic), expected=len(sent))
+    by_offset = {int(dict(letter.headers)[deadletter.OFFSET]): letter for letter in letters}
+    assert len(letters) == len(by_offset) == len(sent), "each dead letter exactly once"
+    for offset, (value, reason) in sent.items():
+        letter = by_offset[offset]
         assert letter.value == value
         assert reason in dict(letter.headers)[deadletter.ERROR].decode()
     connection = await asyncpg.connect(database_url)
@@ -244,4 +259,24 @@ async def test_hostile_values_and_stuck_handlers_are_dead_lettered_once_and_the_
         recorded = await connection.fetchval("SELECT count(*) FROM dead_letters")
     finally:
         await connection.close()
-    assert recorded == len(hostile)
+    assert recorded == len(sent)
+
+
+async def test_a_dead_letter_without_key_or_value_still_reaches_the_dlq(
+    settings: Settings,
+) -> None:
+    """Kafka allows a record with neither (other clients write them); aiokafka does not."""
+    dlq = settings.dlq_topic(settings.sync_topic)
+    await kafka.ensure_topics(settings, [dlq])
+    producer = deadletter.DeadLetterProducer(settings)
+    await producer.start()
+    try:
+        record = Record(settings.sync_topic, 0, 7, None, None, (("x-bad", b"\xff"),))
+        await producer([DeadLetter(record, "the value is empty (a tombstone)", 1)])
+    finally:
+        await producer.stop()
+    [letter] = await read_all(settings, dlq, expected=1)
+    headers = dict(letter.headers)
+    assert (letter.key, letter.value) == (None, b"")
+    assert headers[deadletter.VALUE_OMITTED] == b"the original value is null"
+    assert headers[deadletter.OFFSET] == b"7"
