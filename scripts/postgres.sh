@@ -13,9 +13,23 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 PORT="${CRONSTREAM_PG_PORT:-5432}"
 PASSWORD="${CRONSTREAM_PG_PASSWORD:-cronstream}"
 HOME_DIR="$CACHE/postgres"
-DATA="$HOME_DIR/data-$PORT"
-RUN="$HOME_DIR/run-$PORT"
-LOG="$HOME_DIR/postgres-$PORT.log"
+
+# place: where the cluster lives. Under .cache/postgres, unless we are root and the
+# postgres user cannot reach it (a clone in a mode-700 home directory): then in the
+# postgres user's own home, one folder per clone, with .cache/postgres/data-PORT a
+# symlink to it.
+place() {
+  CLUSTER="$HOME_DIR"
+  if [ "$(id -u)" = 0 ] && id postgres >/dev/null 2>&1 \
+      && ! runuser -u postgres -- test -x "$HOME_DIR" 2>/dev/null; then
+    CLUSTER="$(getent passwd postgres | cut -d: -f6)/cronstream-$(printf %s "$ROOT" | sha256sum | cut -c1-12)"
+  fi
+  DATA="$CLUSTER/data-$PORT"
+  RUN="$CLUSTER/run-$PORT"
+  LOG="$CLUSTER/postgres-$PORT.log"
+}
+mkdir -p "$HOME_DIR"
+place
 
 bin_dir() {
   ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
@@ -63,8 +77,10 @@ up() {
     return 0
   fi
   port_open "$PORT" && die "port $PORT is taken by another process: stop it, set CRONSTREAM_PG_PORT to a free port, or point CRONSTREAM_DATABASE_URL at that server"
-  mkdir -p "$HOME_DIR" "$RUN"
-  [ "$(id -u)" = 0 ] && chown postgres: "$HOME_DIR" "$RUN"
+  place  # again: the postgres user may have been created just now
+  mkdir -p "$CLUSTER" "$RUN"
+  [ "$(id -u)" = 0 ] && chown postgres: "$CLUSTER" "$RUN"
+  [ "$CLUSTER" = "$HOME_DIR" ] || ln -sfn "$DATA" "$HOME_DIR/data-$PORT"
   if [ ! -s "$DATA/PG_VERSION" ]; then
     say "postgres: creating a cluster in $DATA"
     pg initdb -D "$DATA" -U postgres -E UTF8 --locale=C.UTF-8 \

@@ -1,1 +1,1 @@
-"""The faust app, topics, agents, dead-letter topic and replay."""
+"""The stream workers: the batch and faust engines, partition positions, dead letters."""
