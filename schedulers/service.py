@@ -135,11 +135,18 @@ class Scheduler:
         channels = {JOBS_CHANNEL} | {
             c for job in engine.jobs.values() if (c := scan_config(job).notify_channel)
         }
-        for channel in channels - self.listening:
+        added = channels - self.listening
+        for channel in added:
             await listener.add_listener(channel, self._on_notify)
+            if channel != JOBS_CHANNEL:
+                # A NOTIFY sent before this LISTEN is lost: scan once now, so a change
+                # committed while this leader started does not wait for the cron tick.
+                self.notified.setdefault(channel, self.clock.now())
         for channel in self.listening - channels:
             await listener.remove_listener(channel, self._on_notify)
         self.listening = channels
+        if added:
+            log.info("listening on %s", ", ".join(sorted(added)))
 
     def _on_notify(self, connection: Any, pid: int, channel: str, payload: str) -> None:
         if channel == JOBS_CHANNEL:

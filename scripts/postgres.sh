@@ -52,7 +52,8 @@ install_postgres() {
 # as_owner CMD...: run as the cluster's owner (initdb refuses root).
 as_owner() {
   if [ "$(id -u)" = 0 ]; then
-    runuser -u postgres -- "$@"
+    # From /: the postgres user may not be allowed into the current directory.
+    (cd / && runuser -u postgres -- "$@")
   else
     "$@"
   fi
