@@ -11,6 +11,15 @@ Per batch (which may span partitions), in one Postgres transaction:
    this transaction commits;
 4. set each checkpoint to its partition's last offset in the batch; COMMIT.
 
+Failures are classified. An outage (Postgres or Kafka unreachable, a lock or statement
+timeout on the protocol's own queries, a deadlock) raises `Outage`; the caller retries
+the batch, and any part of it already committed is then dropped as duplicates.
+Anything else is the records' fault: a handler failing or hanging (each attempt
+bounded by `handler_timeout`) is retried per event and then dead-lettered; a failure
+outside any handler is narrowed by applying the batch in halves until the record that
+causes it stands alone, and that record is dead-lettered. A dead letter is sent once
+per record while the process lives.
+
 The caller acknowledges records to Kafka only after `apply` returned, so Kafka's
 committed offset never passes a durable checkpoint. After a crash, redelivered records
 fall at or below their checkpoint and are dropped in step 2. The row lock also fences

@@ -166,7 +166,8 @@ class BatchEngine:
         self.unpositioned.update(partitions)
 
     async def position(self, consumer: AIOKafkaConsumer) -> None:
-        """Seek each unpositioned partition with a checkpoint to checkpoint + 1."""
+        """Seek each unpositioned partition: to checkpoint + 1 where there is one, else to
+        Kafka's committed offset, else to the beginning."""
         try:
             checkpoints = await read_checkpoints(self.settings)
         except db.DatabaseUnavailable as error:
