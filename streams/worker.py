@@ -46,6 +46,15 @@ async def run_batch_engine(
     engine = BatchEngine(settings, registry)
     beside = asyncio.create_task(companion()) if companion is not None else None
 
+    def companion_ended(task: asyncio.Task[None]) -> None:
+        # Half a `cronstream run` (a worker without its scheduler) would mislead: stop.
+        if not task.cancelled() and task.exception() is not None:
+            log.critical("the scheduler failed, stopping: %r", task.exception())
+            engine.stop.set()
+
+    if beside is not None:
+        beside.add_done_callback(companion_ended)
+
     def stop(signum: signal.Signals) -> None:
         if engine.stop.is_set():
             return
