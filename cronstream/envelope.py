@@ -239,6 +239,8 @@ def json_object(value: bytes | str) -> dict[str, Any]:
         raise EnvelopeError(WHOLE_VALUE, f"is not JSON: {error.msg} at {where}") from None
     except ValueError as error:  # from the hooks above, or an integer of over 4300 digits
         raise EnvelopeError(WHOLE_VALUE, f"is not storable JSON: {error}") from None
+    except RecursionError:
+        raise EnvelopeError(WHOLE_VALUE, "is nested too deeply") from None
     if not isinstance(data, dict):
         raise EnvelopeError(WHOLE_VALUE, f"is JSON {type(data).__name__}, not an object")
     refused = _refused_text(data)

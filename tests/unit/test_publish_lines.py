@@ -42,3 +42,10 @@ def test_lines_follow_the_workers_rules_and_get_a_trace_id_when_they_have_none()
     first, second = parsed
     assert first.trace_id  # type: ignore[union-attr]
     assert "NaN is not a JSON number" in str(second)
+
+
+def test_a_line_nested_absurdly_deep_is_an_invalid_line_not_a_crash() -> None:
+    stream = io.StringIO('{"payload": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    valid, errors = check(stream, source="cli")
+    assert valid == 0
+    assert [str(e) for e in errors] == ["line 1: the value is nested too deeply"]
