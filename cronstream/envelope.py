@@ -135,6 +135,10 @@ def _raise_first(error: ValidationError) -> NoReturn:
     raise EnvelopeError(field, first["msg"], len(problems) - 1) from None
 
 
+def new_trace_id() -> str:
+    return uuid.uuid4().hex
+
+
 def from_fields(fields: dict[str, Any]) -> Event:
     """Validate a dict, filling id, occurred_at and trace_id when absent or None."""
     filled = {name: value for name, value in fields.items() if value is not None}
@@ -144,7 +148,7 @@ def from_fields(fields: dict[str, Any]) -> Event:
     if "occurred_at" not in filled:
         filled["occurred_at"] = datetime.now(UTC)
     if "trace_id" not in filled:
-        filled["trace_id"] = uuid.uuid4().hex
+        filled["trace_id"] = new_trace_id()
     try:
         return Event.model_validate(filled)
     except ValidationError as error:

@@ -10,7 +10,14 @@ from typing import IO, Any
 
 from aiokafka import AIOKafkaProducer
 
-from cronstream.envelope import EnvelopeError, Event, decode, from_fields, json_object
+from cronstream.envelope import (
+    EnvelopeError,
+    Event,
+    decode,
+    from_fields,
+    json_object,
+    new_trace_id,
+)
 
 # Sends awaited together; bounds memory while keeping the producer's pipeline full.
 WINDOW = 2000
@@ -38,12 +45,13 @@ def parse_line(text: str, source: str) -> Event:
     The same rules as a worker's decoding: what a worker would dead-letter is refused.
     """
     try:
-        event = decode(text.encode())  # a complete envelope: one fast, strict pass
+        event = decode(text.encode())  # every required field there: one fast, strict pass
     except EnvelopeError:
         pass  # perhaps only fields that may be omitted are missing
     else:
-        if event.trace_id is not None:  # else the slow path gives it a fresh one
-            return event
+        if event.trace_id is None:
+            return event.model_copy(update={"trace_id": new_trace_id()})
+        return event
     data = json_object(text)
     data.setdefault("source", source)
     return from_fields(data)

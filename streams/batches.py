@@ -17,7 +17,7 @@ import asyncpg
 from cronstream import db
 from cronstream.settings import Settings
 from cronstream.untrusted import safe_text
-from handlers.checkpoints import BatchApplier, Outage, Outcome, Record, RetryPolicy, Router
+from handlers.checkpoints import BatchApplier, Outcome, Record, RetryPolicy, Router, is_outage
 from handlers.projection import project
 from handlers.registry import Handler, Registry
 from streams.deadletter import DeadLetterProducer
@@ -97,7 +97,7 @@ class BatchLoop:
             except Exception as error:
                 attempt += 1
                 delay = self.applier.retry.delay(min(attempt, MAX_BACKOFF_STEP))
-                outage = isinstance(error, (Outage, db.DatabaseUnavailable))
+                outage = is_outage(error)
                 # Anything but an outage is a bug here (the applier narrows record
                 # failures itself): say so with its traceback, and still lose nothing.
                 log.log(
