@@ -130,7 +130,7 @@ class BatchEngine:
         if records:
             self.inflight = asyncio.ensure_future(self.batches.apply(records))
             try:
-                outcome = await self.inflight
+                outcome = await self._finish(self.inflight)
             finally:
                 self.inflight = None
             if outcome is None:  # stopped while Postgres or Kafka was away
@@ -140,6 +140,23 @@ class BatchEngine:
                 self.uncommitted[TopicPartition(topic, partition)] = checkpoint + 1
         if time.monotonic() - self.last_commit >= KAFKA_COMMIT_INTERVAL:
             await self._commit(consumer)
+
+    async def _finish(self, batch: asyncio.Future[Outcome | None]) -> Outcome | None:
+        """The batch's outcome; once stopping, it gets half the shutdown timeout, and is
+        then cancelled (rolled back: the next owner applies it) so the worker exits in time."""
+        stopping: asyncio.Future[object] = asyncio.ensure_future(self.stop.wait())
+        either: set[asyncio.Future[object]] = {batch, stopping}  # type: ignore[arg-type]
+        try:
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if batch.done():
+            return batch.result()
+        try:
+            return await asyncio.wait_for(batch, self.settings.shutdown_timeout / 2)
+        except TimeoutError:  # wait_for cancelled it
+            log.warning("in-flight batch abandoned at shutdown, rolled back")
+            return None
 
     async def _commit(
         self, consumer: AIOKafkaConsumer, only: Iterable[TopicPartition] = ()

@@ -75,6 +75,9 @@ def create_app(settings: Settings, registry: Registry) -> faust.App:
         broker_request_timeout=max(settings.request_timeout, settings.session_timeout * 2),
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        # faust would wait for the in-flight batch before cancelling the agent, with no
+        # bound of ours; the agent drains it itself, within half the shutdown timeout.
+        stream_wait_empty=False,
     )
     add_agent(app, settings, registry)
     return app
