@@ -30,12 +30,8 @@ def with_database(url: str, name: str) -> str:
 
 
 async def _build_template(admin_url: str) -> None:
-    admin = await asyncpg.connect(admin_url)
-    try:
-        await admin.execute(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
-        await admin.execute(f"CREATE DATABASE {TEMPLATE}")
-    finally:
-        await admin.close()
+    await _drop_database(admin_url, TEMPLATE)
+    await _admin(admin_url, f"CREATE DATABASE {TEMPLATE}")
     template = await asyncpg.connect(with_database(admin_url, TEMPLATE))
     try:
         await migrate.migrate(template, REPO_MIGRATIONS)
@@ -58,7 +54,7 @@ async def database_url(services: Services) -> AsyncIterator[str]:
     name = f"t_{uuid.uuid4().hex[:12]}"
     await _admin(services.database_url, f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
     yield with_database(services.database_url, name)
-    await _admin(services.database_url, f"DROP DATABASE {name} WITH (FORCE)")
+    await _drop_database(services.database_url, name)
 
 
 async def _admin(url: str, statement: str) -> None:
@@ -66,6 +62,33 @@ async def _admin(url: str, statement: str) -> None:
     admin = await asyncpg.connect(url)
     try:
         await admin.execute(statement)
+    finally:
+        await admin.close()
+
+
+async def _drop_database(url: str, name: str) -> None:
+    """Drop a test database that our own role's processes may still be using.
+
+    Not `WITH (FORCE)`: that refuses outright when an autovacuum worker happens to be in
+    the database, since our role may not signal it. A plain DROP cancels autovacuum
+    itself; we end our own sessions and retry while any is still going away.
+    """
+    deadline = asyncio.get_running_loop().time() + 30
+    admin = await asyncpg.connect(url)
+    try:
+        while True:
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = $1 AND usename = current_user",
+                name,
+            )
+            try:
+                await admin.execute(f"DROP DATABASE IF EXISTS {name}")
+                return
+            except asyncpg.ObjectInUseError:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
     finally:
         await admin.close()
 
