@@ -16,13 +16,25 @@ Pages use keyset pagination. Rows are marked (flag cleared, watermark stored, ou
 stamped) only after Kafka acknowledged the page (idempotent producer, acks=all). A crash
 between the two emits the same rows again with the same deterministic event ids, which
 handlers deduplicate.
+
+A row that cannot become an event (a bad entity, key, version or payload, a NULL key, an
+event larger than Kafka accepts) is rejected: logged in one line, recorded in
+`scan_rejected_rows` in the transaction that marks its page, and never marked itself.
+The scan goes on past it by keyset position, so a page of rejects cannot stop or loop a
+run. In flag and outbox mode the row stays pending: each run meets it again (updating
+its record in place) and emits it once it is fixed; a complete run drops the records of
+rows it no longer met. In watermark mode the watermark passes it; its record stays
+until a later version of the row is emitted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import json
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,18 +42,81 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import MessageSizeTooLargeError
 
-from cronstream.envelope import SYNC_REQUIRED, Event, sync_event_id
+from cronstream.envelope import SYNC_REQUIRED, EnvelopeError, Event, json_object, sync_event_id
 from cronstream.queries import query
+from cronstream.untrusted import safe_text
 from schedulers.jobs import JobError, ScanConfig, quote
 
 log = logging.getLogger(__name__)
 
+# A btree entry holds about 2,700 bytes: 500 characters of up to 4 bytes fit.
+KEY_LIMIT = 500
+OUTBOX_COLUMNS = ("id", "entity", "key", "version", "payload", "emitted_at")
+
+
+def capped(key: str, limit: int) -> str:
+    """`key` made safe; one too long is cut and ends in a hash of all of it, so that two
+    keys with the same beginning stay apart."""
+    text = safe_text(key, len(key) * 10)  # escaped, not cut
+    if len(text) <= limit:
+        return text
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return f"{text[: limit - 29]}... (sha256 {digest})"
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):  # 1e400 would be read as inf, and sent as null
+        raise ValueError(text)
+    return number
+
+
+def _no_constant(text: str) -> float:
+    raise ValueError(text)  # NaN, Infinity: not JSON, though json.loads takes them
+
+
+def payload_object(text: str | bytes | None) -> dict[str, Any]:
+    """A row's JSON as an object, or an EnvelopeError saying why it cannot be one."""
+    if text is None:
+        raise EnvelopeError("payload", "is NULL")
+    # Postgres text holds no NUL and no lone surrogate; only a \u escape brings one in,
+    # so JSON without one skips json_object's walk over every string (costly per row).
+    if isinstance(text, str) and "\\u" not in text:
+        with contextlib.suppress(ValueError, RecursionError):
+            data = json.loads(text, parse_float=_finite, parse_constant=_no_constant)
+            if type(data) is dict:
+                return data
+    try:
+        return json_object(text)  # the careful path, which says what is wrong
+    except EnvelopeError as error:
+        raise EnvelopeError("payload", error.reason) from None
+
+
+@dataclass(frozen=True)
+class Row:
+    """A source row that became an event; `mark` is what marking it emitted needs."""
+
+    event: Event
+    value: bytes
+    source_row: str
+    mark: Any
+
+
+@dataclass(frozen=True)
+class Rejected:
+    source_row: str  # the key (flag, watermark) or the outbox id, escaped and capped
+    key: str | None
+    reason: str
+
 
 @dataclass(frozen=True)
 class Page:
-    events: list[Event]
-    mark: Callable[[asyncpg.Connection], Any]
+    size: int  # rows read, rejected ones included
+    rows: list[Row]
+    rejected: list[Rejected]
+    position: Any  # where the next page starts
 
 
 class Scanner:
@@ -63,15 +138,27 @@ class Scanner:
         self.topic = topic
         self.trace_id = trace_id
         self.sql: dict[str, str] = {}
+        self.key_nullable = False
         self.emitted = 0
+        self.rejected = 0
+        self.known_rejects = False  # the job has rejected rows on record
 
     async def _prepare(self) -> None:
         config = self.config
-        key_type = await self._column_type(config.key_column)
+        columns = await self._columns()
+        if config.mode == "outbox":
+            missing = [c for c in OUTBOX_COLUMNS if c not in columns]
+            if missing:
+                raise JobError(
+                    f"job '{self.job}': outbox table {config.table} has no column "
+                    + ", ".join(missing)
+                )
+        key_type, key_not_null = self._column(columns, config.key_column)
+        self.key_nullable = not key_not_null
         if config.mode == "flag":
-            await self._expect_type(config.flag_column, "boolean")
+            self._expect_type(columns, config.flag_column, "boolean")
         if config.mode == "watermark":
-            await self._expect_type(config.watermark_column, "xid8")
+            self._expect_type(columns, config.watermark_column, "xid8")
         names = {
             "table": quote(config.table),
             "key": quote(config.key_column),
@@ -79,62 +166,87 @@ class Scanner:
             "watermark": quote(config.watermark_column),
             "key_type": key_type,
         }
-        for name in (f"scan_{config.mode}_page", "scan_flag_mark", "scan_outbox_mark"):
+        for name in (
+            f"scan_{config.mode}_page",
+            "scan_flag_mark",
+            "scan_outbox_mark",
+            "scan_flag_null_keys",
+            "scan_watermark_null_keys",
+        ):
             self.sql[name] = query(name).format(**names)
 
-    async def _column_type(self, column: str) -> str:
-        found = await self.connection.fetchval(query("scan_column_type"), self.config.table, column)
-        if found is None:
-            raise JobError(f"job '{self.job}': table {self.config.table} has no column {column}")
-        return str(found)
+    async def _columns(self) -> dict[str, tuple[str, bool]]:
+        """The table's columns: name -> (type, NOT NULL); a JobError if there is no table."""
+        table = self.config.table
+        oid = await self.connection.fetchval(query("scan_table"), quote(table))
+        if oid is None:
+            hint = ""
+            if table != table.lower() and await self.connection.fetchval(
+                query("scan_table"), quote(table.lower())
+            ):
+                hint = f" (names are case-sensitive; {table.lower()} exists)"
+            raise JobError(f"job '{self.job}': table {table} does not exist{hint}")
+        rows = await self.connection.fetch(query("scan_columns"), oid)
+        return {r["name"]: (str(r["type"]), bool(r["not_null"])) for r in rows}
 
-    async def _expect_type(self, column: str, expected: str) -> None:
-        found = await self._column_type(column)
+    def _column(self, columns: dict[str, tuple[str, bool]], column: str) -> tuple[str, bool]:
+        if column not in columns:
+            raise JobError(f"job '{self.job}': table {self.config.table} has no column {column}")
+        return columns[column]
+
+    def _expect_type(
+        self, columns: dict[str, tuple[str, bool]], column: str, expected: str
+    ) -> None:
+        found, _ = self._column(columns, column)
         if found != expected:
             raise JobError(
                 f"job '{self.job}': {self.config.table}.{column} is {found}, not {expected}"
             )
 
-    def _event(
-        self,
-        entity: str,
-        key: str,
-        version: int | None,
-        payload: dict[str, Any],
-        id_version: object,
-    ) -> Event:
-        return Event.new(
-            type=SYNC_REQUIRED,
-            source=self.job,
-            entity=entity,
-            key=key,
-            version=version,
-            payload=payload,
-            id=sync_event_id(entity, key, str(id_version)),
-            occurred_at=datetime.now(UTC),
-            trace_id=self.trace_id,
-        )
-
     async def run(self, should_stop: Callable[[], bool] = lambda: False) -> int:
-        """Scan until no rows are left (or `should_stop` after a page); rows emitted."""
+        """Scan until no rows are left (or `should_stop` after a page); rows emitted.
+
+        Rows rejected are counted in `self.rejected`.
+        """
         await self._prepare()
+        start = await self.connection.fetchrow(query("scan_rejects_start"), self.job)
+        self.known_rejects = bool(start["known"])
         position = await self._start_position()
-        while True:
-            page, position = await self._page(position)
-            if not page.events:
-                return self.emitted
-            await self._emit(page.events)
-            async with self.connection.transaction():
-                await page.mark(self.connection)
-            self.emitted += len(page.events)
-            log.info(
-                "job %s: emitted %d rows",
-                self.job,
-                len(page.events),
-                extra={"job": self.job, "trace_id": self.trace_id},
-            )
-            if len(page.events) < self.config.batch_size or should_stop():
-                return self.emitted
+        await self._null_keys(position)
+        complete = False
+        while not complete:
+            page = await self._page(position)
+            if page.size:
+                rows, too_large = await self._emit(page.rows)
+                rejected = page.rejected + too_large
+                async with self.connection.transaction():
+                    await self._mark(rows, rejected, page.position)
+                position = page.position
+                self.emitted += len(rows)
+                self.rejected += len(rejected)
+                log.info(
+                    "job %s: page: %d emitted, %d rejected",
+                    self.job,
+                    len(rows),
+                    len(rejected),
+                    extra={"job": self.job, "trace_id": self.trace_id},
+                )
+            complete = page.size < self.config.batch_size
+            if not complete and should_stop():
+                break
+        if complete and self.config.mode != "watermark" and self.known_rejects:
+            # A complete flag or outbox run met every row still pending: a record it did
+            # not refresh is of a row since fixed, emitted by hand or deleted.
+            await self.connection.execute(query("scan_rejects_sweep"), self.job, start["started"])
+        log.info(
+            "job %s: scan %s: %d emitted, %d rejected",
+            self.job,
+            "done" if complete else "stopped",
+            self.emitted,
+            self.rejected,
+            extra={"job": self.job, "trace_id": self.trace_id},
+        )
+        return self.emitted
 
     async def _start_position(self) -> Any:
         if self.config.mode == "watermark":
@@ -142,66 +254,169 @@ class Scanner:
             return json.loads(stored) if stored else None
         return 0 if self.config.mode == "outbox" else None
 
-    async def _page(self, position: Any) -> tuple[Page, Any]:
+    async def _null_keys(self, position: Any) -> None:
+        """Record rows whose key is NULL: they have no keyset position, so no page has them."""
+        if self.config.mode == "outbox" or not self.key_nullable:
+            return
+        if self.config.mode == "flag":
+            count = await self.connection.fetchval(self.sql["scan_flag_null_keys"])
+        else:
+            xid = position["xid"] if position else None
+            count = await self.connection.fetchval(self.sql["scan_watermark_null_keys"], xid)
+        if count:
+            reason = f"key column {self.config.key_column} is NULL in {count} row(s)"
+            async with self.connection.transaction():
+                await self._record([Rejected("", None, reason)])
+            self.rejected += count
+
+    async def _page(self, position: Any) -> Page:
         config = self.config
         fetch = self.sql[f"scan_{config.mode}_page"]
-        if config.mode == "outbox":
-            rows = await self.connection.fetch(fetch, config.batch_size, position)
-            events = [
-                self._event(
-                    r["entity"],
-                    r["key"],
-                    r["version"],
-                    json.loads(r["payload"]),
-                    f"outbox:{r['id']}",
-                )
-                for r in rows
-            ]
-            ids = [r["id"] for r in rows]
-            mark_sql = self.sql["scan_outbox_mark"]
-            return Page(events, lambda c: c.execute(mark_sql, ids)), (ids[-1] if ids else position)
-
-        if config.mode == "flag":
-            rows = await self.connection.fetch(fetch, config.batch_size, position)
-        else:
+        if config.mode == "watermark":
             xid, key = (position["xid"], position["key"]) if position else (None, None)
-            rows = await self.connection.fetch(fetch, config.batch_size, xid, key)
-        entity = config.entity_name
-        # In flag mode the row version is xmin: fine to tell one row state from another
-        # (the event id, the mark guard) but not ordered across transactions, so the
-        # event carries no version and consumers order by occurred_at. An xid8 watermark
-        # is ordered and is the version.
-        events = [
-            self._event(
-                entity,
-                r["key_text"],
-                r["version"] if config.mode == "watermark" else None,
-                json.loads(r["row"]),
-                r["version"],
+            records = await self.connection.fetch(fetch, config.batch_size, xid, key)
+        else:
+            records = await self.connection.fetch(fetch, config.batch_size, position)
+        if not records:
+            return Page(0, [], [], position)
+        rows: list[Row] = []
+        rejected: list[Rejected] = []
+        for record in records:
+            try:
+                rows.append(self._row(record))
+            except EnvelopeError as error:
+                rejected.append(self._rejected(record, str(error)))
+        last = records[-1]
+        if config.mode == "outbox":
+            position = last["id"]
+        elif config.mode == "flag":
+            position = last["key"]
+        else:
+            position = {"xid": str(last["version"]), "key": last["key_text"]}
+        return Page(len(records), rows, rejected, position)
+
+    def _row(self, record: asyncpg.Record) -> Row:
+        """The event of one source row, or an EnvelopeError saying why there is none."""
+        config = self.config
+        if config.mode == "outbox":
+            entity, key, version = record["entity"], record["key"], record["version"]
+            id_version: object = f"outbox:{record['id']}"
+            payload, source_row, mark = record["payload"], str(record["id"]), record["id"]
+        else:
+            entity, key = config.entity_name, record["key_text"]
+            # In flag mode the row version is xmin: fine to tell one row state from
+            # another (the event id, the mark guard) but not ordered across
+            # transactions, so the event carries no version and consumers order by
+            # occurred_at. An xid8 watermark is ordered and is the version.
+            version = record["version"] if config.mode == "watermark" else None
+            id_version = record["version"]
+            payload, source_row = record["row"], capped(key, KEY_LIMIT)
+            mark = (record["key"], record["version"])
+        data = payload_object(payload)
+        event = Event.new(
+            type=SYNC_REQUIRED,
+            source=self.job,
+            entity=entity,
+            key=key,
+            version=version,
+            payload=data,
+            id=sync_event_id(str(entity), str(key), str(id_version)),
+            occurred_at=datetime.now(UTC),
+            trace_id=self.trace_id,
+        )
+        return Row(event, event.encode(), source_row, mark)
+
+    def _rejected(self, record: asyncpg.Record, reason: str) -> Rejected:
+        if self.config.mode == "outbox":
+            key = record["key"]
+            key_text = None if key is None else capped(str(key), KEY_LIMIT)
+            return Rejected(str(record["id"]), key_text, reason)
+        key_text = capped(record["key_text"], KEY_LIMIT)
+        return Rejected(key_text, key_text, reason)
+
+    async def _emit(self, rows: list[Row]) -> tuple[list[Row], list[Rejected]]:
+        """Send a page; wait until Kafka acknowledged every record (acks=all).
+
+        Returns the rows Kafka took and the ones the producer refused as too large. Any
+        other failure (Kafka unreachable, say) raises: nothing of the page is marked.
+        """
+        pending: list[tuple[Row, asyncio.Future[Any]]] = []
+        refused: list[Row] = []
+        for row in rows:
+            try:
+                pending.append((row, await self._send(row)))
+            except MessageSizeTooLargeError:  # over max_request_size: refused unsent
+                refused.append(row)
+        # A broker whose max.message.bytes is below max_request_size refuses a whole
+        # batch for one record, and aiokafka's idempotent producer cannot send to that
+        # partition again (OutOfOrderSequenceNumber): no row can be told apart, so the
+        # run fails with nothing of the page marked.
+        await asyncio.gather(*(f for _, f in pending))
+        sent = [row for row, _ in pending]
+        too_large = [
+            Rejected(
+                row.source_row,
+                capped(row.event.key, KEY_LIMIT),
+                f"event of {len(row.value)} bytes is larger than Kafka accepts "
+                "(the producer's max_request_size)",
             )
-            for r in rows
+            for row in refused
         ]
-        if not rows:
-            return Page([], lambda c: None), position
-        last = rows[-1]
-        if config.mode == "flag":
-            keys, versions = [r["key"] for r in rows], [r["version"] for r in rows]
-            mark_sql = self.sql["scan_flag_mark"]
-            return Page(events, lambda c: c.execute(mark_sql, keys, versions)), last["key"]
-        new_position = {"xid": str(last["version"]), "key": last["key_text"]}
-        stored = json.dumps(new_position)
-        job = self.job
-        return (
-            Page(events, lambda c: c.execute(query("scan_watermark_set"), job, stored)),
-            new_position,
+        return sent, too_large
+
+    async def _send(self, row: Row) -> asyncio.Future[Any]:
+        event = row.event
+        future: asyncio.Future[Any] = await self.producer.send(
+            self.topic, value=row.value, key=event.kafka_key, headers=event.kafka_headers
+        )
+        return future
+
+    async def _mark(self, rows: list[Row], rejected: list[Rejected], position: Any) -> None:
+        """Mark the emitted rows and record the rejected ones, in one transaction."""
+        mode = self.config.mode
+        if mode == "flag" and rows:
+            keys, versions = zip(*(row.mark for row in rows), strict=True)
+            await self.connection.execute(self.sql["scan_flag_mark"], list(keys), list(versions))
+        elif mode == "outbox" and rows:
+            ids = [row.mark for row in rows]
+            await self.connection.execute(self.sql["scan_outbox_mark"], ids)
+        elif mode == "watermark":
+            # The watermark passes rejected rows too: their records say so.
+            stored = json.dumps(position)
+            await self.connection.execute(query("scan_watermark_set"), self.job, stored)
+            if self.known_rejects and rows:
+                emitted = [row.source_row for row in rows]
+                await self.connection.execute(query("scan_rejects_resolve"), self.job, emitted)
+        await self._record(rejected)
+
+    async def _record(self, rejected: list[Rejected]) -> None:
+        if not rejected:
+            return
+        self.known_rejects = True
+        unique: dict[str, Rejected] = {}
+        for item in rejected:
+            log.warning(
+                "job %s: row %s rejected: %s",
+                self.job,
+                self._describe(item),
+                item.reason,
+                extra={"job": self.job, "trace_id": self.trace_id},
+            )
+            # One statement may not update a row twice: the last word on a row wins.
+            unique[item.source_row] = item
+        config = self.config
+        await self.connection.execute(
+            query("scan_rejects_record"),
+            self.job,
+            config.mode,
+            config.table,
+            list(unique),
+            [item.key for item in unique.values()],
+            [safe_text(item.reason, 1000) for item in unique.values()],
         )
 
-    async def _emit(self, events: list[Event]) -> None:
-        """Send a page and wait until Kafka acknowledged every record (acks=all)."""
-        futures = [
-            await self.producer.send(
-                self.topic, value=e.encode(), key=e.kafka_key, headers=e.kafka_headers
-            )
-            for e in events
-        ]
-        await asyncio.gather(*futures)
+    def _describe(self, item: Rejected) -> str:
+        key = "NULL" if item.key is None else repr(capped(item.key, 120))
+        if self.config.mode == "outbox":
+            return f"outbox id {item.source_row} (key {key})"
+        return f"key {key}"
