@@ -28,16 +28,17 @@ def run(settings: Settings, registry: Registry, companion: Companion | None = No
     topics = settings.input_topics + [settings.dlq_topic(t) for t in settings.input_topics]
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    loop.run_until_complete(kafka.ensure_topics(settings, topics))
-    if settings.engine == "faust":
-        from streams import faust_engine  # faust is slow to import; only when chosen
-
-        faust_engine.run(settings, registry, loop, companion)
-        return
     try:
+        loop.run_until_complete(kafka.ensure_topics(settings, topics))
+        if settings.engine == "faust":
+            from streams import faust_engine  # faust is slow to import; only when chosen
+
+            faust_engine.run(settings, registry, loop, companion)
+            return
         loop.run_until_complete(run_batch_engine(settings, registry, companion))
     finally:
-        loop.close()
+        if not loop.is_closed():
+            loop.close()
 
 
 async def run_batch_engine(
