@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 import asyncpg
 
-from cronstream.settings import Settings
+from cronstream.settings import Settings, scrub
 
 CONNECT_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
@@ -16,11 +14,11 @@ class DatabaseUnavailable(Exception):
 
 
 def unavailable(settings: Settings, error: BaseException) -> DatabaseUnavailable:
-    """A DatabaseUnavailable naming the server by its redacted URL."""
-    message = str(error) or type(error).__name__
-    password = urlsplit(settings.database_dsn).password
-    if password:
-        message = message.replace(password, "***")
+    """A DatabaseUnavailable naming the server by its redacted URL; never raises.
+
+    The driver's message is scrubbed too: some quote parts of the URL they misread.
+    """
+    message = scrub(str(error) or type(error).__name__, settings.database_dsn)
     return DatabaseUnavailable(f"cannot connect to {settings.database_url_redacted}: {message}")
 
 
@@ -33,7 +31,7 @@ async def connect(
             timeout=settings.connect_timeout,
             server_settings=server_settings,
         )
-    except CONNECT_ERRORS as error:
+    except (*CONNECT_ERRORS, ValueError) as error:  # ValueError: a URL the driver misreads
         raise unavailable(settings, error) from None
 
 
@@ -42,7 +40,7 @@ async def pool(settings: Settings, *, min_size: int = 1, max_size: int = 10) -> 
         created = await asyncpg.create_pool(
             settings.database_dsn, min_size=min_size, max_size=max_size
         )
-    except CONNECT_ERRORS as error:
+    except (*CONNECT_ERRORS, ValueError) as error:  # ValueError: a URL the driver misreads
         raise unavailable(settings, error) from None
     assert created is not None  # create_pool returns None only when awaited lazily
     return created

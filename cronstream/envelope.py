@@ -52,6 +52,17 @@ def _key_as_text(value: Any) -> Any:
     return value
 
 
+def _time_as_text(value: Any) -> Any:
+    # Lax pydantic reads a number as Unix time; the envelope's time is RFC 3339 text.
+    if isinstance(value, int | float):
+        raise ValueError("must be an RFC 3339 string, e.g. 2027-01-01T00:00:00Z")
+    return value
+
+
+# Versions land in Postgres bigint columns; a larger one would fail inside a handler.
+BIGINT_MAX = 2**63 - 1
+
+
 class Event(BaseModel):
     """A validated envelope. Build new ones with `Event.new`; decode with `decode`."""
 
@@ -62,8 +73,9 @@ class Event(BaseModel):
     source: str = Field(min_length=1, max_length=200)
     entity: str = Field(min_length=1, max_length=200, pattern=NAME_PATTERN)
     key: Annotated[str, BeforeValidator(_key_as_text)] = Field(min_length=1, max_length=1000)
-    version: int | None = Field(default=None, ge=0)
-    occurred_at: datetime
+    # strict: "5", true and 5.0 are not versions; a worker must not guess what was meant.
+    version: int | None = Field(default=None, ge=0, le=BIGINT_MAX, strict=True)
+    occurred_at: Annotated[datetime, BeforeValidator(_time_as_text)]
     payload: dict[str, Any]
     trace_id: str | None = Field(default=None, min_length=1, max_length=200)
 
@@ -72,7 +84,10 @@ class Event(BaseModel):
     def _utc(cls, value: datetime) -> datetime:
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError("must carry a UTC offset (RFC 3339, e.g. 2027-01-01T00:00:00Z)")
-        return value.astimezone(UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:  # 0001-01-01T00:00:00+14:00 is before year 1 in UTC
+            raise ValueError("is out of range in UTC") from None
 
     @field_serializer("occurred_at")
     def _rfc3339(self, value: datetime) -> str:
@@ -119,7 +134,7 @@ class Event(BaseModel):
         return headers
 
     def encode(self) -> bytes:
-        """The Kafka value: compact UTF-8 JSON."""
+        """The Kafka value: compact UTF-8 JSON. Check values not from `decode` with `encoded`."""
         return self.model_dump_json(exclude_none=True).encode()
 
 
@@ -132,7 +147,8 @@ def _raise_first(error: ValidationError) -> NoReturn:
     problems = error.errors()
     first = problems[0]
     field = ".".join(str(part) for part in first["loc"]) or WHOLE_VALUE
-    raise EnvelopeError(field, first["msg"], len(problems) - 1) from None
+    reason = first["msg"].removeprefix("Value error, ")
+    raise EnvelopeError(field, reason, len(problems) - 1) from None
 
 
 def new_trace_id() -> str:
@@ -232,6 +248,25 @@ def _decode_carefully(value: bytes) -> Event:
         _raise_first(error)
 
 
+def encoded(event: Event) -> bytes:
+    """`event.encode()`, refused unless `decode` takes it back: a worker's exact rules.
+
+    For events built from other input than `decode`'s (CLI options, Python values),
+    which may hold text Postgres refuses, or values JSON cannot carry.
+    """
+    try:
+        non_finite = _has_non_finite(event.payload)
+        value = event.encode()
+    except ValueError as error:  # pydantic's serializer on a lone surrogate, for one
+        raise EnvelopeError(WHOLE_VALUE, f"cannot be encoded as JSON: {error}") from None
+    except RecursionError:
+        raise EnvelopeError(WHOLE_VALUE, "is nested too deeply") from None
+    if non_finite:  # pydantic wrote them as null
+        raise EnvelopeError("payload", "NaN and Infinity are not JSON numbers")
+    decode(value)
+    return value
+
+
 def json_object(value: bytes | str) -> dict[str, Any]:
     """A JSON object Postgres can store whole, or an EnvelopeError saying why not."""
     try:
@@ -242,7 +277,10 @@ def json_object(value: bytes | str) -> dict[str, Any]:
         where = f"line {error.lineno} column {error.colno}"
         raise EnvelopeError(WHOLE_VALUE, f"is not JSON: {error.msg} at {where}") from None
     except ValueError as error:  # from the hooks above, or an integer of over 4300 digits
-        raise EnvelopeError(WHOLE_VALUE, f"is not storable JSON: {error}") from None
+        reason = str(error)
+        if "integer string conversion" in reason:  # Python's advice would not help a user
+            reason = "an integer has more than 4300 digits"
+        raise EnvelopeError(WHOLE_VALUE, f"is not storable JSON: {reason}") from None
     except RecursionError:
         raise EnvelopeError(WHOLE_VALUE, "is nested too deeply") from None
     if not isinstance(data, dict):

@@ -10,7 +10,31 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from cronstream.settings import Settings
+from cronstream.settings import Settings, SettingsError, env_var
+
+# The producer's max_request_size (aiokafka's default), which publish checks each event
+# against before sending anything; the broker's default message.max.bytes is 1 MiB too.
+MAX_REQUEST_SIZE = 1_048_576
+
+
+def _ssl_context(settings: Settings) -> ssl.SSLContext:
+    """The SSL context of the settings' files; a file that will not load is named by variable."""
+    cafile, certfile, keyfile = (
+        settings.kafka_ssl_cafile,
+        settings.kafka_ssl_certfile,
+        settings.kafka_ssl_keyfile,
+    )
+    names = env_var("kafka_ssl_cafile")
+    try:
+        context = ssl.create_default_context(cafile=str(cafile) if cafile else None)
+        if certfile:
+            names = env_var("kafka_ssl_certfile")
+            if keyfile:
+                names += f" or {env_var('kafka_ssl_keyfile')}"
+            context.load_cert_chain(str(certfile), str(keyfile) if keyfile else None)
+    except OSError as error:  # missing, unreadable, not PEM, a key that does not match
+        raise SettingsError(f"{names}: cannot load it: {error.strerror or error}") from None
+    return context
 
 
 def connection_options(settings: Settings) -> dict[str, Any]:
@@ -21,15 +45,7 @@ def connection_options(settings: Settings) -> dict[str, Any]:
         "request_timeout_ms": int(settings.request_timeout * 1000),
     }
     if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
-        context = ssl.create_default_context(
-            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
-        )
-        if settings.kafka_ssl_certfile:
-            context.load_cert_chain(
-                str(settings.kafka_ssl_certfile),
-                str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None,
-            )
-        options["ssl_context"] = context
+        options["ssl_context"] = _ssl_context(settings)
     if settings.kafka_sasl_mechanism:
         options["sasl_mechanism"] = settings.kafka_sasl_mechanism
         options["sasl_plain_username"] = settings.kafka_sasl_username
@@ -44,6 +60,7 @@ def producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
         "enable_idempotence": True,
         "acks": "all",
         "linger_ms": 5,
+        "max_request_size": MAX_REQUEST_SIZE,
     }
     return AIOKafkaProducer(**(options | overrides))
 

@@ -2,7 +2,8 @@
 
 Each applied file is recorded in schema_migrations with its SHA-256, so a file edited
 after it was applied is refused instead of silently diverging. Runs take a Postgres
-advisory lock, so concurrent `cronstream migrate` calls apply each file once.
+advisory lock, so concurrent `cronstream migrate` calls apply each file once. A dry run
+only reads: no lock, no schema_migrations table created.
 """
 
 from __future__ import annotations
@@ -60,7 +61,15 @@ def load(directory: Path) -> list[Migration]:
             raise MigrationError(
                 f"{path.name} and {found[version].filename} share version {version:04d}"
             )
-        found[version] = Migration(version, match.group(2), path.read_text(encoding="utf-8"))
+        try:
+            sql = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as error:
+            raise MigrationError(
+                f"{path.name}: not UTF-8 text (byte {error.start}: {error.reason})"
+            ) from None
+        except OSError as error:
+            raise MigrationError(f"{path.name}: cannot read it: {error.strerror}") from None
+        found[version] = Migration(version, match.group(2), sql)
     return [found[version] for version in sorted(found)]
 
 
@@ -101,14 +110,15 @@ async def _applied(connection: asyncpg.Connection) -> list[Applied]:
 async def migrate(
     connection: asyncpg.Connection, directory: Path, *, dry_run: bool = False
 ) -> list[Migration]:
-    """Apply pending migrations (or only list them with dry_run); return them."""
+    """Apply pending migrations (or only list them with dry_run, writing nothing); return them."""
     migrations = load(directory)
+    if dry_run:
+        exists = await connection.fetchval(query("migrations_table_exists"))
+        return pending(migrations, await _applied(connection) if exists else [])
     await connection.execute(query("migrations_lock"))
     try:
         await connection.execute(query("migrations_create_table"))
         todo = pending(migrations, await _applied(connection))
-        if dry_run:
-            return todo
         for migration in todo:
             try:
                 async with connection.transaction():

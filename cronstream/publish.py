@@ -1,23 +1,35 @@
-"""Publishing events: validate every input line first, then send with an idempotent producer."""
+"""Publishing events: validate and encode every input line first, then send those bytes.
+
+Validation is a worker's decoding (`envelope.decode`): a line a worker would
+dead-letter is refused here, with its line number. Each valid line is encoded to its
+Kafka record during validation and spooled, and the send pass sends those records,
+so nothing fails mid-send for a reason a check could have found, and the input is
+read once (stdin included).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import pickle
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from cronstream.envelope import (
+    WHOLE_VALUE,
     EnvelopeError,
     Event,
     decode,
+    encoded,
     from_fields,
     json_object,
     new_trace_id,
 )
+from cronstream.kafka import MAX_REQUEST_SIZE
 
 # Sends awaited together; bounds memory while keeping the producer's pipeline full.
 WINDOW = 2000
@@ -32,6 +44,23 @@ class LineError:
         return f"line {self.line}: {self.message}"
 
 
+@dataclass(frozen=True)
+class Record:
+    """One event as the bytes Kafka will get, and the input line it came from."""
+
+    line: int
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+@dataclass
+class Checked:
+    valid: int = 0
+    invalid: int = 0
+    errors: list[LineError] = field(default_factory=list)  # the first `limit` of them
+
+
 @dataclass
 class Outcome:
     sent: int = 0
@@ -39,54 +68,83 @@ class Outcome:
     failed: list[str] = field(default_factory=list)
 
 
-def parse_line(text: str, source: str) -> Event:
-    """One JSONL line as an Event; id, occurred_at, trace_id and source may be omitted.
-
-    The same rules as a worker's decoding: what a worker would dead-letter is refused.
-    """
+def parse_line(raw: bytes, source: str) -> tuple[Event, bytes]:
+    """One JSONL line as an Event and its Kafka value; id, occurred_at, trace_id and
+    source may be omitted. Refused (EnvelopeError) where a worker would refuse it."""
     try:
-        event = decode(text.encode())  # every required field there: one fast, strict pass
+        event = decode(raw)  # every required field there: one fast, strict pass
     except EnvelopeError:
         pass  # perhaps only fields that may be omitted are missing
     else:
         if event.trace_id is None:
-            return event.model_copy(update={"trace_id": new_trace_id()})
-        return event
-    data = json_object(text)
+            event = event.model_copy(update={"trace_id": new_trace_id()})
+        return event, event.encode()  # a decoded event re-encodes to what decodes
+    data = json_object(raw)
     data.setdefault("source", source)
-    return from_fields(data)
+    event = from_fields(data)
+    return event, encoded(event)
 
 
-def read_lines(stream: IO[str], source: str) -> Iterator[tuple[int, Event | LineError]]:
-    """Number and parse each non-blank line of `stream`."""
-    for number, text in enumerate(stream, start=1):
-        if not text.strip():
+def record(line: int, event: Event, value: bytes) -> Record:
+    """The Kafka record of `event`; refused when the producer would refuse its size."""
+    key, headers = event.kafka_key, event.kafka_headers
+    size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers)  # aiokafka's
+    if size > MAX_REQUEST_SIZE:
+        raise EnvelopeError(
+            WHOLE_VALUE,
+            f"is {size} bytes as a Kafka record, over the producer's limit of "
+            f"{MAX_REQUEST_SIZE} bytes",
+        )
+    return Record(line, key, value, headers)
+
+
+def read_lines(stream: IO[bytes], source: str) -> Iterator[Record | LineError]:
+    """Number, validate and encode each non-blank line of `stream`."""
+    for number, raw in enumerate(stream, start=1):
+        if not raw.strip():
             continue
         try:
-            yield number, parse_line(text, source)
+            yield record(number, *parse_line(raw, source))
         except EnvelopeError as error:
-            yield number, LineError(number, str(error))
+            yield LineError(number, str(error))
 
 
-def check(stream: IO[str], source: str) -> tuple[int, list[LineError]]:
-    """First pass: count valid lines and collect every invalid one."""
-    valid = 0
-    errors: list[LineError] = []
-    for _, parsed in read_lines(stream, source):
+def check(
+    stream: IO[bytes], source: str, spool: IO[bytes] | None = None, limit: int = 50
+) -> Checked:
+    """Validate every line; write the valid ones' records to `spool`, keep `limit` errors."""
+    checked = Checked()
+    for parsed in read_lines(stream, source):
         if isinstance(parsed, LineError):
-            errors.append(parsed)
-        else:
-            valid += 1
-    return valid, errors
+            checked.invalid += 1
+            if len(checked.errors) < limit:
+                checked.errors.append(parsed)
+            continue
+        checked.valid += 1
+        if spool is not None:
+            # Our own temporary file, written just now: pickle is safe and quick here.
+            pickle.dump((parsed.line, parsed.key, parsed.value, parsed.headers), spool)
+    return checked
+
+
+def spooled(spool: IO[bytes]) -> Iterator[Record]:
+    """The records `check` wrote to `spool`, in order."""
+    spool.seek(0)
+    while True:
+        try:
+            line, key, value, headers = pickle.load(spool)
+        except EOFError:
+            return
+        yield Record(line, key, value, headers)
 
 
 async def send(
     producer: AIOKafkaProducer,
     topic: str,
-    events: Iterable[tuple[int, Event]],
+    records: Iterable[Record],
     on_progress: Callable[[int], None] = lambda _: None,
 ) -> Outcome:
-    """Send events in order; each is awaited until Kafka acknowledged it (acks=all)."""
+    """Send records in order; each is awaited until Kafka acknowledged it (acks=all)."""
     outcome = Outcome()
     window: list[tuple[int, asyncio.Future[Any]]] = []
 
@@ -101,11 +159,9 @@ async def send(
         on_progress(len(window))
         window.clear()
 
-    for line, event in events:
-        future = await producer.send(
-            topic, value=event.encode(), key=event.kafka_key, headers=event.kafka_headers
-        )
-        window.append((line, future))
+    for item in records:
+        future = await producer.send(topic, value=item.value, key=item.key, headers=item.headers)
+        window.append((item.line, future))
         if len(window) >= WINDOW:
             await drain()
     if window:

@@ -2,33 +2,101 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Annotated, Literal
-from urllib.parse import urlsplit, urlunsplit
+from typing import Annotated, Literal, Self
+from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "CRONSTREAM_"
 REPO_MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
+# `?password=...`, `&sslpassword=...`: a value runs to the next `&`, as drivers read it.
+_QUERY_SECRET = re.compile(r"(?i)([?&][^=&?]*password=)([^&]*)")
+# `password=...` in a key=value connection string, quoted or not.
+_KEYWORD_SECRET = re.compile(r"(?i)(\b[a-z]*password\s*=\s*)('(?:[^'\\]|\\.)*'?|\S*)")
+
+
+class SettingsError(ValueError):
+    """A setting cannot be used; the message names its CRONSTREAM_* variable."""
+
+
+def _userinfo_end(url: str) -> int:
+    """Where the user:password part of a URL ends (its last '@'), or -1.
+
+    The last '@' of the whole URL, not urlsplit's: an unencoded '#', '/' or '?' in a
+    password makes urlsplit end the netloc inside it. Too far is safe: more is hidden.
+    """
+    return url.rfind("@", url.find("://") + 3) if "://" in url else -1
+
+
+def secrets_of(url: str) -> list[str]:
+    """Every text that `redact_url` hides, raw and percent-decoded, longest first."""
+    found: list[str] = []
+    end = _userinfo_end(url)
+    if end >= 0:
+        userinfo = url[url.find("://") + 3 : end]
+        if ":" in userinfo:
+            found.append(userinfo.split(":", 1)[1])
+    pattern = _QUERY_SECRET if "://" in url else _KEYWORD_SECRET
+    found.extend(match.group(2) for match in pattern.finditer(url))
+    found.extend([unquote(text) for text in found] + [text.strip("'") for text in found])
+    return sorted({text for text in found if text}, key=len, reverse=True)
+
 
 def redact_url(url: str) -> str:
-    """Return `url` with any password replaced by ***, for logs and error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    """`url` (any DSN form) with every password replaced by ***; never raises.
+
+    For logs and error messages: `user:password@`, `?password=` and key=value
+    `password=` forms, multi-host URLs, and passwords with unencoded special characters.
+    """
+    if "://" not in url:
+        return _KEYWORD_SECRET.sub(r"\1***", url)
+    end = _userinfo_end(url)
+    if end >= 0:
+        start = url.find("://") + 3
+        user, colon, _ = url[start:end].partition(":")
+        url = f"{url[:start]}{user}{':***' if colon else ''}{url[end:]}"
+    return _QUERY_SECRET.sub(r"\1***", url)
+
+
+def scrub(text: str, url: str) -> str:
+    """`text` (a driver's error message, say) with every secret of `url` replaced by ***."""
+    for secret in secrets_of(url):
+        text = text.replace(secret, "***")
+    return text
+
+
+def _check_database_url(url: str) -> None:
+    """Refuse URLs a driver would misread; never quote the URL, which holds a password."""
+    scheme, sep, _ = url.partition("://")
+    if not sep or scheme not in ("postgresql", "postgres"):
+        raise ValueError(
+            "must be a postgresql:// URL, e.g. postgresql://user:password@host:5432/db "
+            "(key=value connection strings are not supported)"
+        )
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise ValueError("is not a valid URL (check the [...] around an IPv6 host)") from None
+    after_netloc = url[url.find("://") + 3 + len(parts.netloc) :]
+    at_signs = parts.netloc.count("@")
+    if "#" in url or at_signs > 1 or (at_signs == 0 and "@" in after_netloc):
+        raise ValueError(
+            "has special characters in its user or password: percent-encode them "
+            "(# as %23, / as %2F, ? as %3F, @ as %40)"
+        )
 
 
 class Settings(BaseSettings):
     """Everything cronstream reads from its environment; each field is CRONSTREAM_<NAME>."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+    # hide_input_in_errors: a refused URL or password must not appear in the error text.
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", hide_input_in_errors=True
+    )
 
     kafka_bootstrap: str = Field(
         "127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated host:port"
@@ -47,6 +115,14 @@ class Settings(BaseSettings):
     )
     migrations_dir: Path = REPO_MIGRATIONS
     jobs_file: Path | None = Field(None, description="TOML file of cron jobs")
+    run_retention: float = Field(
+        14.0,
+        gt=0,
+        le=36_500,
+        allow_inf_nan=False,
+        description="days of cron_runs history the leading scheduler keeps (it deletes "
+        "older runs in small batches; each job's newest run always stays)",
+    )
 
     sync_topic: str = Field("cronstream.sync_required", min_length=1)
     external_topics: Annotated[list[str], NoDecode] = Field(
@@ -101,6 +177,46 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: SecretStr) -> SecretStr:
+        _check_database_url(value.get_secret_value())
+        return value
+
+    @model_validator(mode="after")
+    def _kafka_security(self) -> Self:
+        """Refuse combinations a client would ignore (no auth, no TLS) or crash on."""
+        protocol = self.kafka_security_protocol
+        is_set = f"is set but {env_var('kafka_security_protocol')} is {protocol}"
+        if protocol.startswith("SASL_"):
+            missing = [
+                env_var(name)
+                for name in ("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password")
+                if getattr(self, name) is None
+            ]
+            if missing:
+                raise SettingsError(
+                    f"{env_var('kafka_security_protocol')}={protocol} needs {', '.join(missing)}"
+                    " (mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)"
+                )
+        elif self.kafka_sasl_mechanism is not None:
+            raise SettingsError(
+                f"{env_var('kafka_sasl_mechanism')} {is_set}: use SASL_SSL (or SASL_PLAINTEXT)"
+            )
+        for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile"):
+            path = getattr(self, name)
+            if path is None:
+                continue
+            if protocol not in ("SSL", "SASL_SSL"):
+                raise SettingsError(f"{env_var(name)} {is_set}: use SSL or SASL_SSL")
+            if not path.is_file():
+                raise SettingsError(f"{env_var(name)}: no such file: {path}")
+        if self.kafka_ssl_keyfile is not None and self.kafka_ssl_certfile is None:
+            raise SettingsError(
+                f"{env_var('kafka_ssl_keyfile')} needs {env_var('kafka_ssl_certfile')}"
+            )
+        return self
 
     @property
     def database_dsn(self) -> str:

@@ -14,6 +14,9 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
     applied_at timestamptz NOT NULL DEFAULT now()
 )
 
+-- migrations_table_exists --
+SELECT to_regclass('schema_migrations') IS NOT NULL
+
 -- migrations_applied --
 SELECT version, name, checksum FROM schema_migrations ORDER BY version
 

@@ -65,11 +65,41 @@ async def test_dry_run_lists_pending_and_applies_nothing(
         expected = [m.filename for m in migrate.load(REPO_MIGRATIONS)]
         assert result.stdout.split() == expected
         tables = await connection.fetchval(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'checkpoints'"
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"
         )
-        assert tables == 0
+        assert tables == 0, "a dry run writes nothing, schema_migrations included"
     finally:
         await connection.close()
+
+
+async def test_dry_run_does_not_wait_for_the_migration_lock(
+    database_url: str, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    directory = tmp_path / "migrations"
+    shutil.copytree(REPO_MIGRATIONS, directory)
+    (directory / "9001_more.sql").write_text("CREATE TABLE more (id int);\n")
+    holder = await asyncpg.connect(database_url)
+    try:
+        await holder.execute("SELECT pg_advisory_lock(hashtext('cronstream.migrate'))")
+        result = run_cli(
+            ["migrate", "--dry-run", "--migrations-dir", str(directory)], cli_env, timeout=30
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.split() == ["9001_more.sql"]
+    finally:
+        await holder.close()
+
+
+async def test_migration_file_that_is_not_utf8_is_named(
+    database_url: str, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    directory = tmp_path / "migrations"
+    shutil.copytree(REPO_MIGRATIONS, directory)
+    (directory / "9001_latin1.sql").write_bytes(b"-- caf\xe9\nSELECT 1;\n")
+    result = run_cli(["migrate", "--migrations-dir", str(directory)], cli_env)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: 9001_latin1.sql: not UTF-8 text")
+    assert result.stderr.count("\n") == 1
 
 
 async def test_edited_applied_migration_is_refused_by_name(

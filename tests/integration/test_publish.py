@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from cronstream.envelope import decode
 from cronstream.settings import Settings
@@ -99,7 +103,7 @@ async def test_bad_line_is_named_and_nothing_is_sent(
     )
 
     result = run_cli(["publish", "--file", str(path)], cli_env)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "line 2: the value is not JSON" in result.stderr
     assert "line 3: field 'key'" in result.stderr
     assert "nothing sent" in result.stderr
@@ -133,3 +137,79 @@ async def test_unreachable_kafka_is_one_clear_error(cli_env: dict[str, str]) -> 
     assert result.returncode == 1
     assert "error: Kafka:" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def run_cli_bytes(
+    args: list[str], env: dict[str, str], stdin: bytes
+) -> subprocess.CompletedProcess[str]:
+    """`run_cli` with stdin as bytes, which need not be UTF-8."""
+    result = subprocess.run(
+        [sys.executable, "-m", "cronstream", *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    return subprocess.CompletedProcess(
+        result.args, result.returncode, result.stdout.decode(), result.stderr.decode()
+    )
+
+
+HOSTILE_INPUTS: list[tuple[bytes, str]] = [
+    (b'{"type": "t", "entity": "a", "key": 1, "payload": {"x": "\xff"}}\n', "not UTF-8"),
+    (b'{"type": "t", "entity": "a", "key": 1, "payload": {"x": "\\ud800"}}\n', "lone surrogate"),
+    (b'{"type": "t", "entity": "a", "key": 1, "payload": {"x": NaN}}\n', "NaN"),
+    (b'{"type": "t", "entity": "a", "key": 1, "payload": {}, "version": "5"}\n', "'version'"),
+    (
+        b'{"type": "t", "entity": "a", "key": 1, "payload": {"x": "' + b"a" * 10_000_000 + b'"}}\n',
+        "over the producer's limit",
+    ),
+]
+
+
+@pytest.mark.parametrize(("raw", "reason"), HOSTILE_INPUTS, ids=[r for _, r in HOSTILE_INPUTS])
+@pytest.mark.parametrize("via", ["file", "stdin"])
+async def test_hostile_line_is_refused_by_number_before_anything_is_sent(
+    settings: Settings, cli_env: dict[str, str], tmp_path: Path, raw: bytes, reason: str, via: str
+) -> None:
+    good = b'{"type": "t", "entity": "a", "key": 1, "payload": {}}\n'
+    data = good + raw + good
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(data)
+    if via == "file":
+        result = run_cli(["publish", "--file", str(path)], cli_env)
+    else:
+        result = run_cli_bytes(["publish", "--file", "-"], cli_env, data)
+    assert result.returncode == 2, result.stderr
+    assert "invalid: line 2: " in result.stderr and reason in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not await topic_exists(settings, settings.sync_topic)
+
+
+async def test_skip_invalid_with_no_valid_line_fails_and_sends_nothing(
+    settings: Settings, cli_env: dict[str, str]
+) -> None:
+    result = run_cli(["publish", "--file", "-", "--skip-invalid"], cli_env, stdin="x\n[]\n")
+    assert result.returncode == 2
+    assert "nothing sent: all 2 line(s) are invalid" in result.stderr
+    assert not await topic_exists(settings, settings.sync_topic)
+
+
+@pytest.mark.parametrize("content", ["", "\n\n   \n"])
+async def test_empty_input_publishes_nothing_and_connects_to_nothing(
+    cli_env: dict[str, str], tmp_path: Path, content: str
+) -> None:
+    path = tmp_path / "empty.jsonl"
+    path.write_text(content)
+    # An address nothing answers on: any connection attempt would fail the command.
+    env = cli_env | {"CRONSTREAM_KAFKA_BOOTSTRAP": "127.0.0.1:1", "CRONSTREAM_REQUEST_TIMEOUT": "3"}
+    result = run_cli(["publish", "--file", str(path)], env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "nothing to publish"
+
+
+def test_missing_input_file_is_named(cli_env: dict[str, str], tmp_path: Path) -> None:
+    result = run_cli(["publish", "--file", str(tmp_path / "nope.jsonl")], cli_env)
+    assert result.returncode == 2
+    assert "error: cannot read " in result.stderr and "nope.jsonl" in result.stderr

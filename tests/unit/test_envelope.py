@@ -5,7 +5,14 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from cronstream.envelope import EnvelopeError, Event, decode, from_fields, sync_event_id
+from cronstream.envelope import (
+    EnvelopeError,
+    Event,
+    decode,
+    encoded,
+    from_fields,
+    sync_event_id,
+)
 
 
 def valid() -> dict[str, object]:
@@ -57,6 +64,13 @@ def test_missing_required_field_is_named(field: str) -> None:
         ("type", ""),
         ("payload", [1, 2]),
         ("version", -1),
+        ("version", "5"),  # versions are strict integers: no guessing what was meant
+        ("version", True),
+        ("version", 5.0),
+        ("version", 2**63),  # over Postgres bigint
+        ("occurred_at", "0001-01-01T00:00:00+14:00"),  # before year 1 in UTC
+        ("occurred_at", "9999-12-31T23:59:59-14:00"),
+        ("occurred_at", 1_800_000_000),  # Unix time is not RFC 3339
         ("key", None),
     ],
 )
@@ -142,3 +156,18 @@ def test_values_postgres_would_refuse_are_refused_at_decode(payload_json: str, r
 def test_escapes_postgres_accepts_still_decode() -> None:
     event = decode(with_payload('{"emoji": "\\ud83d\\ude00", "path": "C:\\\\u0000", "n": 1e300}'))
     assert event.payload == {"emoji": "\U0001f600", "path": "C:\\u0000", "n": 1e300}
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [{"x": float("nan")}, {"x": [float("inf")]}, {"x": "\x00"}, {"x": "\udc80"}],
+)
+def test_encoded_refuses_what_a_worker_would_refuse(payload: dict[str, object]) -> None:
+    event = Event.new(type="t", source="s", entity="e", key=1, payload=payload)
+    with pytest.raises(EnvelopeError):
+        encoded(event)
+
+
+def test_encoded_is_what_a_worker_decodes() -> None:
+    event = Event.new(type="t", source="s", entity="e", key=1, payload={"n": 1e300}, version=3)
+    assert decode(encoded(event)) == event

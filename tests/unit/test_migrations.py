@@ -30,6 +30,14 @@ def test_badly_named_file_is_refused(tmp_path: Path, name: str) -> None:
         load(tmp_path)
 
 
+@pytest.mark.parametrize("content", [b"SELECT '\xff'", b"\xfe\xff\x00S", b"-- caf\xe9\nSELECT 1"])
+def test_file_that_is_not_utf8_is_refused_by_name(tmp_path: Path, content: bytes) -> None:
+    (tmp_path / "0001_a.sql").write_text("SELECT 1")
+    (tmp_path / "0002_latin1.sql").write_bytes(content)
+    with pytest.raises(MigrationError, match=r"^0002_latin1\.sql: not UTF-8 text"):
+        load(tmp_path)
+
+
 def test_duplicate_version_is_refused(tmp_path: Path) -> None:
     write(tmp_path, {"0001_a.sql": "x", "0001_b.sql": "y"})
     with pytest.raises(MigrationError, match="share version 0001"):
