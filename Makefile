@@ -22,13 +22,27 @@ endif
 export CRONSTREAM_KAFKA_PORT := $(KAFKA_PORT)
 export CRONSTREAM_PG_PORT := $(PG_PORT)
 
-.PHONY: help venv services services-down services-status migrate run test test-unit \
+# What `make run` tells the user to type in another shell, which has none of this make's
+# variables: the local cluster by what places it, an existing server by its URL without
+# the password (psql asks for it).
+ifneq ($(filter postgres,$(LOCAL_SERVICES)),)
+PSQL_HINT = $(if $(filter-out 5432,$(PG_PORT)),CRONSTREAM_PG_PORT=$(PG_PORT) )$(if \
+	$(CRONSTREAM_CACHE_DIR),CRONSTREAM_CACHE_DIR=$(CRONSTREAM_CACHE_DIR) )$(if \
+	$(CRONSTREAM_PG_BIN),CRONSTREAM_PG_BIN=$(CRONSTREAM_PG_BIN) )make -C $(CURDIR) psql SQL=
+else
+PSQL_HINT = psql '$(shell printf %s "$$CRONSTREAM_DATABASE_URL" \
+	| sed -E 's|^([a-z]+://[^:@/]*):[^@/]*@|\1@|')' -c$(SPACE)
+endif
+SPACE := $(subst ,, )
+
+.PHONY: help venv services services-down services-status migrate run psql test test-unit \
 	test-integration lint format bench clean
 
 help:
 	@echo "make run              start Kafka + Postgres, migrate, run scheduler + worker on demo tables"
 	@echo "make test             install, start services, lint, run every test"
 	@echo "make services         start local Kafka and Postgres (services-down, services-status)"
+	@echo "make psql             psql on the cronstream database (SQL=\"...\" runs one statement)"
 	@echo "make lint             ruff, mypy, import contracts"
 	@echo "make bench            cronstream against raw aiokafka, a hand-written loop and faust"
 
@@ -58,9 +72,19 @@ run: migrate
 	PGOPTIONS=--client-min-messages=warning psql "$$CRONSTREAM_DATABASE_URL" --quiet -v ON_ERROR_STOP=1 --file demo/schema.sql
 	$(BIN)/cronstream --log-level WARNING publish --file demo/events.jsonl
 	@echo "scheduler + worker on the demo tables. In another shell, change a row:"
-	@echo "  psql \"\$$CRONSTREAM_DATABASE_URL\" -c \"UPDATE demo_customers SET name = 'Ada' WHERE id = 7\""
-	@echo "and see it in entity_projection (key '7'). Ctrl-C stops."
+	@echo "  $(PSQL_HINT)\"UPDATE demo_customers SET name = 'Ada' WHERE id = 7\""
+	@echo "and see it applied:"
+	@echo "  $(PSQL_HINT)\"SELECT key, payload->>'name' AS name FROM entity_projection WHERE entity = 'customer' AND key = '7'\""
+	@echo "Ctrl-C stops."
 	$(BIN)/cronstream --log-format text run --jobs-file demo/jobs.toml
+
+# The password is never shown: the local cluster is reached over its own Unix socket.
+psql:
+ifneq ($(filter postgres,$(LOCAL_SERVICES)),)
+	@scripts/postgres.sh psql $${SQL:+-c "$$SQL"}
+else
+	@psql "$$CRONSTREAM_DATABASE_URL" $${SQL:+-c "$$SQL"}
+endif
 
 lint: venv
 	$(BIN)/ruff check .

@@ -1,4 +1,9 @@
-"""Structured logs: one JSON object a line, carrying the current trace_id."""
+"""Structured logs: one JSON object a line (or a text line), carrying the current trace_id.
+
+At INFO the libraries cronstream runs on (aiokafka, faust, ...) log every group join
+and partition assignment; those lines would drown the pipeline's own (job runs,
+batches applied), so they are held at WARNING unless the level is DEBUG.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,39 @@ trace_id_var: ContextVar[str | None] = ContextVar("trace_id", default=None)
 
 # LogRecord attributes that are not user-supplied `extra=` fields.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+# Libraries whose INFO lines are their own bookkeeping. A user's handler modules are
+# not listed: their lines show at the chosen level.
+LIBRARIES = ("aiokafka", "kafka", "faust", "mode", "aiohttp", "asyncio", "asyncpg", "venusian")
+
+
+def parse_level(text: str) -> int:
+    """A level name, any case, as a number; ValueError naming the choices otherwise."""
+    name = text.strip().upper()
+    if name not in LEVELS:
+        raise ValueError(f"'{text}' is not a log level (use {', '.join(LEVELS)})")
+    return logging.getLevelNamesMapping()[name]
+
+
+class _RetriedByAiokafka(logging.Filter):
+    """Drops coordinator errors aiokafka logs and then retries by itself.
+
+    A new broker answers the first coordinator lookup with GroupCoordinatorNotAvailable
+    while it creates __consumer_offsets, and a coordinator that moves is "marked dead"
+    and looked up again: at ERROR/WARNING these alarm a newcomer on every first start.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (
+            "GroupCoordinatorNotAvailableError" in message
+            or message.startswith("Marking the coordinator dead")
+        )
+
+
+_RETRIED = _RetriedByAiokafka()
 
 
 class JsonFormatter(logging.Formatter):
@@ -39,6 +77,11 @@ class JsonFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = f"{record.levelname.lower():7} {record.name}: {record.getMessage()}"
+        # The structured fields, as key=value, except those the message already shows.
+        shown = record.args if isinstance(record.args, tuple) else ()
+        for name, value in vars(record).items():
+            if name not in _STANDARD and name != "trace_id" and value not in shown:
+                line += f" {name}={value}"
         trace_id = getattr(record, "trace_id", None) or trace_id_var.get()
         if trace_id:
             line += f" trace_id={trace_id}"
@@ -48,12 +91,24 @@ class TextFormatter(logging.Formatter):
 
 
 def configure(level: str = "INFO", fmt: Literal["json", "text"] = "json") -> None:
-    """Send all logs to stderr in the chosen format."""
+    """Send logs to stderr in the chosen format; the LIBRARIES' at WARNING unless DEBUG.
+
+    A bad `level` raises ValueError (see parse_level) before anything changes.
+    """
+    threshold = parse_level(level)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    root.setLevel(threshold)
+    debug = threshold <= logging.DEBUG
+    for name in LIBRARIES:
+        logging.getLogger(name).setLevel(threshold if debug else max(threshold, logging.WARNING))
+    coordinator = logging.getLogger("aiokafka.consumer.group_coordinator")
+    if debug:
+        coordinator.removeFilter(_RETRIED)
+    else:
+        coordinator.addFilter(_RETRIED)
 
 
 @contextmanager

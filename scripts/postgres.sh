@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # A PostgreSQL cluster of the project's own on 127.0.0.1, from Debian's postgresql
-# package (installed with apt-get when missing). Data lives under .cache/postgres.
+# package (installed with apt-get when missing, as root). Data lives under
+# .cache/postgres. Run as root, the cluster runs as the postgres user; run as anyone
+# else, it runs as that user (initdb and pg_ctl need no privileges).
 #
 # Auth: password (scram-sha-256) over TCP for role cronstream / password cronstream,
-# trust over the cluster's private Unix socket for the postgres superuser.
+# trust over the cluster's private Unix socket (`psql` below uses it: no password).
 #
-# usage: scripts/postgres.sh up|down|status
+# usage: scripts/postgres.sh up|down|status|psql [psql options]
 # env:   CRONSTREAM_PG_PORT (5432), CRONSTREAM_PG_PASSWORD (cronstream),
-#        CRONSTREAM_CACHE_DIR (.cache)
+#        CRONSTREAM_PG_BIN (folder of initdb and pg_ctl; default: the newest
+#        /usr/lib/postgresql/*/bin, else pg_ctl's folder on PATH), CRONSTREAM_CACHE_DIR (.cache)
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 PORT="${CRONSTREAM_PG_PORT:-5432}"
@@ -32,13 +35,25 @@ mkdir -p "$HOME_DIR"
 place
 
 bin_dir() {
-  ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
+  if [ -n "${CRONSTREAM_PG_BIN:-}" ]; then
+    echo "$CRONSTREAM_PG_BIN"
+  elif ls -d /usr/lib/postgresql/*/bin >/dev/null 2>&1; then
+    ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1
+  elif command -v pg_ctl >/dev/null; then
+    dirname "$(command -v pg_ctl)"
+  fi
 }
 
 install_postgres() {
+  if [ -n "${CRONSTREAM_PG_BIN:-}" ]; then
+    [ -x "$CRONSTREAM_PG_BIN/pg_ctl" ] && [ -x "$CRONSTREAM_PG_BIN/initdb" ] \
+      || die "CRONSTREAM_PG_BIN=$CRONSTREAM_PG_BIN has no initdb and pg_ctl: point it at the folder that has them, or unset it"
+    return 0
+  fi
   [ -n "$(bin_dir)" ] && return 0
+  # Without root, no package: one line on both ways forward.
   [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-    || die "PostgreSQL server not found: install Debian's postgresql package (sudo apt-get install postgresql), or set CRONSTREAM_DATABASE_URL to an existing server"
+    || die "PostgreSQL server not found: install postgresql (sudo apt-get install postgresql), or set CRONSTREAM_DATABASE_URL to an existing server"
   say "postgres: installing Debian's postgresql package"
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; } \
       >"$CACHE/apt-postgresql.log" 2>&1 \
@@ -64,7 +79,14 @@ pg() {
 }
 
 psql_super() {
-  as_owner psql -X -q -v ON_ERROR_STOP=1 -h "$RUN" -p "$PORT" -U postgres -d postgres "$@"
+  as_owner "$(bin_dir)/psql" -X -q -v ON_ERROR_STOP=1 -h "$RUN" -p "$PORT" -U postgres -d postgres "$@"
+}
+
+# client ARGS...: psql as role cronstream over the private socket, so no password is
+# asked for or shown (`make psql`).
+client() {
+  running || die "postgres is not running on 127.0.0.1:$PORT: start it with 'make services'"
+  exec "$(bin_dir)/psql" -h "$RUN" -p "$PORT" -U cronstream -d cronstream "$@"
 }
 
 running() {
@@ -123,5 +145,6 @@ case "${1:-}" in
   up) up ;;
   down) down ;;
   status) status ;;
-  *) die "usage: scripts/postgres.sh up|down|status" ;;
+  psql) client "${@:2}" ;;
+  *) die "usage: scripts/postgres.sh up|down|status|psql [psql options]" ;;
 esac

@@ -83,3 +83,86 @@ def test_unknown_action_prints_usage() -> None:
     result = script("services.sh", dict(os.environ), "sideways")
     assert result.returncode != 0
     assert "usage: scripts/services.sh up|down|status" in result.stderr
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This shell's environment without its CRONSTREAM_ settings, plus `extra`."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("CRONSTREAM_")} | extra
+
+
+def make(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["make", "-s", "--no-print-directory", "-C", str(ROOT), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "hint"),
+    [
+        ({}, f"make -C {ROOT} psql SQL="),
+        ({"CRONSTREAM_PG_PORT": "15432"}, f"CRONSTREAM_PG_PORT=15432 make -C {ROOT} psql SQL="),
+        (
+            {"CRONSTREAM_PG_PASSWORD": "hunter2", "CRONSTREAM_CACHE_DIR": "/srv/c"},
+            f"CRONSTREAM_CACHE_DIR=/srv/c make -C {ROOT} psql SQL=",
+        ),
+        (
+            {"CRONSTREAM_PG_PORT": "6000", "CRONSTREAM_PG_BIN": "/opt/pg/bin"},
+            f"CRONSTREAM_PG_PORT=6000 CRONSTREAM_PG_BIN=/opt/pg/bin make -C {ROOT} psql SQL=",
+        ),
+        (
+            {
+                "CRONSTREAM_DATABASE_URL": "postgresql://app:hunter2@db.example:6432/cs?sslmode=require"
+            },
+            "psql 'postgresql://app@db.example:6432/cs?sslmode=require' -c ",
+        ),
+        ({"CRONSTREAM_DATABASE_URL": "postgres://app@db/cs"}, "psql 'postgres://app@db/cs' -c "),
+    ],
+)
+def test_make_run_names_a_psql_command_that_works_in_another_shell(
+    env: dict[str, str], hint: str
+) -> None:
+    """Another shell has none of make's variables: the hint carries what it needs, no password."""
+    result = make(clean_env(**env), "--eval", 'print-hint: ; @echo "[$(PSQL_HINT)]"', "print-hint")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"[{hint}]\n"
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"CRONSTREAM_PG_PASSWORD": "hunter2"},
+        {"CRONSTREAM_DATABASE_URL": "postgresql://app:hunter2@db.example/cs"},
+    ],
+)
+def test_make_run_never_prints_the_password(env: dict[str, str]) -> None:
+    result = make(clean_env(**env), "-n", "run")
+    assert result.returncode == 0, result.stderr
+    assert "make -C" in result.stdout or "psql '" in result.stdout
+    assert "hunter2" not in result.stdout + result.stderr
+
+
+def test_psql_on_a_stopped_cluster_says_how_to_start_it(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = clean_env(CRONSTREAM_PG_PORT=str(port), CRONSTREAM_CACHE_DIR=str(tmp_path))
+    result = script("postgres.sh", env, "psql", "-c", "SELECT 1")
+    assert result.returncode != 0
+    assert result.stderr.splitlines() == [
+        f"error: postgres is not running on 127.0.0.1:{port}: start it with 'make services'"
+    ]
+
+
+def test_postgres_bin_without_the_server_programs_is_one_line(tmp_path: Path) -> None:
+    env = clean_env(CRONSTREAM_PG_BIN=str(tmp_path), CRONSTREAM_CACHE_DIR=str(tmp_path))
+    result = script("postgres.sh", env, "up")
+    assert result.returncode != 0
+    assert result.stderr.splitlines() == [
+        f"error: CRONSTREAM_PG_BIN={tmp_path} has no initdb and pg_ctl: point it at the "
+        "folder that has them, or unset it"
+    ]
