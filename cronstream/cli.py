@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import signal
 import sys
 import tempfile
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import IO, Annotated, Any, Literal, NoReturn, TypeVar
 
@@ -23,12 +22,12 @@ from rich.table import Table
 
 from cronstream import kafka, logs, migrate, publish, shutdown
 from cronstream.db import DatabaseUnavailable, connect
-from cronstream.envelope import SYNC_REQUIRED, EnvelopeError, Event
-from cronstream.queries import query
-from cronstream.settings import Settings, env_var
+from cronstream.envelope import SYNC_REQUIRED, EnvelopeError, Event, encoded, json_object
+from cronstream.settings import Settings, SettingsError, env_var
 from handlers import projection
 from handlers.registry import Registry, RegistryError, load_modules
-from schedulers.cron import CronError, Schedule
+from schedulers import runs
+from schedulers.cron import CronError, Schedule, shown
 from schedulers.engine import Job
 from schedulers.jobs import JobError, load_file, load_table, merge
 from schedulers.service import Scheduler
@@ -78,13 +77,23 @@ def root(
             "(default: postgresql://cronstream:***@127.0.0.1:5432/cronstream)",
         ),
     ] = None,
-    log_level: Annotated[str, env_option("log_level", help="Log level.")] = "INFO",
+    log_level: Annotated[
+        str,
+        env_option(
+            "log_level",
+            help="DEBUG, INFO, WARNING, ERROR or CRITICAL. Unless DEBUG, the Kafka and faust "
+            "libraries log only warnings and errors.",
+        ),
+    ] = "INFO",
     log_format: Annotated[
         Literal["json", "text"],
         env_option("log_format", help="Log line format."),
     ] = "json",
 ) -> None:
-    logs.configure(log_level, log_format)
+    try:
+        logs.configure(log_level, log_format)
+    except ValueError as error:
+        fail(f"--log-level ({env_var('log_level')}): {error}", 2)
     overrides = {"kafka_bootstrap": kafka_bootstrap, "database_url": database_url}
     ctx.obj = {name: value for name, value in overrides.items() if value is not None}
 
@@ -94,8 +103,10 @@ def settings_of(ctx: typer.Context) -> Settings:
     try:
         return Settings(**ctx.obj)
     except ValidationError as error:
+        # Only pydantic's messages: its str() would quote the value, a password perhaps.
         problems = "; ".join(
-            f"{env_var(str(e['loc'][0]))}: {e['msg']}" if e["loc"] else e["msg"]
+            (f"{env_var(str(e['loc'][0]))}: " if e["loc"] else "")
+            + e["msg"].removeprefix("Value error, ")
             for e in error.errors()
         )
         fail(f"invalid settings: {problems}", 2)
@@ -105,6 +116,8 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine, turning unreachable services into one clear error line."""
     try:
         return asyncio.run(coroutine)
+    except SettingsError as error:  # found only when used, e.g. an SSL file that will not load
+        fail(f"invalid settings: {error}", 2)
     except DatabaseUnavailable as error:
         fail(f"{error} (start local services with 'make services')")
     except KafkaError as error:
@@ -115,7 +128,8 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
 def migrate_command(
     ctx: typer.Context,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="List the pending migrations; apply nothing.")
+        bool,
+        typer.Option("--dry-run", help="List the pending migrations; write nothing, take no lock."),
     ] = False,
     migrations_dir: Annotated[
         Path | None,
@@ -156,20 +170,17 @@ def migrate_command(
 
 
 @contextmanager
-def open_input(path: str) -> Iterator[IO[str]]:
-    """A re-readable text stream: the file, or stdin spooled to a temporary file."""
-    if path != "-":
-        try:
-            with open(path, encoding="utf-8") as stream:
-                yield stream
-        except OSError as error:
-            fail(f"cannot read {path}: {error.strerror}")
+def open_input(path: str) -> Iterator[IO[bytes]]:
+    """The file, or stdin, as bytes: each line's UTF-8 is checked with the line's number."""
+    if path == "-":
+        yield sys.stdin.buffer
         return
-    with tempfile.SpooledTemporaryFile(max_size=64 << 20, mode="w+", encoding="utf-8") as spool:
-        for line in sys.stdin:
-            spool.write(line)
-        spool.seek(0)
-        yield spool
+    try:
+        stream = open(path, "rb")  # noqa: SIM115 - closed by the with below
+    except OSError as error:  # only opening: errors of the caller's block are its own
+        fail(f"cannot read {path}: {error.strerror}", 2)
+    with stream:
+        yield stream
 
 
 def progress_bar(enabled: bool) -> Progress:
@@ -228,9 +239,14 @@ def publish_command(
 ) -> None:
     """Publish one event from options, or many from a JSONL file.
 
-    Every line of a file is validated before anything is sent; invalid lines are
+    Every line of a file is validated with a worker's rules and encoded before anything
+    is sent (events over the producer's 1 MiB request size included); invalid lines are
     reported by number and nothing is sent unless --skip-invalid is given. The producer
-    is idempotent with acks=all. Exits non-zero when anything was not sent.
+    is idempotent with acks=all. An input with no events prints "nothing to publish" and
+    connects to nothing.
+
+    Exit codes: 0 all sent (lines skipped with --skip-invalid aside); 1 a send failed;
+    2 invalid options or lines, or no valid line at all, --skip-invalid or not.
     """
     settings = settings_of(ctx)
     target = topic or settings.sync_topic
@@ -239,27 +255,33 @@ def publish_command(
     if file is None:
         if entity is None or key is None:
             fail("a single event needs --entity and --key (or use --file)", 2)
-        event = single_event(event_type, entity, key, payload, version, trace_id, source)
-        outcome = run(send_all(settings, target, iter([(1, event)]), 1, False))
+        record = single_event(event_type, entity, key, payload, version, trace_id, source)
+        outcome = run(send_all(settings, target, iter([record]), 1, False))
         report(target, outcome, skipped=0)
         return
-    with open_input(file) as stream:
-        valid, errors = publish.check(stream, source)
-        for error in errors[:MAX_LISTED_ERRORS]:
-            typer.echo(f"invalid: {error}", err=True)
-        if len(errors) > MAX_LISTED_ERRORS:
-            typer.echo(f"invalid: ... and {len(errors) - MAX_LISTED_ERRORS} more", err=True)
-        if errors and not skip_invalid:
-            fail(f"nothing sent: {len(errors)} invalid line(s); fix them or pass --skip-invalid")
-        stream.seek(0)
-        events = (
-            (line, parsed)
-            for line, parsed in publish.read_lines(stream, source)
-            if isinstance(parsed, Event)
-        )
+    # Validated records wait here, so what is sent is exactly what was checked.
+    with open_input(file) as stream, tempfile.SpooledTemporaryFile(max_size=64 << 20) as spool:
+        try:
+            checked = publish.check(stream, source, spool, limit=MAX_LISTED_ERRORS)
+        except OSError as error:
+            fail(f"cannot read {file}: {error.strerror or error}", 2)
+        for line_error in checked.errors:
+            typer.echo(f"invalid: {line_error}", err=True)
+        if checked.invalid > len(checked.errors):
+            typer.echo(f"invalid: ... and {checked.invalid - len(checked.errors)} more", err=True)
+        if checked.invalid and not skip_invalid:
+            fail(
+                f"nothing sent: {checked.invalid} invalid line(s); fix them or pass --skip-invalid",
+                2,
+            )
+        if checked.valid == 0:
+            if checked.invalid:
+                fail(f"nothing sent: all {checked.invalid} line(s) are invalid", 2)
+            typer.echo("nothing to publish")
+            return
         show = progress and sys.stderr.isatty()
-        outcome = run(send_all(settings, target, events, valid, show))
-    report(target, outcome, skipped=len(errors))
+        outcome = run(send_all(settings, target, publish.spooled(spool), checked.valid, show))
+    report(target, outcome, skipped=checked.invalid)
 
 
 def single_event(
@@ -270,15 +292,14 @@ def single_event(
     version: int | None,
     trace_id: str | None,
     source: str,
-) -> Event:
+) -> publish.Record:
+    """The record of an event from options, checked by the rules for lines of a file."""
     try:
-        body = json.loads(payload)
-    except json.JSONDecodeError as error:
-        fail(f"--payload is not JSON: {error.msg}", 2)
-    if not isinstance(body, dict):
-        fail("--payload must be a JSON object", 2)
+        body = json_object(payload)  # NaN, 1e400, \u0000 and the like refused, as in files
+    except EnvelopeError as error:
+        fail(f"--payload must be a JSON object Postgres can store; it {error.reason}", 2)
     try:
-        return Event.new(
+        event = Event.new(
             type=event_type,
             source=source,
             entity=entity,
@@ -287,6 +308,7 @@ def single_event(
             version=version,
             trace_id=trace_id,
         )
+        return publish.record(1, event, encoded(event))
     except EnvelopeError as error:
         fail(f"invalid event: {error}", 2)
 
@@ -294,7 +316,7 @@ def single_event(
 async def send_all(
     settings: Settings,
     topic: str,
-    events: Iterator[tuple[int, Event]],
+    records: Iterator[publish.Record],
     total: int,
     show_progress: bool,
 ) -> publish.Outcome:
@@ -304,7 +326,7 @@ async def send_all(
     try:
         with progress_bar(show_progress) as bar:
             task = bar.add_task("publish", total=total)
-            return await publish.send(producer, topic, events, lambda n: bar.advance(task, n))
+            return await publish.send(producer, topic, records, lambda n: bar.advance(task, n))
     finally:
         await producer.stop()
 
@@ -517,54 +539,72 @@ def jobs_next_command(
         try:
             after = datetime.fromisoformat(start)
         except ValueError:
-            fail(f"--from '{start}' is not an ISO 8601 time", 2)
+            fail(f"--from '{shown(start)}' is not an ISO 8601 time", 2)
         if after.tzinfo is None:
-            fail(f"--from '{start}' needs a UTC offset, e.g. {start}+00:00", 2)
-    for instant in schedule.fire_times(after, count):
+            fail(f"--from '{shown(start)}' needs a UTC offset, e.g. {shown(start)}+00:00", 2)
+    try:
+        instants = schedule.fire_times(after, count)
+    except CronError as error:  # e.g. none left before year 9999
+        fail(str(error), 2)
+    for instant in instants:
         typer.echo(instant.astimezone(schedule.tz).isoformat())
 
 
 @jobs_app.command("list")
 def jobs_list_command(ctx: typer.Context, jobs_file: JobsFileOption = None) -> None:
-    """Show each job's schedule, zone, misfire policy, last run and next run."""
+    """Show each job's schedule, zone, misfire policy, last run and next run.
+
+    Invalid cron_jobs rows are listed too, with the reason they do not run.
+    """
     if jobs_file is not None:
         ctx.obj["jobs_file"] = jobs_file
     settings = settings_of(ctx)
 
-    async def collect() -> tuple[list[Job], dict[str, Any]]:
+    async def collect() -> tuple[list[Job], dict[str, str], dict[str, Any]]:
+        from_file = load_file(settings.jobs_file) if settings.jobs_file else []
         connection = await connect(settings)
         try:
-            from_file = load_file(settings.jobs_file) if settings.jobs_file else []
-            jobs = merge(from_file, await load_table(connection))
-            latest = {row["job"]: row for row in await connection.fetch(query("runs_latest"))}
+            from_table, invalid = await load_table(connection)
+            jobs = merge(from_file, from_table, invalid)
+            latest = await runs.latest(connection, [*(job.name for job in jobs), *invalid])
         finally:
             await connection.close()
-        return jobs, latest
+        return jobs, invalid, latest
 
     try:
-        jobs, latest = run(collect())
+        jobs, invalid, latest = run(collect())
     except JobError as error:
         fail(str(error), 2)
     table = Table("job", "schedule", "zone", "misfire", "enabled", "last run", "next run")
     now = datetime.now(UTC)
-    for job in jobs:
-        last = latest.get(job.name)
-        last_text = (
-            f"{last['status']} {last['scheduled_for'].astimezone(job.schedule.tz).isoformat()}"
-            f" ({last['rows_emitted']} rows)"
-            if last
-            else "-"
+
+    def last_run(name: str, tz: tzinfo) -> str:
+        last = latest.get(name)
+        if not last:
+            return "-"
+        text = (
+            f"{last['status']} {last['scheduled_for'].astimezone(tz).isoformat()}"
+            f" ({last['rows_emitted']} rows"
+            + (f", {last['rows_rejected']} rejected)" if last["rows_rejected"] else ")")
         )
-        upcoming = job.schedule.next_after(now).astimezone(job.schedule.tz).isoformat()
+        return f"{text}: {shown(last['error'] or '')}" if last["status"] == "failed" else text
+
+    for job in jobs:
+        try:
+            upcoming = job.schedule.next_after(now).astimezone(job.schedule.tz).isoformat()
+        except CronError as error:
+            upcoming = f"error: {error}"
         table.add_row(
             job.name,
             job.schedule.expression,
             job.schedule.timezone,
             job.misfire_policy,
             "yes" if job.enabled else "no",
-            last_text,
+            last_run(job.name, job.schedule.tz),
             upcoming if job.enabled else "-",
         )
+    for name, problem in sorted(invalid.items()):
+        table.add_row(name, "-", "-", "-", "invalid", last_run(name, UTC), f"not run: {problem}")
     Console(width=200).print(table)
 
 

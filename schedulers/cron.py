@@ -5,6 +5,10 @@ Quartz, Spring and robfig/cron (`0/30 * * * * ?` = every 30 seconds); `?` is acc
 the day fields and means `*`; `@hourly`, `@daily`, `@midnight`, `@weekly`, `@monthly`,
 `@yearly` and `@annually` are aliases. Weekdays are 0-7 (0 and 7 are Sunday).
 
+An expression that can never fire (`0 0 30 2 *`: croniter accepts it, then fails on every
+step) is refused when the schedule is made, as is one longer than MAX_EXPRESSION or with
+characters other than printable ASCII.
+
 Fire times are wall-clock times in the job's IANA time zone. Daylight-saving time
 follows Vixie cron:
 - a job at a fixed hour whose time falls in a skipped hour runs once, right after the
@@ -18,10 +22,12 @@ follows Vixie cron:
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import cached_property
+from functools import cached_property, lru_cache
+from itertools import pairwise
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
@@ -29,18 +35,32 @@ from croniter import croniter
 ALIASES = {"@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually"}
 # How far a repeated hour can reach back in wall-clock time (DST shifts are at most 2 h).
 MAX_SHIFT = timedelta(hours=2)
+MAX_EXPRESSION = 200
+# Fire times are whole seconds: croniter yields them, and a DST jump is rounded to one.
+SECOND = timedelta(seconds=1)
+# Where the never-fires check looks from; any instant would do, a fixed one keeps the
+# verdict the same on every machine and every day.
+REFERENCE = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 class CronError(ValueError):
     """An expression or time zone that cannot be scheduled."""
 
 
+def shown(text: str) -> str:
+    """Untrusted text made safe for a one-line message: escaped and cut short."""
+    escaped = text.encode("unicode_escape").decode("ascii")
+    return escaped if len(escaped) <= 80 else escaped[:77] + "..."
+
+
 def zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    # ZoneInfo reads a file by that name: a folder ("America") or an overlong name is
+    # an OSError, not a ZoneInfoNotFoundError.
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise CronError(
-            f"unknown time zone '{name}' (expected an IANA name like Europe/Berlin)"
+            f"unknown time zone '{shown(name)}' (expected an IANA name like Europe/Berlin)"
         ) from None
 
 
@@ -53,16 +73,29 @@ class Schedule:
 
     def __post_init__(self) -> None:
         zone(self.timezone)
+        text = shown(self.expression)
+        if len(self.expression) > MAX_EXPRESSION or not (
+            self.expression.isascii() and self.expression.replace(" ", "").isprintable()
+        ):
+            raise CronError(
+                f"'{text}': expected at most {MAX_EXPRESSION} printable ASCII characters"
+            )
         fields = self.expression.split()
         if len(fields) == 1 and fields[0].lower() in ALIASES:
             return
         if len(fields) not in (5, 6):
             raise CronError(
-                f"'{self.expression}': expected 5 fields (minute hour day month weekday), "
+                f"'{text}': expected 5 fields (minute hour day month weekday), "
                 "6 with seconds first, or an alias like @hourly"
             )
         if not croniter.is_valid(self._croniter_expression, second_at_beginning=self.has_seconds):
-            raise CronError(f"'{self.expression}' is not a valid cron expression")
+            raise CronError(f"'{text}' is not a valid cron expression")
+        try:
+            self.next_after(REFERENCE)
+        except CronError:
+            raise CronError(
+                f"'{text}' never fires (no such date, e.g. February 30 or April 31)"
+            ) from None
 
     @property
     def has_seconds(self) -> bool:
@@ -91,11 +124,28 @@ class Schedule:
     def tz(self) -> ZoneInfo:
         return zone(self.timezone)
 
+    @cached_property
+    def _iterator(self) -> croniter:
+        # Made once: parsing the expression costs several times more than a step.
+        return croniter(
+            self._croniter_expression,
+            REFERENCE.replace(tzinfo=None),
+            second_at_beginning=self.has_seconds,
+        )
+
     def _wall_times(self, start: datetime) -> Iterator[datetime]:
         """Naive wall-clock fire times strictly after the naive `start`."""
-        it = croniter(self._croniter_expression, start, second_at_beginning=self.has_seconds)
+        it = self._iterator
+        it.set_current(start, force=True)
         while True:
-            yield it.get_next(datetime)
+            try:
+                yield it.get_next(datetime)
+            # No date matches: croniter gives up after decades of search
+            # (CroniterBadDateError, a ValueError).
+            except ValueError:
+                raise CronError(
+                    f"'{shown(self.expression)}' has no fire time after {start.isoformat()}"
+                ) from None
 
     def _instants(self, wall: datetime) -> list[datetime]:
         """The instants (UTC) a wall-clock fire time stands for under the DST rules."""
@@ -126,10 +176,21 @@ class Schedule:
         return instant.astimezone(self.tz).replace(tzinfo=None)
 
     def next_after(self, after: datetime) -> datetime:
-        """The first fire instant strictly after `after` (an aware datetime), in UTC."""
+        """The first fire instant strictly after `after` (an aware datetime), in UTC.
+
+        Raises CronError when there is none (the expression never fires, or not before
+        year 9999).
+        """
         if after.tzinfo is None:
             raise ValueError("next_after needs an aware datetime")
-        after = after.astimezone(UTC)
+        try:
+            return self._next_after(after.astimezone(UTC))
+        except OverflowError:
+            raise CronError(
+                f"'{shown(self.expression)}' has no fire time after {after.isoformat()}"
+            ) from None
+
+    def _next_after(self, after: datetime) -> datetime:
         local = self._wall(after)
         shifts = {
             (after + delta).astimezone(self.tz).utcoffset()
@@ -157,3 +218,52 @@ class Schedule:
             after = self.next_after(after)
             times.append(after)
         return times
+
+    def latest(self, after: datetime, until: datetime, count: int) -> list[datetime]:
+        """The newest `count` fire instants in (after, until], oldest first.
+
+        Costs a binary search for the newest, then about `count` steps (more only for
+        a schedule whose fire times come in bursts), however many fire times the range
+        holds: a per-second job resuming after a month has millions.
+        """
+        first = self.next_after(after)
+        if first > until or count < 1:
+            return []
+        newest = self._newest(first, until)
+        # Windows ending at the newest, of doubling width, each walked forward, until
+        # one holds `count` fire times or reaches back to `after`. Fire times are at
+        # least a second apart, so no narrower window than `count` seconds can do.
+        width = SECOND * count
+        while True:
+            start = after if width >= newest - after else newest - width
+            found: deque[datetime] = deque(maxlen=count)
+            tick = first if start == after else self.next_after(start)
+            while tick <= newest:
+                found.append(tick)
+                tick = self.next_after(tick)
+            if len(found) == count or start == after:
+                return list(found)
+            width *= 2
+
+    def _newest(self, first: datetime, until: datetime) -> datetime:
+        """The newest fire instant <= until, given `first`, one that is."""
+        best, high = first, until  # no fire time lies in (high, until]
+        while high - best >= SECOND:  # (best, best + 1 s) holds no whole second
+            middle = best + (high - best) / 2
+            tick = self.next_after(middle)
+            if tick <= high:
+                best = tick
+            else:
+                high = middle
+        return best
+
+
+@lru_cache(maxsize=1024)
+def shortest_interval(schedule: Schedule, sample: int = 64) -> timedelta:
+    """The shortest gap between consecutive fire times, over the first `sample` of them.
+
+    A sample, not a proof: enough for the calendar patterns cron can express (a DST
+    change can still shorten one gap by an hour).
+    """
+    times = schedule.fire_times(REFERENCE, sample)
+    return min(b - a for a, b in pairwise(times))

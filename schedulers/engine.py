@@ -8,6 +8,13 @@ which instant it has planned; each step plans the ticks in (planned, now]:
   what happens: `skip` runs none of them, `once` runs one (the latest tick stands for
   all of them), `all` runs them all, oldest first, but at most `max_catchup`.
 
+Planning never walks the missed ticks: a per-second job resuming after a month missed
+millions. It finds the newest ticks by binary search (`Schedule.latest`), so its cost
+grows with `max_catchup` and the logarithm of the pause.
+
+A job whose schedule raises (it should not: validation refuses expressions that never
+fire) is reported once and set aside until its definition changes; the others go on.
+
 A tick that finds the job's previous run still going is recorded as skipped with the
 reason; runs of one job never overlap.
 """
@@ -18,13 +25,12 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
-from schedulers.cron import Schedule
+from schedulers.cron import CronError, Schedule
 
 log = logging.getLogger(__name__)
 
@@ -56,28 +62,36 @@ class Job:
 @dataclass(frozen=True)
 class TickPlan:
     run: list[datetime]
-    misfired: int
+    """The ticks to run, oldest first: always the newest ticks of the range."""
+    misfired: tuple[datetime, datetime] | None = None
+    """The first and the last tick that will not run, when there are any."""
 
 
 def plan(job: Job, after: datetime, now: datetime) -> TickPlan:
     """The ticks of `job` in (after, now] to run, by its misfire policy.
 
-    However long the pause, at most `max_catchup` ticks run; memory stays bounded too.
+    However long the pause, at most `max_catchup` ticks run, and only the ticks that
+    run (plus a few binary searches) are computed.
     """
-    due: deque[datetime] = deque(maxlen=job.max_catchup)
-    total = late = 0
-    tick = job.schedule.next_after(after)
-    while tick <= now:
-        due.append(tick)
-        total += 1
-        late += now - tick > job.misfire_grace
-        tick = job.schedule.next_after(tick)
-    on_time = [t for t in due if now - t <= job.misfire_grace]
-    if not late or job.misfire_policy == "skip":
-        return TickPlan(on_time, total - len(on_time))
-    if job.misfire_policy == "once":
-        return TickPlan([due[-1]], total - 1)
-    return TickPlan(list(due), total - len(due))
+    schedule = job.schedule
+    first = schedule.next_after(after)
+    if first > now:
+        return TickPlan([])
+    # On time: now - tick <= grace, i.e. tick > now - grace - 1 µs.
+    on_time_after = max(after, now - job.misfire_grace - timedelta(microseconds=1))
+    late = first <= on_time_after
+    if late and job.misfire_policy == "skip":
+        run = schedule.latest(on_time_after, now, job.max_catchup)
+    elif late and job.misfire_policy == "once":
+        run = schedule.latest(after, now, 1)
+    else:  # nothing late, or `all`: the newest ticks, at most max_catchup of them
+        run = schedule.latest(after, now, job.max_catchup)
+    # `run` holds the newest ticks; any older one misfired.
+    if run and run[0] == first:
+        return TickPlan(run)
+    newest_missed = run[0] - timedelta(microseconds=1) if run else now
+    (last,) = schedule.latest(after, newest_missed, 1)
+    return TickPlan(run, (first, last))
 
 
 class Clock(Protocol):
@@ -104,19 +118,29 @@ Runner = Callable[[Job, datetime], Awaitable[None]]
 """Runs one tick (claiming it in cron_runs first); returns when the run is over."""
 Skipper = Callable[[Job, datetime, str], Awaitable[None]]
 """Records a tick as skipped, with the reason."""
+Reporter = Callable[[Job, datetime, str], Awaitable[None]]
+"""Records that a job cannot be scheduled (at the given time), with the reason."""
+
+
+async def _log_only(job: Job, when: datetime, reason: str) -> None:
+    """The default Reporter: the engine has logged the error already."""
 
 
 class Engine:
     """Plans and starts ticks for a set of jobs; the caller decides when to step."""
 
-    def __init__(self, clock: Clock, run: Runner, skip: Skipper) -> None:
+    def __init__(
+        self, clock: Clock, run: Runner, skip: Skipper, report: Reporter = _log_only
+    ) -> None:
         self.clock = clock
         self.run = run
         self.skip = skip
+        self.report = report
         self.jobs: dict[str, Job] = {}
         self.planned: dict[str, datetime] = {}
         self.running: dict[str, asyncio.Task[None]] = {}
         self.rerun: set[str] = set()
+        self.broken: dict[str, str] = {}  # job -> why it cannot be scheduled
 
     def set_jobs(self, jobs: Sequence[Job], resume_from: dict[str, datetime] | None = None) -> None:
         """Replace the job set; new jobs plan from `resume_from` (their last tick) or now."""
@@ -127,6 +151,9 @@ class Engine:
         for name in list(self.planned):
             if name not in self.jobs:
                 del self.planned[name]
+        for name in list(self.broken):
+            if self.jobs.get(name) != previous.get(name):
+                del self.broken[name]  # a changed definition gets another chance
         for name, job in self.jobs.items():
             if name not in self.planned:
                 self.planned[name] = resume_from.get(name, now)
@@ -136,21 +163,43 @@ class Engine:
     async def step(self) -> datetime | None:
         """Start every due tick; return when the next one is due (None without jobs)."""
         now = self.clock.now()
+        upcoming: list[datetime] = []
         for name, job in self.jobs.items():
-            ticks = plan(job, self.planned[name], now)
+            if name in self.broken:
+                continue
+            try:
+                ticks = plan(job, self.planned[name], now)
+                upcoming.append(job.schedule.next_after(now))
+            except Exception as error:
+                # One job's schedule must not stop the others: set it aside, say so.
+                await self._set_aside(job, now, error)
+                continue
             self.planned[name] = now
             if ticks.misfired:
+                first, last = ticks.misfired
                 log.warning(
-                    "job %s: %d tick(s) misfired, policy %s",
+                    "job %s: ticks from %s to %s misfired, policy %s",
                     name,
-                    ticks.misfired,
+                    first.isoformat(),
+                    last.isoformat(),
                     job.misfire_policy,
                     extra={"job": name},
                 )
             if ticks.run:
                 await self._start(job, ticks.run)
-        upcoming = [job.schedule.next_after(now) for job in self.jobs.values()]
         return min(upcoming, default=None)
+
+    async def _set_aside(self, job: Job, now: datetime, error: Exception) -> None:
+        reason = f"cannot be scheduled: {type(error).__name__}: {error}"
+        self.broken[job.name] = reason
+        log.error(
+            "job %s %s; its other runs wait until its definition changes",
+            job.name,
+            reason,
+            exc_info=not isinstance(error, CronError),
+            extra={"job": job.name},
+        )
+        await self.report(job, now, reason)
 
     async def _start(self, job: Job, ticks: list[datetime]) -> None:
         """Run the ticks one after another (a catch-up), unless a run is still going."""

@@ -6,9 +6,10 @@ A file looks like this; a cron_jobs row carries the same fields, `scan` in `conf
     schedule = "*/5 * * * *"
     timezone = "Europe/Berlin"
     misfire_policy = "once"      # skip | once | all
-    misfire_grace = 60           # seconds
+    misfire_grace = 60           # seconds, at most 31 days
     max_catchup = 10
-    jitter = 0                   # seconds
+    jitter = 0                   # seconds, at most 1 day and less than the shortest
+                                 # interval between two ticks
 
     [jobs.customers.scan]
     mode = "flag"                # flag | watermark | outbox
@@ -17,15 +18,17 @@ A file looks like this; a cron_jobs row carries the same fields, `scan` in `conf
     flag_column = "needs_sync"
     notify_channel = "customers_changed"
 
-A row in the table wins over a file entry of the same name.
+`jobs` is the only top-level key of a file. A cron_jobs row's own columns define the job;
+its `config` holds only `scan`. A row in the table wins over a file entry of the same
+name, even an invalid row: that job is then not scheduled at all (and says why).
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import re
 import tomllib
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -34,12 +37,13 @@ import asyncpg
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from cronstream.queries import query
-from schedulers.cron import CronError, Schedule
+from schedulers.cron import CronError, Schedule, shortest_interval, shown
 from schedulers.engine import Job
 
-log = logging.getLogger(__name__)
-
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+# fullmatch, not `$`: `$` also matches before a trailing newline.
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+MAX_GRACE = 31 * 86_400.0  # seconds
+MAX_JITTER = 86_400.0  # seconds
 
 
 class JobError(ValueError):
@@ -49,8 +53,8 @@ class JobError(ValueError):
 def identifier(value: str) -> str:
     """Accept `name` or `schema.name` made of plain SQL identifiers; refuse anything else."""
     parts = value.split(".")
-    if len(parts) > 2 or not all(_IDENTIFIER.match(part) for part in parts):
-        raise ValueError(f"'{value}' is not a plain SQL identifier (letters, digits, _)")
+    if len(parts) > 2 or not all(_IDENTIFIER.fullmatch(part) for part in parts):
+        raise ValueError(f"'{shown(value)}' is not a plain SQL identifier (letters, digits, _)")
     return value
 
 
@@ -65,11 +69,11 @@ Identifier = Annotated[str, AfterValidator(identifier)]
 class ScanConfig(BaseModel):
     """What a scan job reads and how it knows what is new (see schedulers/scanner.py)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     mode: Literal["flag", "watermark", "outbox"]
     table: Identifier
-    entity: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]+$")] | None = None
+    entity: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]+$", max_length=200)] | None = None
     key_column: Identifier = "id"
     flag_column: Identifier = "needs_sync"
     watermark_column: Identifier = "changed_xid"
@@ -82,31 +86,46 @@ class ScanConfig(BaseModel):
 
 
 class JobSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: `jitter = true` or `max_catchup = "3"` is a mistake, not a number.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     schedule: str
     timezone: str = "UTC"
     kind: Literal["scan"] = "scan"
     misfire_policy: Literal["skip", "once", "all"] = "once"
-    misfire_grace: float = Field(60, ge=0, description="seconds")
+    misfire_grace: float = Field(60, ge=0, le=MAX_GRACE, allow_inf_nan=False)
     max_catchup: int = Field(10, ge=1, le=10_000)
-    jitter: float = Field(0, ge=0, description="seconds")
+    jitter: float = Field(0, ge=0, le=MAX_JITTER, allow_inf_nan=False)
     enabled: bool = True
     scan: ScanConfig
 
 
-def to_job(name: str, fields: dict[str, Any], origin: str) -> Job:
-    if not _IDENTIFIER.match(name.replace("-", "_").replace(".", "_")):
-        raise JobError(f"job '{name}' ({origin}): names use letters, digits, '_', '-', '.'")
+def to_job(name: str, fields: object, origin: str) -> Job:
+    """A validated Job; a JobError naming the job and the field otherwise."""
+    if not _IDENTIFIER.fullmatch(name.replace("-", "_").replace(".", "_")):
+        raise JobError(
+            f"job '{shown(name)}' ({origin}): names use letters, digits, '_', '-', '.' (at most 63)"
+        )
+    where = f"job '{name}' ({origin})"
+    if not isinstance(fields, dict):
+        raise JobError(f"{where}: expected a table of fields, not {type(fields).__name__}")
     try:
         spec = JobSpec.model_validate(fields)
         schedule = Schedule(spec.schedule, spec.timezone)
     except ValidationError as error:
         problem = error.errors()[0]
-        where = ".".join(str(part) for part in problem["loc"])
-        raise JobError(f"job '{name}' ({origin}): {where}: {problem['msg']}") from None
+        field = ".".join(str(part) for part in problem["loc"]) or "fields"
+        raise JobError(f"{where}: {shown(field)}: {problem['msg']}") from None
     except CronError as error:
-        raise JobError(f"job '{name}' ({origin}): {error}") from None
+        raise JobError(f"{where}: schedule: {error}") from None
+    if spec.jitter:
+        interval = shortest_interval(schedule)
+        if timedelta(seconds=spec.jitter) >= interval:
+            # A run still sleeping its jitter at the next tick would skip that tick.
+            raise JobError(
+                f"{where}: jitter: {spec.jitter:g} s is not less than the schedule's "
+                f"shortest interval ({interval.total_seconds():g} s)"
+            )
     return Job(
         name=name,
         schedule=schedule,
@@ -130,45 +149,83 @@ def scan_config(job: Job) -> ScanConfig:
 def load_file(path: Path) -> list[Job]:
     """Every job of a TOML file; any invalid one refuses the whole file."""
     try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = path.read_bytes()
     except OSError as error:
         raise JobError(f"cannot read jobs file {path}: {error.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise JobError(
+            f"jobs file {path}: line {line}: not UTF-8 (byte 0x{data[error.start]:02x})"
+        ) from None
+    try:
+        document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise JobError(f"jobs file {path} is not valid TOML: {error}") from None
+    unknown = sorted(set(document) - {"jobs"})
+    if unknown:
+        # A misspelt [job.x] would otherwise leave a scheduler running no jobs.
+        raise JobError(
+            f"jobs file {path}: unknown top-level key '{shown(unknown[0])}' "
+            "(expected only [jobs.<name>] tables)"
+        )
     jobs = document.get("jobs", {})
     if not isinstance(jobs, dict):
         raise JobError(f"jobs file {path}: expected [jobs.<name>] tables")
     return [to_job(name, fields, str(path)) for name, fields in jobs.items()]
 
 
-async def load_table(connection: asyncpg.Connection) -> list[Job]:
-    """Every valid cron_jobs row; an invalid row is logged and left out."""
-    jobs = []
+async def load_table(connection: asyncpg.Connection) -> tuple[list[Job], dict[str, str]]:
+    """Every valid cron_jobs row, and {name: error} for the invalid ones."""
+    jobs: list[Job] = []
+    invalid: dict[str, str] = {}
     for row in await connection.fetch(query("cron_jobs_all")):
-        config = json.loads(row["config"])
-        fields = {
-            "schedule": row["schedule"],
-            "timezone": row["timezone"],
-            "kind": row["kind"],
-            "misfire_policy": row["misfire_policy"],
-            "misfire_grace": row["misfire_grace"].total_seconds(),
-            "max_catchup": row["max_catchup"],
-            "jitter": row["jitter"].total_seconds(),
-            "enabled": row["enabled"],
-        }
         try:
-            if not isinstance(config, dict):
-                raise JobError(f"job '{row['name']}' (cron_jobs): config must be a JSON object")
-            jobs.append(to_job(row["name"], fields | config, "cron_jobs"))
+            jobs.append(row_job(row))
         except JobError as error:
-            log.error("%s; the job is not scheduled", error, extra={"job": row["name"]})
-    return jobs
+            invalid[row["name"]] = str(error)
+    return jobs, invalid
 
 
-def merge(from_file: list[Job], from_table: list[Job]) -> list[Job]:
+def row_job(row: Mapping[str, Any]) -> Job:
+    """A cron_jobs row as a Job: its columns define it, `config` carries only `scan`."""
+    where = f"job '{row['name']}' (cron_jobs)"
+    try:
+        config = json.loads(row["config"])
+    except (ValueError, RecursionError):  # jsonb is valid JSON, but may nest too deeply
+        raise JobError(f"{where}: config: not readable JSON (nested too deeply?)") from None
+    if not isinstance(config, dict):
+        raise JobError(f"{where}: config: must be a JSON object")
+    extra = sorted(set(config) - {"scan"})
+    if extra:
+        # The row's columns must win: a config {"enabled": true} must not revive it.
+        raise JobError(
+            f"{where}: config: unknown key '{shown(extra[0])}' (config holds only 'scan'; "
+            "schedule, timezone, enabled and the rest are columns of cron_jobs)"
+        )
+    fields = {
+        "schedule": row["schedule"],
+        "timezone": row["timezone"],
+        "kind": row["kind"],
+        "misfire_policy": row["misfire_policy"],
+        "misfire_grace": row["misfire_grace_s"],
+        "max_catchup": row["max_catchup"],
+        "jitter": row["jitter_s"],
+        "enabled": row["enabled"],
+    }
+    if "scan" in config:
+        fields["scan"] = config["scan"]
+    return to_job(row["name"], fields, "cron_jobs")
+
+
+def merge(
+    from_file: list[Job], from_table: list[Job], invalid_rows: Iterable[str] = ()
+) -> list[Job]:
+    """File jobs overridden by table rows of the same name; an invalid row shadows too."""
     merged = {job.name: job for job in from_file}
+    for name in invalid_rows:
+        merged.pop(name, None)
     for job in from_table:
-        if job.name in merged:
-            log.info("job %s: the cron_jobs row overrides the jobs file", job.name)
         merged[job.name] = job
     return sorted(merged.values(), key=lambda job: job.name)

@@ -1,7 +1,13 @@
-"""cron_runs: one row per tick, so a tick runs at most once, whoever leads."""
+"""cron_runs: one row per tick, so a tick runs at most once, whoever leads.
+
+Every query here reads the history through an index: per job, the newest run is one
+probe of cron_runs_job_recent (job, scheduled_for DESC); pruning walks
+cron_runs_scheduled_for from the oldest end in bounded batches.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 import asyncpg
@@ -12,6 +18,12 @@ from cronstream.queries import query
 def run_id(job: str, tick: datetime) -> str:
     """Deterministic: the same job and scheduled time always give the same id."""
     return f"{job}@{tick.isoformat()}"
+
+
+async def latest(connection: asyncpg.Connection, jobs: Sequence[str]) -> dict[str, asyncpg.Record]:
+    """Each named job's newest run (jobs without one are left out)."""
+    rows = await connection.fetch(query("runs_latest"), list(jobs))
+    return {row["job"]: row for row in rows}
 
 
 class Runs:
@@ -26,17 +38,33 @@ class Runs:
         )
         return None if found is None else str(found)
 
-    async def finish(self, run: str, status: str, rows: int, error: str | None) -> None:
-        await self.pool.execute(query("runs_finish"), run, status, rows, error)
+    async def finish(
+        self, run: str, status: str, rows: int, error: str | None, rejected: int = 0
+    ) -> None:
+        """Close a run: `rows` events emitted, `rejected` source rows refused."""
+        await self.pool.execute(query("runs_finish"), run, status, rows, error, rejected)
 
     async def skip(self, job: str, tick: datetime, reason: str) -> None:
         await self.pool.execute(query("runs_skip"), run_id(job, tick), job, tick, self.node, reason)
 
-    async def last_ticks(self) -> dict[str, datetime]:
-        rows = await self.pool.fetch(query("runs_last_ticks"))
+    async def fail(self, job: str, when: datetime, reason: str) -> None:
+        """Record that a job cannot be scheduled, as a failed run at `when`."""
+        await self.pool.execute(query("runs_fail"), run_id(job, when), job, when, self.node, reason)
+
+    async def last_ticks(self, jobs: Sequence[str]) -> dict[str, datetime]:
+        """Each named job's newest scheduled time: where the engine resumes it."""
+        rows = await self.pool.fetch(query("runs_last_ticks"), list(jobs))
         return {row["job"]: row["scheduled_for"] for row in rows}
 
     async def abandon_others(self) -> int:
         """Fail the runs a previous leader left 'running'; how many there were."""
         result = await self.pool.execute(query("runs_abandon"), self.node)
+        return int(result.split()[-1])
+
+    async def prune(self, before: datetime, batch: int) -> int:
+        """Delete at most `batch` runs scheduled before `before`; how many went.
+
+        Each job's newest run stays, however old: the engine resumes the job from it.
+        """
+        result = await self.pool.execute(query("runs_prune"), before, batch)
         return int(result.split()[-1])

@@ -5,12 +5,16 @@ Any number of these may run; one leads through leadership.py. The leader:
   (and every RELOAD_SECONDS, in case a notification was missed);
 - steps the engine whenever a tick is due, claiming each tick in cron_runs first;
 - on NOTIFY on a scan job's `notify_channel`, runs that job at once, debounced;
+- re-establishes its LISTEN connection (with backoff) when it dies, and then scans each
+  NOTIFY-fused job once: a NOTIFY sent while nobody listened is lost;
+- deletes cron_runs older than CRONSTREAM_RUN_RETENTION days, in bounded batches;
 - checks every second that it still holds the lock, and stands down when it does not.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -25,7 +29,7 @@ from aiokafka import AIOKafkaProducer
 from cronstream import db, kafka
 from cronstream.settings import Settings
 from schedulers.engine import Clock, Engine, Job, SystemClock
-from schedulers.jobs import load_file, load_table, merge, scan_config
+from schedulers.jobs import JobError, load_file, load_table, merge, scan_config
 from schedulers.leader import Leadership
 from schedulers.runs import Runs
 from schedulers.scanner import Scanner
@@ -36,6 +40,11 @@ JOBS_CHANNEL = "cronstream_jobs"
 CHECK_SECONDS = 1.0
 RELOAD_SECONDS = 10.0
 DEBOUNCE = timedelta(milliseconds=200)
+# The LISTEN connection's application_name, so an operator can tell it apart.
+LISTEN_APPLICATION = "cronstream-scheduler-listen"
+PRUNE_EVERY = timedelta(minutes=1)
+PRUNE_BATCH = 5_000  # rows per DELETE: short statements, short row locks
+PRUNE_BATCHES = 20  # per round: a large backlog goes over several rounds
 
 
 def node_name() -> str:
@@ -54,7 +63,12 @@ class Scheduler:
         self.wake = asyncio.Event()
         self.reload_needed = True
         self.notified: dict[str, datetime] = {}  # channel -> when the debounce ends
-        self.listening: set[str] = set()
+        self.channels: set[str] = {JOBS_CHANNEL}  # what the leader should listen on
+        self.listening: set[str] = set()  # what the current LISTEN connection listens on
+        self.listener: asyncpg.Connection | None = None
+        self.listen_retry_at: datetime | None = None  # set while the listener is down
+        self.listen_backoff = 0.0
+        self.invalid: dict[str, str] = {}  # cron_jobs rows refused, and why
 
     async def run(self) -> None:
         """Until `stop` is set (or the task is cancelled): stand by, lead, repeat."""
@@ -94,21 +108,34 @@ class Scheduler:
             log.warning("job %s: tick %s skipped: %s", job.name, tick.isoformat(), reason)
             await runs.skip(job.name, tick, reason)
 
-        engine = Engine(self.clock, run_tick, skip_tick)
-        listener = await db.connect(self.settings)
-        await listener.add_listener(JOBS_CHANNEL, self._on_notify)
-        self.listening = {JOBS_CHANNEL}
+        async def report(job: Job, when: datetime, reason: str) -> None:
+            await runs.fail(job.name, when, reason)
+
+        engine = Engine(self.clock, run_tick, skip_tick, report)
+        self.channels = {JOBS_CHANNEL}
+        self.listen_retry_at, self.listen_backoff = None, 0.0
+        self.invalid = {}  # a new leader reports every invalid row once more
         self.reload_needed = True
         last_reload = self.clock.now()
+        pruner: asyncio.Task[None] | None = None
+        last_prune: datetime | None = None
         try:
+            await self._listen()
             while not self.stop.is_set():
                 if not await leadership.still_held():
                     log.error("lost the leader lock (its connection dropped); standing down")
                     return
                 now = self.clock.now()
+                if self.listen_retry_at is not None and now >= self.listen_retry_at:
+                    await self._relisten()
                 if self.reload_needed or now - last_reload > timedelta(seconds=RELOAD_SECONDS):
-                    await self._reload(pool, listener, engine, runs)
+                    await self._reload(pool, engine, runs)
                     last_reload = now
+                if (pruner is None or pruner.done()) and (
+                    last_prune is None or now - last_prune >= PRUNE_EVERY
+                ):
+                    pruner = asyncio.create_task(self._prune(runs))
+                    last_prune = now
                 self._fire_notified(engine, now)
                 due = await engine.step()
                 until = now + timedelta(seconds=CHECK_SECONDS)
@@ -116,37 +143,129 @@ class Scheduler:
                     until = due
                 for deadline in self.notified.values():
                     until = min(until, deadline)
+                if self.listen_retry_at is not None:
+                    until = min(until, self.listen_retry_at)
                 await self.clock.sleep_until(until, self.wake)
                 self.wake.clear()
         except asyncio.CancelledError:
             self.stop.set()  # `cronstream run` stops us by cancelling: scans stop after a page
             raise
         finally:
+            if pruner is not None:
+                pruner.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pruner
             await engine.drain(self.settings.shutdown_timeout / 2)
+            self._drop_listener()
+
+    async def _listen(self) -> None:
+        """A new LISTEN connection, listening on every channel in `self.channels`."""
+        listener = await db.connect(
+            self.settings, server_settings={"application_name": LISTEN_APPLICATION}
+        )
+        listener.add_termination_listener(self._on_listener_lost)
+        self.listener = listener
+        self.listening = set()
+        for channel in sorted(self.channels):
+            await listener.add_listener(channel, self._on_notify)
+            self.listening.add(channel)
+
+    async def _relisten(self) -> None:
+        """Listen again after the LISTEN connection died; then scan each fused job once."""
+        self._drop_listener()
+        try:
+            await self._listen()
+        except (db.DatabaseUnavailable, *db.CONNECT_ERRORS) as error:
+            self._drop_listener()
+            self.listen_backoff = min(
+                max(self.listen_backoff * 2, self.settings.retry_backoff),
+                self.settings.retry_backoff_max,
+            )
+            self.listen_retry_at = self.clock.now() + timedelta(seconds=self.listen_backoff)
+            log.warning("cannot LISTEN again: %s; next try in %.1f s", error, self.listen_backoff)
+            return
+        self.listen_retry_at = None
+        self.listen_backoff = 0.0
+        # Every NOTIFY sent while nobody listened is lost: scan each fused job once, as a
+        # new leader does, and reload the jobs in case a cron_jobs change went unheard.
+        self.reload_needed = True
+        now = self.clock.now()
+        for channel in self.listening - {JOBS_CHANNEL}:
+            self.notified.setdefault(channel, now)
+        log.info("listening again on %s", ", ".join(sorted(self.listening)))
+
+    def _on_listener_lost(self, connection: asyncpg.Connection) -> None:
+        if connection is not self.listener:
+            return  # one we closed ourselves
+        self.listener = None
+        self.listening = set()
+        self.listen_retry_at = self.clock.now()
+        log.warning("the LISTEN connection was lost; listening again")
+        self.wake.set()
+
+    def _drop_listener(self) -> None:
+        listener, self.listener = self.listener, None
+        self.listening = set()
+        if listener is not None:
             listener.terminate()
 
-    async def _reload(
-        self, pool: asyncpg.Pool, listener: asyncpg.Connection, engine: Engine, runs: Runs
-    ) -> None:
+    async def _reload(self, pool: asyncpg.Pool, engine: Engine, runs: Runs) -> None:
         self.reload_needed = False
         async with pool.acquire() as connection:
-            jobs = merge(self.file_jobs, await load_table(connection))
-        engine.set_jobs(jobs, resume_from=await runs.last_ticks())
-        channels = {JOBS_CHANNEL} | {
+            table_jobs, invalid = await load_table(connection)
+        for name, error in invalid.items():
+            if self.invalid.get(name) != error:  # once per problem, not every reload
+                log.error("%s; the job is not scheduled", error, extra={"job": name})
+        self.invalid = invalid
+        jobs = merge(self.file_jobs, table_jobs, invalid)
+        # Only jobs new to the engine need their last tick: one index probe each.
+        new = [job.name for job in jobs if job.enabled and job.name not in engine.planned]
+        engine.set_jobs(jobs, resume_from=await runs.last_ticks(new) if new else {})
+        self.channels = {JOBS_CHANNEL} | {
             c for job in engine.jobs.values() if (c := scan_config(job).notify_channel)
         }
-        added = channels - self.listening
-        for channel in added:
-            await listener.add_listener(channel, self._on_notify)
-            if channel != JOBS_CHANNEL:
-                # A NOTIFY sent before this LISTEN is lost: scan once now, so a change
-                # committed while this leader started does not wait for the cron tick.
-                self.notified.setdefault(channel, self.clock.now())
-        for channel in self.listening - channels:
-            await listener.remove_listener(channel, self._on_notify)
-        self.listening = channels
+        await self._sync_channels()
+
+    async def _sync_channels(self) -> None:
+        """LISTEN on the channels that are new, UNLISTEN the ones no job uses any more."""
+        listener = self.listener
+        if listener is None:
+            return  # _relisten listens on all of self.channels
+        added = self.channels - self.listening
+        try:
+            for channel in sorted(added):
+                await listener.add_listener(channel, self._on_notify)
+                self.listening.add(channel)
+                if channel != JOBS_CHANNEL:
+                    # A NOTIFY sent before this LISTEN is lost: scan once now, so a
+                    # change committed while this leader started does not wait for cron.
+                    self.notified.setdefault(channel, self.clock.now())
+            for channel in self.listening - self.channels:
+                await listener.remove_listener(channel, self._on_notify)
+                self.listening.discard(channel)
+        except db.CONNECT_ERRORS as error:
+            log.warning("LISTEN failed: %s; listening again", error)
+            self._drop_listener()
+            self.listen_retry_at = self.clock.now()
+            return
         if added:
             log.info("listening on %s", ", ".join(sorted(added)))
+
+    async def _prune(self, runs: Runs) -> None:
+        """Delete runs older than the retention, a bounded batch at a time."""
+        before = self.clock.now() - timedelta(days=self.settings.run_retention)
+        deleted = 0
+        try:
+            for _ in range(PRUNE_BATCHES):
+                batch = await runs.prune(before, PRUNE_BATCH)
+                deleted += batch
+                if batch < PRUNE_BATCH:
+                    break
+        except Exception:
+            # Pruning is housekeeping: the next round tries again; ticks go on.
+            log.exception("pruning cron_runs failed")
+        if deleted:
+            log.info("pruned %d run(s) scheduled before %s", deleted, before.isoformat())
 
     def _on_notify(self, connection: Any, pid: int, channel: str, payload: str) -> None:
         if channel == JOBS_CHANNEL:
@@ -197,12 +316,14 @@ class Scheduler:
                     trace_id,
                 )
                 rows = await scanner.run(should_stop=self.stop.is_set)
-            await runs.finish(run, "succeeded", rows, None)
+            await runs.finish(run, "succeeded", rows, None, scanner.rejected)
         except asyncio.CancelledError:
-            await runs.finish(
-                run, "failed", scanner.emitted if scanner else 0, "cancelled at shutdown"
-            )
+            await self._finish_failed(runs, run, scanner, "cancelled at shutdown")
             raise
+        except JobError as error:
+            # The job's own definition (a missing table, a wrong column): one line says it.
+            log.error("job %s: run %s failed: %s", job.name, run, error, extra={"job": job.name})
+            await self._finish_failed(runs, run, scanner, str(error))
         except Exception as error:
             log.exception(
                 "job %s: run %s failed",
@@ -210,6 +331,9 @@ class Scheduler:
                 run,
                 extra={"job": job.name, "trace_id": trace_id},
             )
-            await runs.finish(
-                run, "failed", scanner.emitted if scanner else 0, f"{type(error).__name__}: {error}"
-            )
+            await self._finish_failed(runs, run, scanner, f"{type(error).__name__}: {error}")
+
+    @staticmethod
+    async def _finish_failed(runs: Runs, run: str, scanner: Scanner | None, error: str) -> None:
+        emitted, rejected = (scanner.emitted, scanner.rejected) if scanner else (0, 0)
+        await runs.finish(run, "failed", emitted, error, rejected)

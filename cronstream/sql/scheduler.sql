@@ -1,8 +1,11 @@
 -- The scheduler: job store, runs, leadership (schedulers/).
 
 -- cron_jobs_all --
-SELECT name, schedule, timezone, kind, config, misfire_policy, misfire_grace, max_catchup,
-       jitter, enabled
+-- Intervals as seconds: asyncpg cannot turn an interval of millions of years into a
+-- timedelta, and one such row must not stop the others from loading.
+SELECT name, schedule, timezone, kind, config, misfire_policy,
+       extract(epoch FROM misfire_grace)::float8 AS misfire_grace_s, max_catchup,
+       extract(epoch FROM jitter)::float8 AS jitter_s, enabled
 FROM cron_jobs ORDER BY name
 
 -- runs_claim --
@@ -14,7 +17,8 @@ ON CONFLICT DO NOTHING
 RETURNING id
 
 -- runs_finish --
-UPDATE cron_runs SET status = $2, finished_at = now(), rows_emitted = $3, error = $4
+UPDATE cron_runs SET status = $2, finished_at = now(), rows_emitted = $3, error = $4,
+    rows_rejected = $5
 WHERE id = $1
 
 -- runs_skip --
@@ -23,18 +27,54 @@ VALUES ($1, $2, $3, 'skipped', now(), now(), $4, $5)
 ON CONFLICT DO NOTHING
 
 -- runs_last_ticks --
-SELECT job, max(scheduled_for) AS scheduled_for FROM cron_runs GROUP BY job
+-- One index probe per named job (cron_runs_job_recent), never a scan of the history.
+SELECT j.job, r.scheduled_for
+FROM unnest($1::text[]) AS j(job)
+CROSS JOIN LATERAL (
+    SELECT scheduled_for FROM cron_runs
+    WHERE cron_runs.job = j.job
+    ORDER BY scheduled_for DESC LIMIT 1
+) AS r
+
+-- runs_fail --
+-- A job that cannot be scheduled, recorded so `jobs list` shows why.
+INSERT INTO cron_runs (id, job, scheduled_for, status, started_at, finished_at, node, error)
+VALUES ($1, $2, $3, 'failed', now(), now(), $4, $5)
+ON CONFLICT DO NOTHING
 
 -- runs_abandon --
--- Runs a previous leader left 'running' when it died: they never finished.
+-- Runs a previous leader left 'running' when it died: they never finished. The partial
+-- index cron_runs_running finds them without reading the history.
 UPDATE cron_runs SET status = 'failed', finished_at = now(),
        error = 'abandoned: its scheduler stopped before the run finished'
 WHERE status = 'running' AND node <> $1
 
 -- runs_latest --
-SELECT DISTINCT ON (job) job, scheduled_for, status, started_at, finished_at, rows_emitted,
-       error, node
-FROM cron_runs ORDER BY job, scheduled_for DESC
+-- Each named job's newest run: one index probe per job, like runs_last_ticks.
+SELECT j.job, r.scheduled_for, r.status, r.started_at, r.finished_at, r.rows_emitted,
+       r.rows_rejected, r.error, r.node
+FROM unnest($1::text[]) AS j(job)
+CROSS JOIN LATERAL (
+    SELECT * FROM cron_runs
+    WHERE cron_runs.job = j.job
+    ORDER BY scheduled_for DESC LIMIT 1
+) AS r
+
+-- runs_prune --
+-- At most $2 runs scheduled before $1, oldest first, through cron_runs_scheduled_for;
+-- never a job's newest run (the leader resumes a job from it) nor a running one. The
+-- newest is a correlated subquery (one index probe per row read): as EXISTS it became
+-- a hash join over the whole table. By ctid (a TID scan) for the same reason.
+DELETE FROM cron_runs
+WHERE ctid = ANY (ARRAY(
+    SELECT old.ctid FROM cron_runs AS old
+    WHERE old.scheduled_for < $1 AND old.status <> 'running'
+      AND old.scheduled_for < (
+          SELECT max(newer.scheduled_for) FROM cron_runs AS newer WHERE newer.job = old.job
+      )
+    ORDER BY old.scheduled_for
+    LIMIT $2
+))
 
 -- leader_try_lock --
 SELECT pg_try_advisory_lock(hashtext('cronstream.scheduler'))

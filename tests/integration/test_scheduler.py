@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -15,9 +16,12 @@ from aiokafka import AIOKafkaProducer
 
 from cronstream import kafka
 from cronstream.envelope import decode
+from cronstream.queries import query
 from cronstream.settings import Settings
 from schedulers.jobs import ScanConfig
+from schedulers.runs import Runs
 from schedulers.scanner import Scanner
+from schedulers.service import LISTEN_APPLICATION
 from tests.integration.conftest import run_cli
 from tests.integration.kafka_helpers import read_all, wait_for
 from tests.integration.workers import WorkerProcess, worker_env
@@ -381,3 +385,261 @@ async def test_a_leader_whose_lock_connection_drops_stands_down(
         assert first.alive() and second.alive()
     ticks = [r["scheduled_for"] for r in await runs(db, "every_second")]
     assert len(ticks) == len(set(ticks))
+
+
+FLAG_SCAN: dict[str, object] = {"mode": "flag", "table": "customers"}
+
+
+async def test_hostile_cron_jobs_rows_are_refused_and_never_stop_the_others(
+    db: asyncpg.Connection, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    await add_job(db, "every_second", "* * * * * *", FLAG_SCAN)
+    hostile = [
+        # config must not override the row's columns: disabled stays disabled.
+        (
+            "revived",
+            "0 3 * * *",
+            {"scan": FLAG_SCAN, "enabled": True, "schedule": "* * * * * *"},
+            False,
+            "0",
+            "config: unknown key 'enabled'",
+        ),
+        ("february_30", "0 0 30 2 *", {"scan": FLAG_SCAN}, True, "0", "never fires"),
+        (
+            "eternal_jitter",
+            "* * * * *",
+            {"scan": FLAG_SCAN},
+            True,
+            "100000000 years",
+            "jitter: Input should be less than or equal",
+        ),
+        (
+            "config_jitter",
+            "* * * * *",
+            {"scan": FLAG_SCAN, "jitter": 1e300},
+            True,
+            "0",
+            "config: unknown key 'jitter'",
+        ),
+        (
+            "jitter_past_the_tick",
+            "* * * * * *",
+            {"scan": FLAG_SCAN},
+            True,
+            "1 second",
+            "jitter: 1 s is not less than the schedule's shortest interval (1 s)",
+        ),
+    ]
+    for name, schedule, config, enabled, jitter, _ in hostile:
+        await db.execute(
+            "INSERT INTO cron_jobs (name, schedule, config, enabled, jitter) "
+            "VALUES ($1, $2, $3, $4, $5::text::interval)",
+            name,
+            schedule,
+            json.dumps(config),
+            enabled,
+            jitter,
+        )
+    # History past the retention (14 days by default): the leader prunes it.
+    await db.execute(
+        "INSERT INTO cron_runs (id, job, scheduled_for, status, node) "
+        "SELECT 'old' || n, 'every_second', now() - interval '30 days' - n * interval '1 s', "
+        "'succeeded', 'n' FROM generate_series(1, 3000) n"
+    )
+    process = scheduler(env_for(cli_env), tmp_path, "s")
+    process.start()
+    try:
+
+        async def ticked() -> bool:
+            recent: int = await db.fetchval(
+                "SELECT count(*) FROM cron_runs WHERE job = 'every_second' "
+                "AND status = 'succeeded' AND scheduled_for > now() - interval '1 day'"
+            )
+            return recent >= 3
+
+        await wait_for(ticked, 30, "three ticks of the valid job")
+
+        async def pruned() -> bool:
+            old = await db.fetch(
+                "SELECT id FROM cron_runs WHERE scheduled_for < now() - interval '14 days'"
+            )
+            # The newest stays: it was the job's newest run when the leader pruned.
+            return [r["id"] for r in old] == ["old1"]
+
+        await wait_for(pruned, 30, "the leader to prune runs older than the retention")
+        logs = process.logs()
+        for name, *_, reason in hostile:
+            assert f"job '{name}' (cron_jobs): " in logs, name
+            assert reason in logs, reason
+        assert logs.count("leading as") == 1 and "leading failed" not in logs
+        assert process.alive()
+    finally:
+        process.stop()
+    ran = await db.fetchval(
+        "SELECT count(*) FROM cron_runs WHERE job <> 'every_second' AND status <> 'failed'"
+    )
+    assert ran == 0
+    result = run_cli(["jobs", "list"], cli_env)
+    assert result.returncode == 0, result.stderr
+    lines = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if "│" in line}
+    assert "succeeded" in lines["every_second"]
+    for name, *_ in hostile:
+        assert "invalid" in lines[name] and "not run:" in lines[name], lines[name]
+
+
+async def test_a_lost_listen_connection_is_re_established_and_notify_runs_the_scan(
+    db: asyncpg.Connection, settings: Settings, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    await db.execute("INSERT INTO customers (id, name, needs_sync) VALUES (1, 'a', false)")
+    await add_job(
+        db,
+        "fused",
+        "0 3 * * *",  # once a day: the cron tick is not what runs it
+        FLAG_SCAN | {"entity": "customer", "notify_channel": "customers_changed"},
+    )
+
+    async def finished_runs(at_least: int) -> bool:
+        done = [r for r in await runs(db, "fused") if r["status"] == "succeeded"]
+        return len(done) >= at_least
+
+    process = scheduler(env_for(cli_env), tmp_path, "s")
+    process.start()
+    try:
+        await wait_for_log(process, "listening on")
+        await wait_for(lambda: finished_runs(1), 30, "the scan a new leader runs once")
+        # Our role may only end its own backends: pick the listener by name and database.
+        terminated = await db.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = $1 AND datname = current_database() "
+            "AND usename = current_user",
+            LISTEN_APPLICATION,
+        )
+        assert terminated == 1
+        await wait_for_log(process, "listening again on", 30)
+        # NOTIFYs sent while nobody listened are lost: it scans once more, at once.
+        await wait_for(lambda: finished_runs(2), 30, "the scan after listening again")
+        await kafka.ensure_topics(settings, [settings.sync_topic])
+        began = time.monotonic()
+        await db.execute("UPDATE customers SET name = 'b', needs_sync = true WHERE id = 1")
+        await db.execute("SELECT pg_notify('customers_changed', '1')")
+        records = await read_all(settings, settings.sync_topic, expected=1, deadline_s=10)
+        latency = time.monotonic() - began
+        assert process.alive() and process.logs().count("leading as") == 1
+    finally:
+        process.stop()
+    assert [decode(r.value).payload["name"] for r in records] == ["b"]
+    assert latency < 5
+    emitted = [r for r in await runs(db, "fused") if r["rows_emitted"]]
+    assert len(emitted) == 1
+
+
+def plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from plan_nodes(child)
+
+
+async def test_run_history_queries_read_one_index_entry_per_job(db: asyncpg.Connection) -> None:
+    """What the leader and `jobs list` ask of cron_runs does not grow with its history."""
+    await db.execute(
+        "INSERT INTO cron_runs (id, job, scheduled_for, status, node) "
+        "SELECT j || n, j, '2027-01-01'::timestamptz + n * interval '1 s', 'succeeded', 'n' "
+        "FROM unnest(ARRAY['a', 'b', 'c']) j, generate_series(1, 20000) n"
+    )
+    await db.execute("ANALYZE cron_runs")
+    jobs = ["a", "b", "c", "never_ran"]
+    for name in ("runs_last_ticks", "runs_latest"):
+        text = await db.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {query(name)}", jobs)
+        nodes = list(plan_nodes(json.loads(text)[0]["Plan"]))
+        scans = [n for n in nodes if n.get("Relation Name") == "cron_runs"]
+        assert scans, nodes
+        assert {n["Node Type"] for n in scans} <= {"Index Scan", "Index Only Scan"}, name
+        # One probe per job, each returning at most one row (`never_ran` none).
+        assert [(n["Actual Loops"], n["Actual Rows"] <= 1) for n in scans] == [(4, True)], name
+    rows = await db.fetch(query("runs_latest"), jobs)
+    assert {r["job"]: r["scheduled_for"].isoformat() for r in rows} == {
+        job: "2027-01-01T05:33:20+00:00" for job in ("a", "b", "c")
+    }
+    # Taking over and pruning read through indexes too, never the whole history.
+    statements: list[tuple[str, list[object]]] = [
+        ("runs_abandon", ["me"]),
+        ("runs_prune", [datetime(2027, 1, 1, 3, tzinfo=UTC), 5000]),
+    ]
+    for name, args in statements:
+        text = await db.fetchval(f"EXPLAIN (FORMAT JSON) {query(name)}", *args)
+        scans = [n for n in plan_nodes(json.loads(text)[0]["Plan"]) if "Relation Name" in n]
+        assert scans and "Seq Scan" not in {n["Node Type"] for n in scans}, (name, scans)
+
+
+async def test_pruning_deletes_old_runs_in_bounded_batches_and_keeps_each_jobs_newest(
+    db: asyncpg.Connection, database_url: str
+) -> None:
+    now = datetime.now(UTC)
+    old = now - timedelta(days=30)
+    await db.execute(
+        "INSERT INTO cron_runs (id, job, scheduled_for, status, node) "
+        "SELECT 'a' || n, 'a', $1::timestamptz - n * interval '1 s', 'succeeded', 'n' "
+        "FROM generate_series(1, 2500) n",
+        old,
+    )
+    await db.executemany(
+        "INSERT INTO cron_runs (id, job, scheduled_for, status, node) VALUES ($1, $2, $3, $4, 'n')",
+        [
+            ("a-recent", "a", now, "succeeded"),
+            ("gone-last", "gone", old, "succeeded"),  # a removed job's newest run: kept
+            ("b-running", "b", old - timedelta(days=1), "running"),  # never under a run
+            ("b-last", "b", old, "failed"),
+        ],
+    )
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
+    assert pool is not None
+    try:
+        prune = Runs(pool, "n").prune
+        assert [await prune(now - timedelta(days=14), 1000) for _ in range(4)] == [
+            1000,
+            1000,
+            500,
+            0,
+        ]
+    finally:
+        await pool.close()
+    left = await db.fetch("SELECT id FROM cron_runs ORDER BY id")
+    assert [r["id"] for r in left] == ["a-recent", "b-last", "b-running", "gone-last"]
+
+
+async def test_a_run_records_its_rejected_rows_and_a_missing_table_is_one_line(
+    db: asyncpg.Connection, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    await db.execute(
+        "CREATE TABLE notes (id text PRIMARY KEY, needs_sync boolean NOT NULL DEFAULT true);"
+        "INSERT INTO notes (id) VALUES ('fine'), (repeat('k', 1001)), ('also fine')"
+    )
+    await add_job(db, "notes", "* * * * * *", {"mode": "flag", "table": "notes"})
+    await add_job(db, "gone", "* * * * * *", {"mode": "flag", "table": "no_such_table"})
+    process = scheduler(env_for(cli_env), tmp_path, "s")
+    process.start()
+    try:
+
+        async def both_ran() -> bool:
+            done = await db.fetch(
+                "SELECT DISTINCT job FROM cron_runs WHERE status IN ('succeeded', 'failed')"
+            )
+            return {r["job"] for r in done} == {"notes", "gone"}
+
+        await wait_for(both_ran, 30, "a run of each job")
+        first = await db.fetchrow(
+            "SELECT status, rows_emitted, rows_rejected FROM cron_runs WHERE job = 'notes' "
+            "AND status = 'succeeded' ORDER BY scheduled_for LIMIT 1"
+        )
+        assert tuple(first) == ("succeeded", 2, 1)
+        logs = process.logs()
+        assert "table no_such_table does not exist" in logs
+        assert "Traceback" not in logs
+        assert process.alive()
+    finally:
+        process.stop()
+    result = run_cli(["jobs", "list"], cli_env)
+    assert result.returncode == 0, result.stderr
+    lines = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if "│" in line}
+    assert "1 rejected" in lines["notes"], lines["notes"]
+    assert "no_such_table" in lines["gone"], lines["gone"]

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-from schedulers.cron import Schedule
+import pytest
+from croniter import croniter
+
+import schedulers.cron
+from schedulers.cron import CronError, Schedule
 from schedulers.engine import Engine, Job, MisfirePolicy, plan
 
 START = datetime(2027, 1, 1, 12, 0, tzinfo=UTC)
@@ -32,34 +37,88 @@ def job(policy: MisfirePolicy = "once", expression: str = "*/15 * * * *", **kw: 
 def test_on_time_ticks_run() -> None:
     ticks = plan(job(), START, START + timedelta(minutes=15, seconds=5))
     assert ticks.run == [START + timedelta(minutes=15)]
-    assert ticks.misfired == 0
+    assert ticks.misfired is None
 
 
 def test_three_hour_pause_skip_runs_nothing_missed() -> None:
     ticks = plan(job("skip"), START, START + timedelta(hours=3, seconds=5))
     assert ticks.run == [START + timedelta(hours=3)]  # the last tick is still within grace
-    assert ticks.misfired == 11
+    assert ticks.misfired == (START + timedelta(minutes=15), START + timedelta(hours=2, minutes=45))
 
 
 def test_three_hour_pause_once_coalesces_into_one_run() -> None:
     ticks = plan(job("once"), START, START + timedelta(hours=3, minutes=5))
     assert ticks.run == [START + timedelta(hours=3)]
-    assert ticks.misfired == 11
+    assert ticks.misfired == (START + timedelta(minutes=15), START + timedelta(hours=2, minutes=45))
 
 
 def test_three_hour_pause_all_catches_up_bounded() -> None:
     ticks = plan(job("all", max_catchup=5), START, START + timedelta(hours=3, minutes=5))
     assert ticks.run == [START + timedelta(minutes=15 * n) for n in range(8, 13)]
-    assert ticks.misfired == 7
+    assert ticks.misfired == (START + timedelta(minutes=15), START + timedelta(minutes=15 * 7))
     everything = plan(job("all", max_catchup=100), START, START + timedelta(hours=3, minutes=5))
-    assert len(everything.run) == 12 and everything.misfired == 0
+    assert len(everything.run) == 12 and everything.misfired is None
 
 
 def test_grace_decides_what_is_late() -> None:
     generous = job("skip", misfire_grace=timedelta(hours=1))
     ticks = plan(generous, START, START + timedelta(hours=3, minutes=5))
     assert ticks.run == [START + timedelta(minutes=15 * n) for n in range(9, 13)]
-    assert ticks.misfired == 8
+    assert ticks.misfired == (START + timedelta(minutes=15), START + timedelta(minutes=15 * 8))
+
+
+class CountingCroniter(croniter):  # type: ignore[misc]
+    steps = 0
+
+    def get_next(self, *args: object, **kwargs: object) -> object:
+        CountingCroniter.steps += 1
+        return super().get_next(*args, **kwargs)
+
+
+@pytest.fixture
+def steps(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[CountingCroniter]]:
+    """Counts the schedule's steps: the cost of planning, measured without a clock."""
+    monkeypatch.setattr(schedulers.cron, "croniter", CountingCroniter)
+    CountingCroniter.steps = 0
+    yield CountingCroniter
+
+
+MONTH = timedelta(days=30)
+
+
+@pytest.mark.parametrize(
+    ("policy", "max_catchup", "expected"),
+    [
+        ("skip", 10, [START - timedelta(seconds=n) for n in range(9, -1, -1)]),  # within grace
+        ("once", 10, [START]),
+        ("all", 10, [START - timedelta(seconds=n) for n in range(9, -1, -1)]),
+        ("all", 3, [START - timedelta(seconds=2), START - timedelta(seconds=1), START]),
+    ],
+)
+def test_a_per_second_job_resuming_after_30_days_plans_in_bounded_steps(
+    steps: type[CountingCroniter],
+    policy: MisfirePolicy,
+    max_catchup: int,
+    expected: list[datetime],
+) -> None:
+    every_second = job(policy, "* * * * * *", max_catchup=max_catchup)
+    ticks = plan(every_second, START - MONTH, START)
+    assert ticks.run == expected
+    assert ticks.misfired is not None
+    assert ticks.misfired[0] == START - MONTH + timedelta(seconds=1)
+    assert ticks.misfired[1] == expected[0] - timedelta(seconds=1)
+    # 2.6 million missed ticks; walking them would take 2.6 million steps.
+    assert steps.steps < 100 + 5 * max_catchup, steps.steps
+
+
+def test_skip_with_nothing_on_time_runs_nothing_after_30_days(
+    steps: type[CountingCroniter],
+) -> None:
+    hourly = job("skip", "0 * * * *")
+    ticks = plan(hourly, START - MONTH, START + timedelta(minutes=30))
+    assert ticks.run == []
+    assert ticks.misfired == (START - MONTH + timedelta(hours=1), START)
+    assert steps.steps < 100, steps.steps
 
 
 class Recorder:
@@ -150,3 +209,44 @@ async def test_a_changed_schedule_starts_now_without_misfires() -> None:
     await engine.step()
     await engine.drain(5)
     assert recorder.started == [START + timedelta(hours=2, minutes=5)]
+
+
+class Unschedulable(Schedule):
+    """A schedule that fails at run time, as a croniter bug or an unforeseen date would."""
+
+    def next_after(self, after: datetime) -> datetime:
+        if after < START:  # let validation pass
+            return super().next_after(after)
+        raise CronError("no fire time, for this test")
+
+
+async def test_a_job_whose_schedule_fails_is_reported_once_and_the_others_run() -> None:
+    clock = FakeClock(START)
+    recorder = Recorder()
+    recorder.release.set()
+    reported: list[tuple[str, datetime, str]] = []
+
+    async def report(job: Job, when: datetime, reason: str) -> None:
+        reported.append((job.name, when, reason))
+
+    engine = Engine(clock, recorder.run, recorder.skip, report)
+    broken = Job(name="broken", schedule=Unschedulable("* * * * *"))
+    engine.set_jobs([broken, job()])
+    for _ in range(3):
+        clock.advance(timedelta(minutes=15))
+        assert await engine.step() == clock.now() + timedelta(minutes=15)
+        await engine.drain(5)
+    assert recorder.started == [START + timedelta(minutes=15 * n) for n in (1, 2, 3)]
+    assert reported == [
+        (
+            "broken",
+            START + timedelta(minutes=15),
+            "cannot be scheduled: CronError: no fire time, for this test",
+        )
+    ]
+    # A changed definition gets another chance (and is reported again if still broken).
+    engine.set_jobs([Job(name="broken", schedule=Unschedulable("0 * * * *")), job()])
+    await engine.step()
+    assert len(reported) == 2 and "broken" in engine.broken
+    engine.set_jobs([Job(name="broken", schedule=Schedule("0 * * * *")), job()])
+    assert "broken" not in engine.broken
