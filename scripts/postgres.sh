@@ -13,6 +13,8 @@
 #        /usr/lib/postgresql/*/bin, else pg_ctl's folder on PATH), CRONSTREAM_CACHE_DIR (.cache)
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
+# runuser lives in sbin, which a root shell (su, sudo -s) may leave off PATH.
+PATH="$PATH:/usr/sbin:/sbin"
 PORT="${CRONSTREAM_PG_PORT:-5432}"
 PASSWORD="${CRONSTREAM_PG_PASSWORD:-cronstream}"
 HOME_DIR="$CACHE/postgres"
