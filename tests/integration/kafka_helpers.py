@@ -19,15 +19,15 @@ async def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
     if not await topic_exists(settings, topic):
         return {}
     admin = AIOKafkaAdminClient(**connection_options(settings))
-    await admin.start()
     try:
+        await admin.start()  # inside: a cancelled start must still stop it
         (described,) = await admin.describe_topics([topic])
     finally:
         await admin.close()
     partitions = [p["partition"] for p in described["partitions"]]
     consumer = AIOKafkaConsumer(**connection_options(settings))
-    await consumer.start()
     try:
+        await consumer.start()  # inside: a cancelled start must still stop it
         offsets = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
         return {tp.partition: offset for tp, offset in offsets.items()}
     finally:
@@ -36,8 +36,8 @@ async def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
 
 async def topic_exists(settings: Settings, topic: str) -> bool:
     admin = AIOKafkaAdminClient(**connection_options(settings))
-    await admin.start()
     try:
+        await admin.start()  # inside: a cancelled start must still stop it
         return topic in await admin.list_topics()
     finally:
         await admin.close()
@@ -53,10 +53,10 @@ async def read_all(
         enable_auto_commit=False,
         **connection_options(settings),
     )
-    await consumer.start()
     records: list[ConsumerRecord[bytes, bytes]] = []
-    deadline = time.monotonic() + deadline_s
     try:
+        await consumer.start()  # inside: a cancelled start must still stop it
+        deadline = time.monotonic() + deadline_s
         while len(records) < expected and time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=500)
             for partition_records in batch.values():

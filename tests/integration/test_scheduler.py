@@ -482,7 +482,8 @@ async def test_hostile_cron_jobs_rows_are_refused_and_never_stop_the_others(
     result = run_cli(["jobs", "list"], cli_env)
     assert result.returncode == 0, result.stderr
     lines = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if "│" in line}
-    assert "succeeded" in lines["every_second"]
+    # Its last run may be a tick skipped as "still running" on a busy machine.
+    assert "invalid" not in lines["every_second"], lines["every_second"]
     for name, *_ in hostile:
         assert "invalid" in lines[name] and "not run:" in lines[name], lines[name]
 
@@ -638,8 +639,11 @@ async def test_a_run_records_its_rejected_rows_and_a_missing_table_is_one_line(
         assert process.alive()
     finally:
         process.stop()
+    # Every run meets the bad row again (it stays pending); a tick skipped as "still
+    # running" on a busy machine would hide that from `jobs list`, which shows the newest.
+    await db.execute("DELETE FROM cron_runs WHERE job = 'notes' AND status <> 'succeeded'")
     result = run_cli(["jobs", "list"], cli_env)
     assert result.returncode == 0, result.stderr
     lines = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if "│" in line}
-    assert "1 rejected" in lines["notes"], lines["notes"]
+    assert "1 rejected)" in lines["notes"], lines["notes"]
     assert "no_such_table" in lines["gone"], lines["gone"]

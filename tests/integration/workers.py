@@ -164,8 +164,8 @@ async def publish(
     """Send events (in chunks with pauses, to keep a stream flowing); return their ids."""
     await kafka.ensure_topics(settings, [settings.sync_topic])
     producer: AIOKafkaProducer = kafka.producer(settings)
-    await producer.start()
     try:
+        await producer.start()  # inside: a cancelled start must still stop it
         step = chunk or len(events)
         for begin in range(0, len(events), step):
             futures = [
@@ -188,9 +188,9 @@ async def publish_until(
     """Keep a stream of count events flowing until `done` is set; return their ids."""
     await kafka.ensure_topics(settings, [settings.sync_topic])
     producer: AIOKafkaProducer = kafka.producer(settings)
-    await producer.start()
     ids: list[str] = []
     try:
+        await producer.start()  # inside: a cancelled start must still stop it
         while not done.is_set():
             events = list(count_events(chunk, start=len(ids)))
             futures = [
@@ -240,8 +240,8 @@ async def kafka_committed(settings: Settings, topic: str, partitions: int) -> di
         enable_auto_commit=False,
         **kafka.connection_options(settings),
     )
-    await consumer.start()
     try:
+        await consumer.start()  # inside: a cancelled start must still stop it
         found = {}
         for p in range(partitions):
             offset = await consumer.committed(TopicPartition(topic, p))
@@ -271,8 +271,8 @@ async def commit_offsets(settings: Settings, topic: str, offsets: dict[int, int]
         enable_auto_commit=False,
         **kafka.connection_options(settings),
     )
-    await consumer.start()
     try:
+        await consumer.start()  # inside: a cancelled start must still stop it
         chosen = {TopicPartition(topic, p): o for p, o in offsets.items() if o}
         consumer.assign(list(chosen))  # a commit outside a group generation needs this
         await consumer.commit(chosen)
