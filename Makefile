@@ -23,15 +23,14 @@ export CRONSTREAM_KAFKA_PORT := $(KAFKA_PORT)
 export CRONSTREAM_PG_PORT := $(PG_PORT)
 
 # What `make run` tells the user to type in another shell, which has none of this make's
-# variables: the local cluster by what places it, an existing server by its URL without
-# the password (psql asks for it).
+# variables: the local cluster by what places it; an existing server by the variable the
+# user set for it (a URL may carry a password in many forms: it is never echoed).
 ifneq ($(filter postgres,$(LOCAL_SERVICES)),)
 PSQL_HINT = $(if $(filter-out 5432,$(PG_PORT)),CRONSTREAM_PG_PORT=$(PG_PORT) )$(if \
 	$(CRONSTREAM_CACHE_DIR),CRONSTREAM_CACHE_DIR=$(CRONSTREAM_CACHE_DIR) )$(if \
 	$(CRONSTREAM_PG_BIN),CRONSTREAM_PG_BIN=$(CRONSTREAM_PG_BIN) )make -C $(CURDIR) psql SQL=
 else
-PSQL_HINT = psql '$(shell printf %s "$$CRONSTREAM_DATABASE_URL" \
-	| sed -E 's|^([a-z]+://[^:@/]*):[^@/]*@|\1@|')' -c$(SPACE)
+PSQL_HINT = psql \"\$$CRONSTREAM_DATABASE_URL\" -c$(SPACE)
 endif
 SPACE := $(subst ,, )
 

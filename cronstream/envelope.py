@@ -32,6 +32,9 @@ TYPE_HEADER = "event_type"
 
 NAME_PATTERN = r"^[A-Za-z0-9_.\-]+$"
 WHOLE_VALUE = "<value>"  # the `field` of an error about the value as a whole
+# Deeper JSON is refused: pydantic cannot serialize past about 255 levels, and a value a
+# worker takes must re-encode (dead letters, handlers, publish).
+MAX_DEPTH = 200
 
 
 class EnvelopeError(ValueError):
@@ -182,32 +185,36 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def _has_non_finite(data: dict[str, Any] | list[Any]) -> bool:
-    """NaN or an infinity anywhere in `data` (pydantic's JSON parser yields them).
-
-    Recursive: pydantic's parser already bounds the nesting depth of what reaches it.
+def _has_non_finite(data: dict[str, Any] | list[Any], depth: int) -> bool:
+    """NaN or an infinity anywhere in `data` (pydantic's JSON parser yields them), or
+    nesting deeper than MAX_DEPTH (`data` being at `depth`): a value for the careful path.
     """
+    if depth > MAX_DEPTH:
+        return True
     items: Iterable[Any] = data.values() if type(data) is dict else data
     for item in items:
         kind = type(item)
         if kind is float:
             if item - item != 0.0:  # nan - nan and inf - inf are nan
                 return True
-        elif (kind is dict or kind is list) and _has_non_finite(item):
+        elif (kind is dict or kind is list) and _has_non_finite(item, depth + 1):
             return True
     return False
 
 
-def _refused_text(data: Any) -> str | None:
-    """Why Postgres would refuse a string somewhere in `data`, if it would."""
-    pending = [data]
+def _refused_text(data: Any, depth: int = 1) -> str | None:
+    """Why `data` (at nesting `depth`) could not be stored or re-encoded, if so: a string
+    Postgres refuses, or nesting deeper than MAX_DEPTH."""
+    pending = [(data, depth)]
     while pending:
-        item = pending.pop()
+        item, level = pending.pop()
+        if isinstance(item, dict | list) and level > MAX_DEPTH:
+            return f"is nested more than {MAX_DEPTH} levels deep"
         if isinstance(item, dict):
-            pending.extend(item.keys())
-            pending.extend(item.values())
+            pending.extend((key, level) for key in item)
+            pending.extend((value, level + 1) for value in item.values())
         elif isinstance(item, list):
-            pending.extend(item)
+            pending.extend((value, level + 1) for value in item)
         elif isinstance(item, str):
             if "\x00" in item:
                 return "contains \\u0000, which Postgres text and jsonb refuse"
@@ -216,6 +223,11 @@ def _refused_text(data: Any) -> str | None:
             except UnicodeEncodeError:
                 return "contains a lone surrogate (\\ud800-\\udfff), which is not Unicode text"
     return None
+
+
+def refused_payload(payload: dict[str, Any]) -> str | None:
+    """Why a worker would refuse `payload` as an event's payload, if it would."""
+    return _refused_text(payload, 2)  # the payload sits one level below the value
 
 
 def decode(value: bytes | None) -> Event:
@@ -236,7 +248,7 @@ def decode(value: bytes | None) -> Event:
         except ValidationError:
             pass  # the careful path below says precisely what is wrong
         else:
-            if not _has_non_finite(event.payload):
+            if not _has_non_finite(event.payload, 2):
                 return event
     return _decode_carefully(value)
 
@@ -254,8 +266,11 @@ def encoded(event: Event) -> bytes:
     For events built from other input than `decode`'s (CLI options, Python values),
     which may hold text Postgres refuses, or values JSON cannot carry.
     """
+    refused = refused_payload(event.payload)
+    if refused is not None:
+        raise EnvelopeError("payload", refused)
     try:
-        non_finite = _has_non_finite(event.payload)
+        non_finite = _has_non_finite(event.payload, 2)
         value = event.encode()
     except ValueError as error:  # pydantic's serializer on a lone surrogate, for one
         raise EnvelopeError(WHOLE_VALUE, f"cannot be encoded as JSON: {error}") from None

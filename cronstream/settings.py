@@ -13,8 +13,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 ENV_PREFIX = "CRONSTREAM_"
 REPO_MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
-# `?password=...`, `&sslpassword=...`: a value runs to the next `&`, as drivers read it.
-_QUERY_SECRET = re.compile(r"(?i)([?&][^=&?]*password=)([^&]*)")
+# A query parameter: `?password=...`, `&sslpassword=...`, or a name percent-encoded
+# (`passwor%64`), which drivers decode; a value runs to the next `&`, as drivers read it.
+_QUERY_PARAM = re.compile(r"([?&][^=&?]*=)([^&]*)")
 # `password=...` in a key=value connection string, quoted or not.
 _KEYWORD_SECRET = re.compile(r"(?i)(\b[a-z]*password\s*=\s*)('(?:[^'\\]|\\.)*'?|\S*)")
 
@@ -32,6 +33,10 @@ def _userinfo_end(url: str) -> int:
     return url.rfind("@", url.find("://") + 3) if "://" in url else -1
 
 
+def _secret_param(match: re.Match[str]) -> bool:
+    return "password" in unquote(match.group(1)).lower()
+
+
 def secrets_of(url: str) -> list[str]:
     """Every text that `redact_url` hides, raw and percent-decoded, longest first."""
     found: list[str] = []
@@ -40,8 +45,10 @@ def secrets_of(url: str) -> list[str]:
         userinfo = url[url.find("://") + 3 : end]
         if ":" in userinfo:
             found.append(userinfo.split(":", 1)[1])
-    pattern = _QUERY_SECRET if "://" in url else _KEYWORD_SECRET
-    found.extend(match.group(2) for match in pattern.finditer(url))
+    if "://" in url:
+        found.extend(m.group(2) for m in _QUERY_PARAM.finditer(url) if _secret_param(m))
+    else:
+        found.extend(match.group(2) for match in _KEYWORD_SECRET.finditer(url))
     found.extend([unquote(text) for text in found] + [text.strip("'") for text in found])
     return sorted({text for text in found if text}, key=len, reverse=True)
 
@@ -59,7 +66,7 @@ def redact_url(url: str) -> str:
         start = url.find("://") + 3
         user, colon, _ = url[start:end].partition(":")
         url = f"{url[:start]}{user}{':***' if colon else ''}{url[end:]}"
-    return _QUERY_SECRET.sub(r"\1***", url)
+    return _QUERY_PARAM.sub(lambda m: f"{m.group(1)}***" if _secret_param(m) else m[0], url)
 
 
 def scrub(text: str, url: str) -> str:

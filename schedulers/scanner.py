@@ -44,7 +44,15 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
 
-from cronstream.envelope import SYNC_REQUIRED, EnvelopeError, Event, json_object, sync_event_id
+from cronstream.envelope import (
+    MAX_DEPTH,
+    SYNC_REQUIRED,
+    EnvelopeError,
+    Event,
+    json_object,
+    refused_payload,
+    sync_event_id,
+)
 from cronstream.queries import query
 from cronstream.untrusted import safe_text
 from schedulers.jobs import JobError, ScanConfig, quote
@@ -82,16 +90,25 @@ def payload_object(text: str | bytes | None) -> dict[str, Any]:
     if text is None:
         raise EnvelopeError("payload", "is NULL")
     # Postgres text holds no NUL and no lone surrogate; only a \u escape brings one in,
-    # so JSON without one skips json_object's walk over every string (costly per row).
-    if isinstance(text, str) and "\\u" not in text:
+    # so JSON without one, and with too few brackets to nest past MAX_DEPTH as a
+    # payload, skips the walk over every string (costly per row).
+    if (
+        isinstance(text, str)
+        and "\\u" not in text
+        and text.count("[") + text.count("{") < MAX_DEPTH
+    ):
         with contextlib.suppress(ValueError, RecursionError):
             data = json.loads(text, parse_float=_finite, parse_constant=_no_constant)
             if type(data) is dict:
                 return data
     try:
-        return json_object(text)  # the careful path, which says what is wrong
+        data = json_object(text)  # the careful path, which says what is wrong
     except EnvelopeError as error:
         raise EnvelopeError("payload", error.reason) from None
+    refused = refused_payload(data)  # one level deeper as the event's payload
+    if refused is not None:
+        raise EnvelopeError("payload", refused)
+    return data
 
 
 @dataclass(frozen=True)
@@ -259,15 +276,19 @@ class Scanner:
         if self.config.mode == "outbox" or not self.key_nullable:
             return
         if self.config.mode == "flag":
-            count = await self.connection.fetchval(self.sql["scan_flag_null_keys"])
+            counts = await self.connection.fetchrow(self.sql["scan_flag_null_keys"])
         else:
             xid = position["xid"] if position else None
-            count = await self.connection.fetchval(self.sql["scan_watermark_null_keys"], xid)
+            counts = await self.connection.fetchrow(self.sql["scan_watermark_null_keys"], xid)
+        count = counts["pending"]
         if count:
             reason = f"key column {self.config.key_column} is NULL in {count} row(s)"
             async with self.connection.transaction():
                 await self._record([Rejected("", None, reason)])
             self.rejected += count
+        elif not counts["present"] and self.known_rejects:
+            # No row without a key left (given one, or deleted): their record goes.
+            await self.connection.execute(query("scan_rejects_resolve"), self.job, [""])
 
     async def _page(self, position: Any) -> Page:
         config = self.config

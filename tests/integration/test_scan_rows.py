@@ -38,6 +38,7 @@ OUTBOX = "INSERT INTO outbox (entity, key, version, payload) VALUES "
 ITEM = "INSERT INTO items (code, name) VALUES "
 EXTRA = "INSERT INTO items (code, extra) VALUES "
 DEEP = "repeat('[', 5000) || repeat(']', 5000)"
+DEEPER_THAN_A_PAYLOAD_MAY_BE = "repeat('[', 256) || repeat(']', 256)"
 CONFIGS = {
     "outbox": ScanConfig(mode="outbox", table="outbox"),
     "flag": ScanConfig(mode="flag", table="items", key_column="code", entity="item"),
@@ -64,6 +65,14 @@ HOSTILE = [
     ("flag", ITEM + f"('b', {BIG})", "b", "larger than Kafka accepts"),
     ("flag", EXTRA + "('b', '{\"x\": \"\\u0000\"}')", "b", "contains \\u0000"),
     ("flag", EXTRA + f"('b', ({DEEP})::json)", "b", "nested too deeply"),
+    ("flag", EXTRA + f"('b', ({DEEPER_THAN_A_PAYLOAD_MAY_BE})::json)", "b", "levels deep"),
+    (
+        "outbox",
+        OUTBOX
+        + f"('item', 'b', 1, jsonb_build_object('x', ({DEEPER_THAN_A_PAYLOAD_MAY_BE})::jsonb))",
+        "b",
+        "levels deep",
+    ),
     ("watermark", ITEM + "(NULL, 'x')", None, "key column code is NULL in 1 row"),
     ("watermark", ITEM + f"({LONG}, 'x')", CAPPED, "at most 1000 characters"),
     ("watermark", ITEM + f"('b', {BIG})", "b", "larger than Kafka accepts"),
@@ -208,6 +217,22 @@ async def test_a_fixed_row_is_emitted_and_its_record_goes(
         ("item", "a"),
         ("order", "b"),
     ]
+
+
+@pytest.mark.parametrize("mode", ["flag", "watermark"])
+async def test_a_null_key_given_a_key_is_emitted_and_its_record_goes(
+    db: asyncpg.Connection, producer: AIOKafkaProducer, settings: Settings, mode: str
+) -> None:
+    await db.execute(ITEM + "(NULL, 'x')")
+    config = CONFIGS[mode]
+    await scan(db, producer, settings, config)
+    assert [r["reason"] for r in await rejects(db)] == ["key column code is NULL in 1 row(s)"]
+
+    await db.execute("UPDATE items SET code = '5' WHERE code IS NULL")
+    scanner = await scan(db, producer, settings, config)
+
+    assert (scanner.emitted, scanner.rejected) == (1, 0)
+    assert await rejects(db) == []
 
 
 async def test_an_oversized_outbox_event_is_rejected_and_the_rest_goes_out(

@@ -26,6 +26,7 @@ DSN_FORMS: list[str] = [
     f"postgresql://app:{PASSWORD}@127.0.0.1:1/db",
     f"postgres://app:{PASSWORD}@127.0.0.1:1/db",
     f"postgresql://app@127.0.0.1:1/db?password={PASSWORD}",
+    f"postgresql://app@127.0.0.1:1/db?passwor%64={PASSWORD}",
     f"postgresql://app@127.0.0.1:1/db?sslmode=disable&password={PASSWORD}&connect_timeout=2",
     f"host=127.0.0.1 port=1 user=app password={PASSWORD} dbname=db",
     f"host=127.0.0.1 port=1 user=app password='{PASSWORD} x' dbname=db",

@@ -145,6 +145,9 @@ def with_payload(payload_json: str) -> bytes:
         ('{"a": Infinity}', "Infinity is not a JSON number"),
         ('{"a": -1e999}', "out of range"),
         ('{"a": ' + "1" * 4400 + "}", "is not storable JSON"),
+        # Past what pydantic can serialize (~255 levels), on the fast and careful paths.
+        ('{"a": ' + "[" * 256 + "]" * 256 + "}", "nested more than 200 levels deep"),
+        ('{"\u00e9": ' + "[" * 256 + "]" * 256 + "}", "nested more than 200 levels deep"),
     ],
 )
 def test_values_postgres_would_refuse_are_refused_at_decode(payload_json: str, reason: str) -> None:
@@ -160,12 +163,23 @@ def test_escapes_postgres_accepts_still_decode() -> None:
 
 @pytest.mark.parametrize(
     "payload",
-    [{"x": float("nan")}, {"x": [float("inf")]}, {"x": "\x00"}, {"x": "\udc80"}],
+    [
+        {"x": float("nan")},
+        {"x": [float("inf")]},
+        {"x": "\x00"},
+        {"x": "\udc80"},
+        {"x": json.loads("[" * 300 + "]" * 300)},  # pydantic would fail to serialize it
+    ],
 )
 def test_encoded_refuses_what_a_worker_would_refuse(payload: dict[str, object]) -> None:
     event = Event.new(type="t", source="s", entity="e", key=1, payload=payload)
     with pytest.raises(EnvelopeError):
         encoded(event)
+
+
+def test_the_deepest_value_a_worker_takes_re_encodes() -> None:
+    deepest = with_payload('{"a": ' + "[" * 198 + "]" * 198 + "}")  # 200 levels in all
+    assert decode(decode(deepest).encode()) == decode(deepest)
 
 
 def test_encoded_is_what_a_worker_decodes() -> None:

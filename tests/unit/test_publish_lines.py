@@ -58,6 +58,7 @@ HOSTILE_LINES: list[tuple[bytes, str]] = [
     (b'{"type": "t", "entity": "a", "key": 1, "payload": {"x": "\xff"}}\n', "not UTF-8"),
     (b'{"type": "t", "payload": {"x": "\xff\xfe"}}\n', "not UTF-8"),
     (with_payload('{"x": ' + "[" * 100_000 + "]" * 100_000 + "}"), "nested too deeply"),
+    (with_payload('{"x": ' + "[" * 256 + "]" * 256 + "}"), "nested more than 200 levels"),
     (with_payload('{"x": ' + "1" * 5000 + "}"), "not storable JSON"),
     (line(occurred_at="0001-01-01T00:00:00+14:00"), "field 'occurred_at': is out of range"),
     (line(occurred_at="9999-12-31T23:59:59-14:00"), "field 'occurred_at': is out of range"),

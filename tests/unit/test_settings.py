@@ -47,6 +47,7 @@ REDACTED = [
         "postgresql://u@h/db?password=***&sslmode=require",
     ),
     ("postgresql://u@h/db?sslpassword=p1", "postgresql://u@h/db?sslpassword=***"),
+    ("postgresql://u@h/db?passwor%64=p1", "postgresql://u@h/db?passwor%64=***"),  # decoded
     ("postgresql://u:p1@h1:5432,h2:5433/db", "postgresql://u:***@h1:5432,h2:5433/db"),
     ("postgres://u:p1@[::1]:5432/db", "postgres://u:***@[::1]:5432/db"),
     ("postgresql://u:a#b@h/db", "postgresql://u:***@h/db"),
