@@ -88,6 +88,14 @@ async def add_job(
     )
 
 
+async def add_fused_job(db: asyncpg.Connection) -> None:
+    """A daily job fused with NOTIFY on customers_changed, and one row not yet flagged."""
+    await db.execute("INSERT INTO customers (id, name, needs_sync) VALUES (1, 'a', false)")
+    scan: dict[str, object] = {"mode": "flag", "table": "customers", "entity": "customer"}
+    # Once a day: the cron tick is not what runs it.
+    await add_job(db, "fused", "0 3 * * *", scan | {"notify_channel": "customers_changed"})
+
+
 async def runs(db: asyncpg.Connection, job: str) -> list[asyncpg.Record]:
     found: list[asyncpg.Record] = await db.fetch(
         "SELECT scheduled_for, status, node, rows_emitted, error, started_at, finished_at "
@@ -167,18 +175,7 @@ async def test_a_job_added_at_run_time_fires_without_restart(
 async def test_notify_runs_the_scan_long_before_its_cron_tick(
     db: asyncpg.Connection, settings: Settings, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
-    await db.execute("INSERT INTO customers (id, name, needs_sync) VALUES (1, 'a', false)")
-    await add_job(
-        db,
-        "fused",
-        "0 3 * * *",  # once a day: the cron tick is not what runs it
-        {
-            "mode": "flag",
-            "table": "customers",
-            "entity": "customer",
-            "notify_channel": "customers_changed",
-        },
-    )
+    await add_fused_job(db)
     process = scheduler(env_for(cli_env), tmp_path, "s")
     process.start()
     try:
@@ -492,13 +489,7 @@ async def test_hostile_cron_jobs_rows_are_refused_and_never_stop_the_others(
 async def test_a_lost_listen_connection_is_re_established_and_notify_runs_the_scan(
     db: asyncpg.Connection, settings: Settings, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
-    await db.execute("INSERT INTO customers (id, name, needs_sync) VALUES (1, 'a', false)")
-    await add_job(
-        db,
-        "fused",
-        "0 3 * * *",  # once a day: the cron tick is not what runs it
-        FLAG_SCAN | {"entity": "customer", "notify_channel": "customers_changed"},
-    )
+    await add_fused_job(db)
 
     async def finished_runs(at_least: int) -> bool:
         done = [r for r in await runs(db, "fused") if r["status"] == "succeeded"]
