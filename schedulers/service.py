@@ -28,6 +28,7 @@ from aiokafka import AIOKafkaProducer
 
 from cronstream import db, kafka
 from cronstream.settings import Settings
+from handlers.checkpoints import RetryPolicy
 from schedulers.engine import Clock, Engine, Job, SystemClock
 from schedulers.jobs import JobError, load_file, load_table, merge, scan_config
 from schedulers.leader import Leadership
@@ -67,7 +68,10 @@ class Scheduler:
         self.listening: set[str] = set()  # what the current LISTEN connection listens on
         self.listener: asyncpg.Connection | None = None
         self.listen_retry_at: datetime | None = None  # set while the listener is down
-        self.listen_backoff = 0.0
+        self.listen_failures = 0  # failed attempts since the listener was lost
+        self.listen_retry = RetryPolicy(
+            backoff=settings.retry_backoff, backoff_max=settings.retry_backoff_max
+        )
         self.invalid: dict[str, str] = {}  # cron_jobs rows refused, and why
 
     async def run(self) -> None:
@@ -113,7 +117,7 @@ class Scheduler:
 
         engine = Engine(self.clock, run_tick, skip_tick, report)
         self.channels = {JOBS_CHANNEL}
-        self.listen_retry_at, self.listen_backoff = None, 0.0
+        self.listen_retry_at, self.listen_failures = None, 0
         self.invalid = {}  # a new leader reports every invalid row once more
         self.reload_needed = True
         last_reload = self.clock.now()
@@ -177,15 +181,13 @@ class Scheduler:
             await self._listen()
         except (db.DatabaseUnavailable, *db.CONNECT_ERRORS) as error:
             self._drop_listener()
-            self.listen_backoff = min(
-                max(self.listen_backoff * 2, self.settings.retry_backoff),
-                self.settings.retry_backoff_max,
-            )
-            self.listen_retry_at = self.clock.now() + timedelta(seconds=self.listen_backoff)
-            log.warning("cannot LISTEN again: %s; next try in %.1f s", error, self.listen_backoff)
+            self.listen_failures += 1
+            delay = self.listen_retry.delay(self.listen_failures)
+            self.listen_retry_at = self.clock.now() + timedelta(seconds=delay)
+            log.warning("cannot LISTEN again: %s; next try in %.1f s", error, delay)
             return
         self.listen_retry_at = None
-        self.listen_backoff = 0.0
+        self.listen_failures = 0
         # Every NOTIFY sent while nobody listened is lost: scan each fused job once, as a
         # new leader does, and reload the jobs in case a cron_jobs change went unheard.
         self.reload_needed = True
