@@ -238,19 +238,22 @@ def decode(value: bytes | None) -> Event:
     """
     if value is None:
         raise EnvelopeError(WHOLE_VALUE, "is empty (a tombstone)")
+    event = decode_fast(value)
+    return _decode_carefully(value) if event is None else event
+
+
+def decode_fast(value: bytes) -> Event | None:
+    """`decode` in one pass for the common value; None where only the careful path
+    (which says precisely what is wrong) can tell."""
     # Escapes that may decode to a character Postgres text and jsonb refuse: NUL, and a
     # surrogate (valid in pairs, refused alone). Values with neither take the fast path.
-    if b"\\u" not in value or (
-        b"\\u0000" not in value and b"\\ud" not in value and b"\\uD" not in value
-    ):
-        try:
-            event = Event.model_validate_json(value)  # parsed and validated in one pass
-        except ValidationError:
-            pass  # the careful path below says precisely what is wrong
-        else:
-            if not _has_non_finite(event.payload, 2):
-                return event
-    return _decode_carefully(value)
+    if b"\\u" in value and (b"\\u0000" in value or b"\\ud" in value or b"\\uD" in value):
+        return None
+    try:
+        event = Event.model_validate_json(value)  # parsed and validated in one pass
+    except ValidationError:
+        return None
+    return None if _has_non_finite(event.payload, 2) else event
 
 
 def _decode_carefully(value: bytes) -> Event:
@@ -282,10 +285,16 @@ def encoded(event: Event) -> bytes:
     return value
 
 
-def json_object(value: bytes | str) -> dict[str, Any]:
-    """A JSON object Postgres can store whole, or an EnvelopeError saying why not."""
+def strict_loads(value: bytes | str) -> Any:
+    """`json.loads`, with a ValueError for NaN, Infinity and numbers out of range."""
+    return json.loads(value, parse_float=_finite, parse_constant=_no_constant)
+
+
+def json_object(value: bytes | str, depth: int = 1) -> dict[str, Any]:
+    """A JSON object Postgres can store whole, at nesting `depth` (2: an event's
+    payload), or an EnvelopeError saying why not."""
     try:
-        data = json.loads(value, parse_float=_finite, parse_constant=_no_constant)
+        data = strict_loads(value)
     except UnicodeDecodeError as error:
         raise EnvelopeError(WHOLE_VALUE, f"is not UTF-8: {error.reason}") from None
     except json.JSONDecodeError as error:
@@ -300,7 +309,7 @@ def json_object(value: bytes | str) -> dict[str, Any]:
         raise EnvelopeError(WHOLE_VALUE, "is nested too deeply") from None
     if not isinstance(data, dict):
         raise EnvelopeError(WHOLE_VALUE, f"is JSON {type(data).__name__}, not an object")
-    refused = _refused_text(data)
+    refused = _refused_text(data, depth)
     if refused is not None:
         raise EnvelopeError(WHOLE_VALUE, refused)
     return data

@@ -23,7 +23,7 @@ from cronstream.envelope import (
     WHOLE_VALUE,
     EnvelopeError,
     Event,
-    decode,
+    decode_fast,
     encoded,
     from_fields,
     json_object,
@@ -71,14 +71,12 @@ class Outcome:
 def parse_line(raw: bytes, source: str) -> tuple[Event, bytes]:
     """One JSONL line as an Event and its Kafka value; id, occurred_at, trace_id and
     source may be omitted. Refused (EnvelopeError) where a worker would refuse it."""
-    try:
-        event = decode(raw)  # every required field there: one fast, strict pass
-    except EnvelopeError:
-        pass  # perhaps only fields that may be omitted are missing
-    else:
+    event = decode_fast(raw)  # every required field there: one strict pass
+    if event is not None:
         if event.trace_id is None:
             event = event.model_copy(update={"trace_id": new_trace_id()})
         return event, event.encode()  # a decoded event re-encodes to what decodes
+    # Fields that may be omitted are missing, or the value needs the careful path.
     data = json_object(raw)
     data.setdefault("source", source)
     event = from_fields(data)
