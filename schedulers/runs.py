@@ -45,16 +45,21 @@ class Runs:
         await self.pool.execute(query("runs_finish"), run, status, rows, error, rejected)
 
     async def skip(self, job: str, tick: datetime, reason: str) -> None:
-        await self.pool.execute(query("runs_skip"), run_id(job, tick), job, tick, self.node, reason)
+        await self._record(job, tick, "skipped", reason)
 
     async def fail(self, job: str, when: datetime, reason: str) -> None:
         """Record that a job cannot be scheduled, as a failed run at `when`."""
-        await self.pool.execute(query("runs_fail"), run_id(job, when), job, when, self.node, reason)
+        await self._record(job, when, "failed", reason)
+
+    async def _record(self, job: str, when: datetime, status: str, reason: str) -> None:
+        args = (run_id(job, when), job, when, self.node, reason, status)
+        await self.pool.execute(query("runs_record"), *args)
 
     async def last_ticks(self, jobs: Sequence[str]) -> dict[str, datetime]:
         """Each named job's newest scheduled time: where the engine resumes it."""
-        rows = await self.pool.fetch(query("runs_last_ticks"), list(jobs))
-        return {row["job"]: row["scheduled_for"] for row in rows}
+        async with self.pool.acquire() as connection:
+            newest = await latest(connection, jobs)
+        return {job: run["scheduled_for"] for job, run in newest.items()}
 
     async def abandon_others(self) -> int:
         """Fail the runs a previous leader left 'running'; how many there were."""

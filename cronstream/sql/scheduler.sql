@@ -21,25 +21,11 @@ UPDATE cron_runs SET status = $2, finished_at = now(), rows_emitted = $3, error 
     rows_rejected = $5
 WHERE id = $1
 
--- runs_skip --
+-- runs_record --
+-- A run that never ran, recorded as ended with status $6: a tick skipped ('skipped'),
+-- or a job that cannot be scheduled ('failed'), so `jobs list` shows why.
 INSERT INTO cron_runs (id, job, scheduled_for, status, started_at, finished_at, node, error)
-VALUES ($1, $2, $3, 'skipped', now(), now(), $4, $5)
-ON CONFLICT DO NOTHING
-
--- runs_last_ticks --
--- One index probe per named job (cron_runs_job_recent), never a scan of the history.
-SELECT j.job, r.scheduled_for
-FROM unnest($1::text[]) AS j(job)
-CROSS JOIN LATERAL (
-    SELECT scheduled_for FROM cron_runs
-    WHERE cron_runs.job = j.job
-    ORDER BY scheduled_for DESC LIMIT 1
-) AS r
-
--- runs_fail --
--- A job that cannot be scheduled, recorded so `jobs list` shows why.
-INSERT INTO cron_runs (id, job, scheduled_for, status, started_at, finished_at, node, error)
-VALUES ($1, $2, $3, 'failed', now(), now(), $4, $5)
+VALUES ($1, $2, $3, $6, now(), now(), $4, $5)
 ON CONFLICT DO NOTHING
 
 -- runs_abandon --
@@ -50,7 +36,8 @@ UPDATE cron_runs SET status = 'failed', finished_at = now(),
 WHERE status = 'running' AND node <> $1
 
 -- runs_latest --
--- Each named job's newest run: one index probe per job, like runs_last_ticks.
+-- Each named job's newest run: one index probe per named job (cron_runs_job_recent),
+-- never a scan of the history.
 SELECT j.job, r.scheduled_for, r.status, r.started_at, r.finished_at, r.rows_emitted,
        r.rows_rejected, r.error, r.node
 FROM unnest($1::text[]) AS j(job)
