@@ -133,32 +133,26 @@ class Outage(Exception):
     """Postgres or Kafka unavailable mid-batch; nothing of the batch was committed. Retry it."""
 
 
-# Failures that say nothing about the records: the same batch may pass once they clear.
-_OUTAGES = (
-    OSError,  # includes ConnectionError and TimeoutError
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.AdminShutdownError,
-    asyncpg.LockNotAvailableError,  # lock_timeout: e.g. a zombie still holds a checkpoint row
-    asyncpg.QueryCanceledError,  # statement_timeout outside a handler
-    asyncpg.DeadlockDetectedError,
-    asyncpg.SerializationError,
-    KafkaError,  # the dead-letter producer; its size error is handled where it is sent
-    DatabaseUnavailable,
-)
-
-
 # Raised inside a handler, these say the database is busy, not that the events are bad.
 # (A statement timeout in a handler counts as the handler's failure: it may be the events.)
 _TRANSIENT_IN_HANDLERS = (
-    asyncpg.LockNotAvailableError,
+    asyncpg.LockNotAvailableError,  # lock_timeout: e.g. a zombie still holds a checkpoint row
     asyncpg.DeadlockDetectedError,
     asyncpg.SerializationError,
     asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,
     asyncpg.AdminShutdownError,
+)
+
+# Failures that say nothing about the records: the same batch may pass once they clear.
+_OUTAGES = (
+    *_TRANSIENT_IN_HANDLERS,
+    OSError,  # includes ConnectionError and TimeoutError
+    asyncpg.InterfaceError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.QueryCanceledError,  # statement_timeout outside a handler
+    KafkaError,  # the dead-letter producer; its size error is handled where it is sent
+    DatabaseUnavailable,
 )
 
 
