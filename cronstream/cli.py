@@ -24,10 +24,11 @@ from cronstream import kafka, logs, migrate, publish, shutdown
 from cronstream.db import DatabaseUnavailable, connect
 from cronstream.envelope import SYNC_REQUIRED, EnvelopeError, Event, encoded, json_object
 from cronstream.settings import Settings, SettingsError, env_var
+from cronstream.untrusted import shown
 from handlers import projection
 from handlers.registry import Registry, RegistryError, load_modules
 from schedulers import runs
-from schedulers.cron import CronError, Schedule, shown
+from schedulers.cron import CronError, Schedule
 from schedulers.engine import Job
 from schedulers.jobs import JobError, load_file, load_table, merge
 from schedulers.service import Scheduler

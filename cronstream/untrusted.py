@@ -27,3 +27,9 @@ def safe_bytes(text: str, limit: int) -> bytes:
     if len(encoded) <= limit:
         return encoded
     return encoded[:limit].decode("utf-8", "ignore").encode("utf-8")
+
+
+def shown(text: str) -> str:
+    """Untrusted text made safe for a one-line message: escaped and cut short."""
+    escaped = text.encode("unicode_escape").decode("ascii")
+    return escaped if len(escaped) <= 80 else escaped[:77] + "..."

@@ -32,6 +32,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
+from cronstream.untrusted import shown
+
 ALIASES = {"@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually"}
 # How far a repeated hour can reach back in wall-clock time (DST shifts are at most 2 h).
 MAX_SHIFT = timedelta(hours=2)
@@ -45,12 +47,6 @@ REFERENCE = datetime(2000, 1, 1, tzinfo=UTC)
 
 class CronError(ValueError):
     """An expression or time zone that cannot be scheduled."""
-
-
-def shown(text: str) -> str:
-    """Untrusted text made safe for a one-line message: escaped and cut short."""
-    escaped = text.encode("unicode_escape").decode("ascii")
-    return escaped if len(escaped) <= 80 else escaped[:77] + "..."
 
 
 def zone(name: str) -> ZoneInfo:

@@ -37,7 +37,8 @@ import asyncpg
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from cronstream.queries import query
-from schedulers.cron import CronError, Schedule, shortest_interval, shown
+from cronstream.untrusted import shown
+from schedulers.cron import CronError, Schedule, shortest_interval
 from schedulers.engine import Job
 
 # fullmatch, not `$`: `$` also matches before a trailing newline.
