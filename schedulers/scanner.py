@@ -173,6 +173,7 @@ class Scanner:
             "scan_outbox_mark",
             "scan_flag_null_keys",
             "scan_watermark_null_keys",
+            "scan_watermark_keyless",
         ):
             self.sql[name] = query(name).format(**names)
 
@@ -260,17 +261,20 @@ class Scanner:
         if self.config.mode == "outbox" or not self.key_nullable:
             return
         if self.config.mode == "flag":
-            counts = await self.connection.fetchrow(self.sql["scan_flag_null_keys"])
+            count = await self.connection.fetchval(self.sql["scan_flag_null_keys"])
         else:
             xid = position["xid"] if position else None
-            counts = await self.connection.fetchrow(self.sql["scan_watermark_null_keys"], xid)
-        count = counts["pending"]
+            count = await self.connection.fetchval(self.sql["scan_watermark_null_keys"], xid)
         if count:
             reason = f"key column {self.config.key_column} is NULL in {count} row(s)"
             async with self.connection.transaction():
                 await self._record([Rejected("", None, reason)])
             self.rejected += count
-        elif not counts["present"] and self.known_rejects:
+        elif (
+            self.config.mode == "watermark"  # flag mode: a complete run sweeps it
+            and self.known_rejects
+            and not await self.connection.fetchval(self.sql["scan_watermark_keyless"])
+        ):
             # No row without a key left (given one, or deleted): their record goes.
             await self.connection.execute(query("scan_rejects_resolve"), self.job, [""])
 

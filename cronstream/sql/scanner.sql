@@ -22,10 +22,7 @@ ORDER BY t.{key}
 LIMIT $1
 
 -- scan_flag_null_keys --
--- Flagged rows with a NULL key (pending), and with no key at all, NULL or empty
--- (present): both share the record whose source_row is ''.
-SELECT count(*) FILTER (WHERE t.{key} IS NULL) AS pending, count(*) AS present
-FROM {table} AS t WHERE t.{flag} AND (t.{key} IS NULL OR t.{key}::text = '')
+SELECT count(*) FROM {table} AS t WHERE t.{flag} AND t.{key} IS NULL
 
 -- scan_flag_mark --
 -- Only rows still at the version that was emitted: a row changed since keeps its flag
@@ -46,16 +43,15 @@ ORDER BY t.{watermark}, t.{key}
 LIMIT $1
 
 -- scan_watermark_null_keys --
--- Rows with a NULL key the watermark has not passed yet ($1: its xid, or NULL)
--- (pending), and rows with no key at all, NULL or empty, passed or not (present): a
--- passed one was never emitted, so the record they share (source_row '') stays.
-SELECT count(*) FILTER (
-           WHERE t.{key} IS NULL
-             AND t.{watermark} < pg_snapshot_xmin(pg_current_snapshot())
-             AND ($1::text IS NULL OR t.{watermark} > $1::text::xid8)
-       ) AS pending,
-       count(*) AS present
-FROM {table} AS t WHERE t.{key} IS NULL OR t.{key}::text = ''
+-- Rows with a NULL key that the watermark has not passed yet ($1: its xid, or NULL).
+SELECT count(*) FROM {table} AS t
+WHERE t.{key} IS NULL AND t.{watermark} < pg_snapshot_xmin(pg_current_snapshot())
+  AND ($1::text IS NULL OR t.{watermark} > $1::text::xid8)
+
+-- scan_watermark_keyless --
+-- Whether any row has no key, NULL or empty, passed by the watermark or not: one never
+-- emitted, so the record they share (source_row '') stays while one exists.
+SELECT EXISTS (SELECT FROM {table} AS t WHERE t.{key} IS NULL OR t.{key}::text = '')
 
 -- scan_watermark_get --
 SELECT position FROM scan_watermarks WHERE job = $1
