@@ -178,6 +178,25 @@ class Settings(BaseSettings):
     request_timeout: float = Field(30.0, gt=0, description="seconds for one Kafka request")
     shutdown_timeout: float = Field(30.0, gt=0)
 
+    http_port: int = Field(
+        8080,
+        ge=0,
+        le=65535,
+        description="port of the worker's HTTP surface (/healthz, /readyz, /metrics, "
+        "POST /events, the status page at /); 0 turns it off",
+    )
+    http_host: str = Field(
+        "127.0.0.1", min_length=1, description="address the HTTP surface binds to"
+    )
+    ingress_token: SecretStr | None = Field(
+        None,
+        min_length=1,
+        description="when set, POST /events needs 'Authorization: Bearer <token>'",
+    )
+    ingress_max_bytes: int = Field(
+        4 * 1_048_576, ge=1024, le=256 * 1_048_576, description="largest POST /events body"
+    )
+
     @field_validator("external_topics", "handlers", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
