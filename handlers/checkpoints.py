@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -114,16 +114,26 @@ class RetryPolicy:
 
 @dataclass
 class Outcome:
-    applied: int = 0
-    duplicates: int = 0
+    """A batch's fate: counts per topic (for metrics), dead letters, new checkpoints."""
+
+    applied_by_topic: Counter[str] = field(default_factory=Counter)
+    duplicates_by_topic: Counter[str] = field(default_factory=Counter)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     checkpoints: dict[TopicPartition, int] = field(default_factory=dict)
+
+    @property
+    def applied(self) -> int:
+        return self.applied_by_topic.total()
+
+    @property
+    def duplicates(self) -> int:
+        return self.duplicates_by_topic.total()
 
     def merge(self, later: Outcome) -> Outcome:
         """This outcome followed by a later one of the same batch."""
         return Outcome(
-            applied=self.applied + later.applied,
-            duplicates=self.duplicates + later.duplicates,
+            applied_by_topic=self.applied_by_topic + later.applied_by_topic,
+            duplicates_by_topic=self.duplicates_by_topic + later.duplicates_by_topic,
             dead_letters=self.dead_letters + later.dead_letters,
             checkpoints=self.checkpoints | later.checkpoints,
         )
@@ -248,7 +258,7 @@ class BatchApplier:
                 query("checkpoints_lock"), self.consumer, [record.topic], [record.partition]
             )
             if record.offset <= row["offset"]:
-                outcome.duplicates = 1
+                outcome.duplicates_by_topic[record.topic] = 1
                 outcome.checkpoints[tp] = row["offset"]
                 return outcome
             reason = f"fails its batch: {type(error).__name__}: {error}"
@@ -279,7 +289,7 @@ class BatchApplier:
             for tp, batch in partitions.items():
                 checkpoint = locked[tp]
                 fresh = [record for record in batch if record.offset > checkpoint]
-                outcome.duplicates += len(batch) - len(fresh)
+                outcome.duplicates_by_topic[tp[0]] += len(batch) - len(fresh)
                 await self._apply_partition(connection, fresh, outcome)
                 outcome.checkpoints[tp] = max(checkpoint, batch[-1].offset)
             if outcome.dead_letters:
@@ -343,7 +353,7 @@ class BatchApplier:
                     self._reject(outcome, record, f"no handler for event type '{event_type}'", 1)
                 continue
             if await self._attempt(connection, handler, [event for _, event in run]) is None:
-                outcome.applied += len(run)
+                outcome.applied_by_topic[run[0][0].topic] += len(run)
                 continue
             # The run failed as a whole: find the event(s) that fail on their own.
             for record, event in run:
@@ -360,7 +370,7 @@ class BatchApplier:
         for attempt in range(1, self.retry.attempts + 1):
             error = await self._attempt(connection, handler, [event])
             if error is None:
-                outcome.applied += 1
+                outcome.applied_by_topic[record.topic] += 1
                 return
             log.warning(
                 "handler %s failed (attempt %d/%d): %s: %s",
