@@ -43,6 +43,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
 
+from cronstream import metrics
 from cronstream.envelope import (
     MAX_DEPTH,
     SYNC_REQUIRED,
@@ -226,6 +227,8 @@ class Scanner:
                 position = page.position
                 self.emitted += len(rows)
                 self.rejected += len(rejected)
+                metrics.SCANNER_ROWS_EMITTED.labels(self.job).inc(len(rows))
+                metrics.SCANNER_ROWS_REJECTED.labels(self.job).inc(len(rejected))
                 log.info(
                     "job %s: page: %d emitted, %d rejected",
                     self.job,
@@ -270,6 +273,7 @@ class Scanner:
             async with self.connection.transaction():
                 await self._record([Rejected("", None, reason)])
             self.rejected += count
+            metrics.SCANNER_ROWS_REJECTED.labels(self.job).inc(count)
         elif (
             self.config.mode == "watermark"  # flag mode: a complete run sweeps it
             and self.known_rejects
