@@ -2,7 +2,12 @@
 
 At INFO the libraries cronstream runs on (aiokafka, faust, ...) log every group join
 and partition assignment; those lines would drown the pipeline's own (job runs,
-batches applied), so they are held at WARNING unless the level is DEBUG.
+batches applied), so they are held at WARNING unless the level is DEBUG. aiokafka's
+per-attempt connection errors during a broker outage are demoted to DEBUG as well
+(cronstream/kafka_health.py): the worker says once that Kafka is degraded instead.
+
+`trace()` sets the trace id every line inside it carries: the stream engines set one
+per batch and per run of events given to a handler, the scheduler one per job run.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, Literal
+
+from cronstream.kafka_health import RETRIED, HeldBack
 
 trace_id_var: ContextVar[str | None] = ContextVar("trace_id", default=None)
 
@@ -53,6 +60,7 @@ class _RetriedByAiokafka(logging.Filter):
 
 
 _RETRIED = _RetriedByAiokafka()
+_HELD_BACK = HeldBack()
 
 
 class JsonFormatter(logging.Formatter):
@@ -109,6 +117,11 @@ def configure(level: str = "INFO", fmt: Literal["json", "text"] = "json") -> Non
         coordinator.removeFilter(_RETRIED)
     else:
         coordinator.addFilter(_RETRIED)
+    # Always on (at DEBUG the demoted lines show, as DEBUG), and after _RETRIED, which
+    # drops what a first start on a new broker logs before any outage could be told.
+    for name in RETRIED:
+        logging.getLogger(name).removeFilter(_HELD_BACK)
+        logging.getLogger(name).addFilter(_HELD_BACK)
 
 
 @contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +20,9 @@ CREATE TABLE IF NOT EXISTS event_counts (
 )
 """
 MARKER_ENV = "CRONSTREAM_TEST_BATCH_MARKER"
+HANDLER_LINE = "handler of its own: counting"
+
+log = logging.getLogger(__name__)
 
 
 async def count(events: Sequence[Event], connection: asyncpg.Connection) -> None:
@@ -36,6 +40,12 @@ async def slow_count(events: Sequence[Event], connection: asyncpg.Connection) ->
     if marker:
         await asyncio.to_thread(Path(marker).write_text, str(len(events)))
     await asyncio.sleep(float(events[0].payload.get("hold_seconds", 2)))
+    await count(events, connection)
+
+
+async def logs_and_counts(events: Sequence[Event], connection: asyncpg.Connection) -> None:
+    """Logs a line of its own, as a user's handler does, then counts: no trace id passed."""
+    log.info("%s %d event(s)", HANDLER_LINE, len(events), extra={"events": len(events)})
     await count(events, connection)
 
 
@@ -59,3 +69,4 @@ def register(registry: Registry) -> None:
     registry.register("count", count)
     registry.register("slow_count", slow_count)
     registry.register("always_fails", always_fails)
+    registry.register("logs", logs_and_counts)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from cronstream import logs
+from cronstream import kafka_health, logs
+from cronstream.kafka_health import Degraded, HeldBack, KafkaHealth, Recovered
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,14 +22,14 @@ def restore_logging() -> Iterator[None]:
     """configure() rewires the root logger; give the next test the logging it had."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
-    names = [*logs.LIBRARIES, "aiokafka.consumer.group_coordinator"]
+    names = [*logs.LIBRARIES, *kafka_health.RETRIED]
     levels = {name: logging.getLogger(name).level for name in names}
-    filters = logging.getLogger("aiokafka.consumer.group_coordinator").filters[:]
+    filters = {name: logging.getLogger(name).filters[:] for name in names}
     yield
     root.handlers[:], root.level = handlers, level
     for name, saved in levels.items():
         logging.getLogger(name).setLevel(saved)
-    logging.getLogger("aiokafka.consumer.group_coordinator").filters[:] = filters
+        logging.getLogger(name).filters[:] = filters[name]
 
 
 @pytest.mark.parametrize(
@@ -171,3 +172,171 @@ def test_a_bad_log_level_is_one_line_and_exit_2(args: list[str], env: dict[str, 
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: --log-level (CRONSTREAM_LOG_LEVEL): ")
     assert "is not a log level (use DEBUG, INFO, WARNING, ERROR, CRITICAL)" in lines[0]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_an_outage_is_degraded_once_then_recovered_once_after_a_quiet_spell() -> None:
+    clock = Clock()
+    health = KafkaHealth(quiet=5.0, clock=clock)
+    assert health.check() is None  # nothing heard: nothing to say
+    health.failed(node=1)
+    assert health.check() == Degraded(frozenset({1}), frozenset())
+    for _ in range(50):  # aiokafka retrying every 0.3 s for 15 s
+        clock.now += 0.3
+        health.failed(address="127.0.0.1:9092")
+        assert health.check() is None
+    clock.now += 4.9
+    assert health.check() is None  # not quiet for long enough yet
+    clock.now += 0.1
+    assert health.check() == Recovered(seconds=15.0, held_back=51)
+    clock.now += 60
+    assert health.check() is None  # said once
+    health.failed(node=2)  # the next outage is told again
+    assert health.check() == Degraded(frozenset({2}), frozenset())
+
+
+# What aiokafka 0.14 logs on each retry while a broker is away (measured during a broker
+# restart), and what the tracker learns of each: a node id, a bootstrap address or nothing.
+RETRIED_BY_AIOKAFKA: list[tuple[str, str, tuple[object, ...], int | None, str | None]] = [
+    ("aiokafka", "Unable connect to node with id %s: %s", (1, "[Errno 111]"), 1, None),
+    (
+        "aiokafka",
+        'Unable connect to "%s:%s": %s',
+        ("127.0.0.1", 9092, "refused"),
+        None,
+        "127.0.0.1:9092",
+    ),
+    ("aiokafka", "Unable to update metadata from %s", ([1],), None, None),
+    ("aiokafka", "Unable to request metadata from node with id %s: %r", (3, "closed"), 3, None),
+    (
+        "aiokafka.consumer.fetcher",
+        "Failed fetch messages from %s: %s",
+        (2, "NodeNotReadyError"),
+        2,
+        None,
+    ),
+    (
+        "aiokafka.consumer.fetcher",
+        "Failed fetch offsets from %s: %s",
+        (2, "NodeNotReadyError"),
+        2,
+        None,
+    ),
+    (
+        "aiokafka.consumer.group_coordinator",
+        "Group Coordinator Request failed: %s",
+        ("NodeNotReadyError",),
+        None,
+        None,
+    ),
+    (
+        "aiokafka.consumer.group_coordinator",
+        "Heartbeat session expired - marking coordinator dead",
+        (),
+        None,
+        None,
+    ),
+    (
+        "aiokafka.consumer.group_coordinator",
+        "Heartbeat send request failed: %s. Will retry.",
+        ("x",),
+        None,
+        None,
+    ),
+    (
+        "aiokafka.consumer.group_coordinator",
+        "Heartbeat failed for group %s: coordinator (node %s) is either not started or not valid",
+        ("g", 1),
+        1,
+        None,
+    ),
+    (
+        "aiokafka.consumer.group_coordinator",
+        "Error sending %s to node %s [%s] -- marking coordinator dead",
+        ("HeartbeatRequest", 1, "NodeNotReadyError"),
+        1,
+        None,
+    ),
+    ("aiokafka.producer.sender", "Cannot send %r to %s: %r", ("ProduceRequest", 1, "x"), 1, None),
+    (
+        "aiokafka.producer.sender",
+        "Got error produce response on topic-partition %s, retrying. Error: %s",
+        ("tp", "NotLeader"),
+        None,
+        None,
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "msg", "args", "node", "address"), RETRIED_BY_AIOKAFKA)
+def test_aiokafkas_retried_connection_errors_are_demoted_and_tracked(
+    name: str, msg: str, args: tuple[object, ...], node: int | None, address: str | None
+) -> None:
+    health = KafkaHealth()
+    held_back = HeldBack(health)
+    logs.configure("INFO", "json")
+    entry = record(name, logging.ERROR, msg, *args)
+    assert not held_back.filter(entry)  # below the libraries' WARNING: not shown
+    assert entry.levelname == "DEBUG"
+    assert health.held_back == 1
+    assert health.nodes == ({node} if node is not None else set())
+    assert health.addresses == ({address} if address is not None else set())
+    logs.configure("DEBUG", "json")
+    assert held_back.filter(record(name, logging.ERROR, msg, *args))  # shown, as DEBUG
+
+
+NOT_AN_OUTAGE: list[tuple[str, int, str, tuple[object, ...]]] = [
+    (
+        "aiokafka.consumer.group_coordinator",
+        logging.WARNING,
+        "Heartbeat failed for group %s because it is rebalancing",
+        ("g",),
+    ),
+    (
+        "aiokafka.consumer.group_coordinator",
+        logging.ERROR,
+        "Heartbeat failed: %r",
+        ("GroupAuthorizationFailed",),
+    ),
+    (
+        "aiokafka.consumer.group_coordinator",
+        logging.ERROR,
+        "Group Coordinator Request failed: %s",
+        ("[Error 15] GroupCoordinatorNotAvailableError",),
+    ),
+    ("aiokafka", logging.ERROR, "Topic %s is not authorized for this client", ("t",)),
+    ("aiokafka.consumer.fetcher", logging.WARNING, "Not authorized to read from topic %s.", ("t",)),
+    ("aiokafka.consumer.fetcher", logging.DEBUG, "Failed fetch messages from %s: %s", (1, "x")),
+    ("streams.batches", logging.ERROR, "Failed fetch messages from %s: %s", (1, "x")),
+]
+
+
+@pytest.mark.parametrize(("name", "level", "msg", "args"), NOT_AN_OUTAGE)
+def test_other_library_lines_pass_untouched_and_untracked(
+    name: str, level: int, msg: str, args: tuple[object, ...]
+) -> None:
+    health = KafkaHealth()
+    entry = record(name, level, msg, *args)
+    assert HeldBack(health).filter(entry)
+    assert entry.levelno == level
+    assert health.held_back == 0
+
+
+def test_configure_keeps_retried_errors_out_of_the_log_and_tells_the_tracker(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    logs.configure("INFO", "text")
+    before = kafka_health.HEALTH.held_back
+    logging.getLogger("aiokafka").error("Unable connect to node with id %s: %s", 7, "refused")
+    logging.getLogger("aiokafka").error("Topic %s is not authorized for this client", "t")
+    shown = capsys.readouterr().err.splitlines()
+    assert shown == ["error   aiokafka: Topic t is not authorized for this client"]
+    assert kafka_health.HEALTH.held_back == before + 1
+    assert 7 in kafka_health.HEALTH.nodes

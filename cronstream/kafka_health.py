@@ -1,0 +1,156 @@
+"""Kafka outages in two lines: aiokafka's per-attempt errors held back, then one line each
+for "degraded" and "recovered".
+
+aiokafka (0.14) rides out a lost broker by itself and logs every attempt: one restart of
+the local single broker (about 40 s) measured 3,000 ERROR and 70 WARNING lines from one
+idle-ish worker ("Unable connect to node with id 1", "Unable to update metadata",
+"Failed fetch messages from 1", coordinator and heartbeat failures), and nothing of
+cronstream's own. `HeldBack` recognizes those connection, fetch and coordinator
+failures by logger and message template, demotes them to DEBUG and tells `HEALTH`.
+The batch engine asks `HEALTH.check()` after each poll and logs the change, once each.
+
+While a broker is away aiokafka retries every few hundred milliseconds (the largest
+gap measured was 0.7 s), so an outage is over once no such error came for
+RECOVERY_QUIET seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+RECOVERY_QUIET = 5.0
+ADDRESS = -1  # the first two arguments are a bootstrap host and port
+
+# Per logger: the message templates aiokafka logs on each retry while a broker or the
+# group coordinator is unreachable, and which argument names the broker (a node id, or
+# ADDRESS: a bootstrap host and port), when one does. Templates, not formatted
+# messages: matching one costs a prefix test.
+# Not listed on purpose: rebalance notices, authorization and unknown-topic errors.
+RETRIED: dict[str, tuple[tuple[str, int | None], ...]] = {
+    "aiokafka": (
+        ("Unable connect to node with id", 0),
+        ('Unable connect to "', ADDRESS),
+        ("Unable to request metadata from node with id", 0),
+        ('Unable to request metadata from "', ADDRESS),
+        ("Unable to update metadata from", None),
+    ),
+    "aiokafka.consumer.fetcher": (
+        ("Failed fetch messages from", 0),
+        ("Failed fetch offsets from", 0),
+    ),
+    "aiokafka.consumer.group_coordinator": (
+        ("Error sending %s to node %s", 1),
+        ("Group Coordinator Request failed", None),
+        ("Heartbeat send request failed", None),
+        ("Heartbeat session expired", None),
+        ("Heartbeat failed for group %s: coordinator (node %s)", 1),
+    ),
+    "aiokafka.producer.sender": (
+        ("Cannot send %r to %s", 1),
+        ("Could not send", None),
+        ("Got error produce response", None),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Degraded:
+    nodes: frozenset[int]  # broker node ids named by the errors
+    addresses: frozenset[str]  # bootstrap host:port named by the errors
+
+
+@dataclass(frozen=True)
+class Recovered:
+    seconds: float  # from the first held-back error to the last
+    held_back: int  # library errors kept out of the log during the outage
+
+
+class KafkaHealth:
+    """What aiokafka's retried errors say: degraded at the first, recovered after a quiet spell."""
+
+    def __init__(
+        self, quiet: float = RECOVERY_QUIET, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.quiet = quiet
+        self.clock = clock
+        self._reset()
+
+    def _reset(self) -> None:
+        self.first_error: float | None = None
+        self.last_error = 0.0
+        self.held_back = 0
+        self.nodes: set[int] = set()
+        self.addresses: set[str] = set()
+        self.announced = False
+
+    def failed(self, node: int | None = None, address: str | None = None) -> None:
+        """A library error said a broker (or the coordinator) could not be reached."""
+        now = self.clock()
+        if self.first_error is None:
+            self.first_error = now
+        self.last_error = now
+        self.held_back += 1
+        if node is not None:
+            self.nodes.add(node)
+        if address is not None:
+            self.addresses.add(address)
+
+    def check(self) -> Degraded | Recovered | None:
+        """The change to log now, if any: each outage gives one Degraded, then one Recovered."""
+        if self.first_error is None:
+            return None
+        if not self.announced:
+            self.announced = True
+            return Degraded(frozenset(self.nodes), frozenset(self.addresses))
+        if self.clock() - self.last_error < self.quiet:
+            return None
+        recovered = Recovered(round(self.last_error - self.first_error, 1), self.held_back)
+        self._reset()
+        return recovered
+
+
+HEALTH = KafkaHealth()
+"""The process's tracker: the filter feeds it, the batch engine asks it."""
+
+
+class HeldBack(logging.Filter):
+    """Demotes aiokafka's per-attempt connection and fetch errors to DEBUG and tells `health`.
+
+    Attached to the loggers in RETRIED; records it does not recognize pass unchanged.
+    """
+
+    def __init__(self, health: KafkaHealth = HEALTH) -> None:
+        super().__init__()
+        self.health = health
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING or not isinstance(record.msg, str):
+            return True
+        template = record.msg
+        found = [
+            where for prefix, where in RETRIED.get(record.name, ()) if template.startswith(prefix)
+        ]
+        if not found:
+            return True
+        where = found[0]
+        if "GroupCoordinatorNotAvailable" in record.getMessage():
+            return True  # a new broker creating __consumer_offsets, not an outage
+        args = record.args if isinstance(record.args, tuple) else ()
+        if where == ADDRESS and len(args) >= 2:
+            self.health.failed(address=f"{args[0]}:{args[1]}")
+        else:
+            self.health.failed(node=_node(args, where))
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+def _node(args: tuple[object, ...], at: int | None) -> int | None:
+    if at is None or len(args) <= at:
+        return None
+    try:
+        return int(str(args[at]))
+    except ValueError:
+        return None
