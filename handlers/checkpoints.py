@@ -32,16 +32,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
-from typing import NamedTuple
+from operator import attrgetter
+from typing import NamedTuple, cast
 
 import asyncpg
 from aiokafka.errors import KafkaError
 
 from cronstream.db import DatabaseUnavailable
 from cronstream.envelope import TRACE_HEADER, EnvelopeError, Event, decode
+from cronstream.logs import trace, trace_id_var
 from cronstream.queries import query
 from cronstream.untrusted import safe_text
 from handlers.registry import Handler, describe
@@ -114,12 +116,15 @@ class RetryPolicy:
 
 @dataclass
 class Outcome:
-    """A batch's fate: counts per topic (for metrics), dead letters, new checkpoints."""
+    """A batch's fate: counts per topic (for metrics), dead letters, new checkpoints,
+    and the trace ids of the events given to handlers (distinct, in offset order)."""
 
     applied_by_topic: Counter[str] = field(default_factory=Counter)
     duplicates_by_topic: Counter[str] = field(default_factory=Counter)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     checkpoints: dict[TopicPartition, int] = field(default_factory=dict)
+    trace_ids: dict[str, None] = field(default_factory=dict)  # an ordered set
+    trace_id: str | None = None  # the batch's own, set by whoever runs it (BatchLoop)
 
     @property
     def applied(self) -> int:
@@ -136,6 +141,8 @@ class Outcome:
             duplicates_by_topic=self.duplicates_by_topic + later.duplicates_by_topic,
             dead_letters=self.dead_letters + later.dead_letters,
             checkpoints=self.checkpoints | later.checkpoints,
+            trace_ids=self.trace_ids | later.trace_ids,
+            trace_id=self.trace_id,
         )
 
 
@@ -177,6 +184,9 @@ def _by_partition(records: Sequence[Record]) -> dict[TopicPartition, list[Record
     return {tp: sorted(recs, key=lambda r: r.offset) for tp, recs in sorted(partitions.items())}
 
 
+_TRACE_ID = attrgetter("trace_id")
+
+
 def _runs(decoded: list[tuple[Record, Event]]) -> Iterator[list[tuple[Record, Event]]]:
     """Consecutive records of one event type, so handlers see them in offset order."""
     for _, run in groupby(decoded, key=lambda pair: pair[1].type):
@@ -194,6 +204,7 @@ class BatchApplier:
         dlq_topic: Callable[[str], str],
         retry: RetryPolicy,
         handler_timeout: float = 60.0,
+        reapply_through: Mapping[TopicPartition, int] | None = None,
     ) -> None:
         self.consumer = consumer
         self.route = route
@@ -204,6 +215,23 @@ class BatchApplier:
         # Dead letters Kafka acknowledged whose checkpoint has not committed yet: a retried
         # or narrowed batch must not send them again.
         self._sent: set[tuple[str, int, int]] = set()
+        # A re-apply replay (streams/replay.py): records at or below these offsets were
+        # applied before and are applied again, once each, under the checkpoint locks;
+        # `_reapplied` is how far a committed transaction of this process re-applied.
+        self.reapply_through = dict(reapply_through or {})
+        self._reapplied: dict[TopicPartition, int] = {}
+
+    def _fresh(self, tp: TopicPartition, offset: int, checkpoint: int) -> bool:
+        """Above the checkpoint, or in the range being re-applied and not re-applied yet."""
+        if offset > checkpoint:
+            return True
+        return self._reapplied.get(tp, -1) < offset <= self.reapply_through.get(tp, -1)
+
+    def _committed(self, last: dict[TopicPartition, int]) -> None:
+        """A transaction covering records up to `last` committed: never re-apply them again."""
+        for tp, offset in last.items():
+            if tp in self.reapply_through:
+                self._reapplied[tp] = max(self._reapplied.get(tp, -1), offset)
 
     async def apply(
         self,
@@ -257,15 +285,16 @@ class BatchApplier:
             [row] = await connection.fetch(
                 query("checkpoints_lock"), self.consumer, [record.topic], [record.partition]
             )
-            if record.offset <= row["offset"]:
+            if not self._fresh(tp, record.offset, row["offset"]):
                 outcome.duplicates_by_topic[record.topic] = 1
                 outcome.checkpoints[tp] = row["offset"]
                 return outcome
             reason = f"fails its batch: {type(error).__name__}: {error}"
             self._reject(outcome, record, reason, attempts=1)
             await self._send_dead_letters(connection, outcome.dead_letters)
-            await self._advance(connection, {tp: record.offset})
-        outcome.checkpoints[tp] = record.offset
+            await self._advance(connection, {tp: max(row["offset"], record.offset)})
+            outcome.checkpoints[tp] = max(row["offset"], record.offset)
+        self._committed({tp: record.offset})
         self._forget_sent(outcome.checkpoints)
         return outcome
 
@@ -288,7 +317,7 @@ class BatchApplier:
             }
             for tp, batch in partitions.items():
                 checkpoint = locked[tp]
-                fresh = [record for record in batch if record.offset > checkpoint]
+                fresh = [r for r in batch if self._fresh(tp, r.offset, checkpoint)]
                 outcome.duplicates_by_topic[tp[0]] += len(batch) - len(fresh)
                 await self._apply_partition(connection, fresh, outcome)
                 outcome.checkpoints[tp] = max(checkpoint, batch[-1].offset)
@@ -297,6 +326,7 @@ class BatchApplier:
                 # them again (at-least-once in the dead-letter topic), never loses them.
                 await self._send_dead_letters(connection, outcome.dead_letters)
             await self._advance(connection, outcome.checkpoints)
+        self._committed({tp: batch[-1].offset for tp, batch in partitions.items()})
         self._forget_sent(outcome.checkpoints)
         return outcome
 
@@ -352,7 +382,15 @@ class BatchApplier:
                 for record, _ in run:
                     self._reject(outcome, record, f"no handler for event type '{event_type}'", 1)
                 continue
-            if await self._attempt(connection, handler, [event for _, event in run]) is None:
+            events = [event for _, event in run]
+            # The handler's lines carry the events' trace id when they share one, else
+            # the batch's; the batch line lists them all. Collected at C speed (map,
+            # dict.fromkeys): ~0.1 us an event, against ~16 us an event applied.
+            trace_ids = dict.fromkeys(map(_TRACE_ID, events))
+            shared = next(iter(trace_ids)) if len(trace_ids) == 1 else None
+            trace_ids.pop(None, None)
+            outcome.trace_ids.update(cast(dict[str, None], trace_ids))
+            if await self._attempt(connection, handler, events, shared) is None:
                 outcome.applied_by_topic[run[0][0].topic] += len(run)
                 continue
             # The run failed as a whole: find the event(s) that fail on their own.
@@ -368,7 +406,7 @@ class BatchApplier:
         outcome: Outcome,
     ) -> None:
         for attempt in range(1, self.retry.attempts + 1):
-            error = await self._attempt(connection, handler, [event])
+            error = await self._attempt(connection, handler, [event], event.trace_id)
             if error is None:
                 outcome.applied_by_topic[record.topic] += 1
                 return
@@ -393,13 +431,19 @@ class BatchApplier:
         self._reject(outcome, record, message, self.retry.attempts)
 
     async def _attempt(
-        self, connection: asyncpg.Connection, handler: Handler, events: list[Event]
+        self,
+        connection: asyncpg.Connection,
+        handler: Handler,
+        events: list[Event],
+        trace_id: str | None,
     ) -> Exception | None:
-        """Run the handler inside a savepoint; return its error, if any."""
+        """Run the handler inside a savepoint, its log lines tagged with `trace_id` (else
+        the batch's); return its error, if any."""
         try:
             async with connection.transaction():
                 async with asyncio.timeout(self.handler_timeout):
-                    await handler(events, connection)
+                    with trace(trace_id or trace_id_var.get()):
+                        await handler(events, connection)
         except TimeoutError:
             if connection.is_closed():
                 raise Outage("the connection closed while a handler timed out") from None

@@ -1,0 +1,671 @@
+"""Replay: read a range of a topic again and feed it through the checkpoint protocol.
+
+The range is read by an `AIOKafkaConsumer` without a group (no rebalance, no committed
+offsets touched): the chosen partitions are assigned and sought to their first offset,
+and each is read up to its last offset, at most the log end captured at the start, so
+a replay ends even while producers keep writing. `offsets_for_times` resolves times:
+`--from-time T` starts at the first offset whose timestamp is >= T (none: nothing to
+replay in that partition), `--to-time T` ends at the offset before the first whose
+timestamp is >= T.
+
+Batches of up to `batch_size` records go through the worker's `BatchLoop` and
+`BatchApplier`: the same handlers, checkpoint protocol, outage retry and dead letters.
+
+- re-apply (the live consumer group): each partition's checkpoint c0 is read at the
+  start. Records of the range at or below c0 were applied before and are applied again,
+  once each, under the live checkpoint rows' FOR UPDATE locks (live workers wait on
+  them), and the checkpoint is never lowered; records above c0 follow the normal
+  protocol, so the live workers and the replay apply each exactly once between them.
+  Lowering the checkpoint to the range start instead would make the workers re-apply
+  everything after the range too.
+- rebuild (`--consumer NAME`): checkpoints of its own, and every handler call runs with
+  the transaction's `search_path` set to a schema of its own (restored right after the
+  call, inside the handler's savepoint), so effects land in tables created there
+  `LIKE` the live ones, while the protocol's own queries keep the live search_path.
+
+Each real replay is recorded in the `replays` table (migrations/0005_replays.sql).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import getpass
+import json
+import logging
+import math
+import re
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from cronstream import db, kafka
+from cronstream.envelope import Event
+from cronstream.queries import query
+from cronstream.settings import Settings
+from cronstream.untrusted import safe_text, shown
+from handlers.checkpoints import Outcome, Record, Router
+from handlers.registry import Handler, Registry
+from streams.batch_engine import to_record
+from streams.batches import BatchLoop, router
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["re-apply", "rebuild"]
+Status = Literal["succeeded", "failed", "interrupted"]
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class ReplayError(ValueError):
+    """A replay that cannot be done as asked; the message is one line naming the option."""
+
+
+def identifier(option: str, value: str, qualified: bool = False) -> str:
+    """A plain SQL identifier (`schema.name` when `qualified`), or a ReplayError."""
+    parts = value.split(".")
+    if len(parts) > (2 if qualified else 1) or not all(_IDENTIFIER.fullmatch(p) for p in parts):
+        raise ReplayError(
+            f"{option} '{shown(value)}' is not a plain SQL identifier (letters, digits, _)"
+        )
+    return value
+
+
+def quote(name: str) -> str:
+    """A checked identifier quoted for SQL text, each part of `schema.name` apart."""
+    return ".".join('"' + part.replace('"', '""') + '"' for part in name.split("."))
+
+
+def schema_for(consumer: str) -> str:
+    """The default rebuild schema of a consumer name: a safe identifier made of it."""
+    name = re.sub(r"[^a-z0-9_]", "_", consumer.lower())
+    if not re.match(r"[a-z_]", name):
+        name = f"r_{name}"
+    if name.startswith("pg_"):
+        name = f"r_{name}"  # Postgres reserves pg_ schema names
+    return name[:63]
+
+
+def parse_partitions(text: str) -> tuple[int, ...]:
+    """`0,3` -> (0, 3); refuses anything but distinct non-negative integers."""
+    numbers: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part.isdigit() or not part.isascii():
+            raise ReplayError(f"--partitions '{shown(text)}': '{shown(part)}' is not a partition")
+        if int(part) in numbers:
+            raise ReplayError(f"--partitions '{shown(text)}': partition {part} is given twice")
+        numbers.append(int(part))
+    return tuple(sorted(numbers))
+
+
+def parse_time(option: str, text: str) -> datetime:
+    """An ISO 8601 time with a UTC offset (a time without one would be ambiguous)."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ReplayError(f"{option} '{shown(text)}' is not an ISO 8601 time") from None
+    if moment.tzinfo is None:
+        raise ReplayError(f"{option} '{shown(text)}' needs a UTC offset, e.g. {shown(text)}+00:00")
+    if moment < _EPOCH:
+        raise ReplayError(f"{option} '{shown(text)}' is before 1970")
+    return moment
+
+
+def to_millis(moment: datetime) -> int:
+    """Kafka's millisecond timestamp of `moment`, rounded up: a record stamped at
+    millisecond m is before `moment` exactly when m < to_millis(moment)."""
+    micros = (moment - _EPOCH) // timedelta(microseconds=1)
+    return -(-micros // 1000)
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the operator asked for, validated (`check` builds it)."""
+
+    topic: str
+    partitions: tuple[int, ...] | None = None
+    from_offset: int | None = None
+    from_time: datetime | None = None
+    from_beginning: bool = False
+    to_offset: int | None = None
+    to_time: datetime | None = None
+    consumer: str | None = None  # rebuild mode when set
+    schema: str | None = None
+    like: tuple[str, ...] = ()
+    rate_limit: float | None = None
+
+    @property
+    def mode(self) -> Mode:
+        return "re-apply" if self.consumer is None else "rebuild"
+
+    def asked(self) -> dict[str, Any]:
+        """The request as the audit row keeps it."""
+        return {
+            "partitions": list(self.partitions) if self.partitions is not None else None,
+            "from_offset": self.from_offset,
+            "from_time": self.from_time.isoformat() if self.from_time else None,
+            "from_beginning": self.from_beginning,
+            "to_offset": self.to_offset,
+            "to_time": self.to_time.isoformat() if self.to_time else None,
+            "like": list(self.like),
+            "rate_limit": self.rate_limit,
+        }
+
+
+def check(
+    *,
+    topic: str,
+    live_group: str,
+    partitions: str | None = None,
+    from_offset: int | None = None,
+    from_time: str | None = None,
+    from_beginning: bool = False,
+    to_offset: int | None = None,
+    to_time: str | None = None,
+    consumer: str | None = None,
+    schema: str | None = None,
+    like: Sequence[str] = (),
+    rate_limit: float | None = None,
+) -> Request:
+    """The options of `cronstream replay` as a Request; a bad one raises ReplayError."""
+    if not topic.strip():
+        raise ReplayError("--topic must name a topic")
+    starts = [from_offset is not None, from_time is not None, from_beginning]
+    if sum(starts) != 1:
+        raise ReplayError("give exactly one of --from-offset, --from-time, --from-beginning")
+    if to_offset is not None and to_time is not None:
+        raise ReplayError("give at most one of --to-offset, --to-time")
+    for option, offset in (("--from-offset", from_offset), ("--to-offset", to_offset)):
+        if offset is not None and offset < 0:
+            raise ReplayError(f"{option} {offset} is negative")
+    if from_offset is not None and to_offset is not None and from_offset > to_offset:
+        raise ReplayError(f"--from-offset {from_offset} is after --to-offset {to_offset}")
+    start = parse_time("--from-time", from_time) if from_time is not None else None
+    end = parse_time("--to-time", to_time) if to_time is not None else None
+    if start is not None and end is not None and start >= end:
+        raise ReplayError(f"--from-time {start.isoformat()} is not before --to-time")
+    if rate_limit is not None and not (rate_limit > 0 and math.isfinite(rate_limit)):
+        raise ReplayError(f"--rate-limit {rate_limit} must be a positive number of records/s")
+    if consumer is None and (schema is not None or like):
+        raise ReplayError("--schema and --like belong to rebuild mode: give --consumer NAME")
+    if consumer is not None:
+        if not consumer.strip():
+            raise ReplayError("--consumer must name a consumer")
+        if consumer == live_group:
+            raise ReplayError(
+                f"--consumer '{shown(consumer)}' is the live consumer group: to re-apply "
+                "a range for it, leave --consumer out"
+            )
+        schema = identifier("--schema", schema) if schema is not None else schema_for(consumer)
+        if schema.lower().startswith("pg_") or schema.lower() == "information_schema":
+            raise ReplayError(f"--schema '{shown(schema)}' is a system schema")
+        like = tuple(identifier("--like", name, qualified=True) for name in like) or (
+            "entity_projection",
+        )
+    return Request(
+        topic=topic,
+        partitions=parse_partitions(partitions) if partitions is not None else None,
+        from_offset=from_offset,
+        from_time=start,
+        from_beginning=from_beginning,
+        to_offset=to_offset,
+        to_time=end,
+        consumer=consumer,
+        schema=schema,
+        like=tuple(like),
+        rate_limit=rate_limit,
+    )
+
+
+def offset_range(log_start: int, log_end: int, first: int | None, last: int | None) -> range:
+    """The offsets to replay of a partition holding [log_start, log_end).
+
+    `first`: the first offset asked (None: nothing, e.g. no record since --from-time);
+    `last`: the last one asked, inclusive (None: to the end). Never past the log end
+    captured at the start, never before the log start (older records are gone).
+    """
+    if first is None:
+        return range(log_end, log_end)
+    top = log_end - 1 if last is None else min(last, log_end - 1)
+    return range(max(first, log_start), max(top + 1, max(first, log_start)))
+
+
+@dataclass(frozen=True)
+class PartitionPlan:
+    """One partition's range and the consumer's checkpoint when the replay started."""
+
+    partition: int
+    offsets: range
+    checkpoint: int  # -1: none
+
+    @property
+    def reapplied(self) -> int:
+        """Records of the range at or below the checkpoint (re-applied in re-apply mode)."""
+        return len(range(self.offsets.start, min(self.offsets.stop, self.checkpoint + 1)))
+
+    @property
+    def new_checkpoint(self) -> int:
+        return max(self.checkpoint, self.offsets.stop - 1) if self.offsets else self.checkpoint
+
+    def describe(self, mode: Mode, consumer: str) -> str:
+        span = (
+            f"offsets {self.offsets.start}..{self.offsets.stop - 1}"
+            if self.offsets
+            else "offsets none"
+        )
+        head = f"partition {self.partition}: {span}, {len(self.offsets)} records"
+        c, new = self.checkpoint, self.new_checkpoint
+        if mode == "re-apply":
+            above = len(self.offsets) - self.reapplied
+            return (
+                f"{head}; re-applies {self.reapplied} at or below checkpoint {c}, "
+                f"applies {above} above it (checkpoint {c} -> {new})"
+            )
+        skipped = f", skips {self.reapplied} at or below it (done before)" if self.reapplied else ""
+        return f"{head}; consumer {consumer} checkpoint {c} -> {new}{skipped}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    request: Request
+    consumer: str
+    partitions: tuple[PartitionPlan, ...]
+
+    @property
+    def mode(self) -> Mode:
+        return self.request.mode
+
+    @property
+    def total(self) -> int:
+        return sum(len(p.offsets) for p in self.partitions)
+
+    def lines(self) -> list[str]:
+        where = f" into schema {self.request.schema}" if self.request.schema else ""
+        return [
+            f"{self.mode} of {self.request.topic} for consumer {self.consumer}{where}: "
+            f"{self.total} records",
+            *(p.describe(self.mode, self.consumer) for p in self.partitions),
+        ]
+
+    def range_json(self) -> dict[str, Any]:
+        return {
+            "asked": self.request.asked(),
+            "resolved": {
+                str(p.partition): {
+                    "from": p.offsets.start,
+                    "to": p.offsets.stop - 1,
+                    "records": len(p.offsets),
+                    "checkpoint": p.checkpoint,
+                }
+                for p in self.partitions
+            },
+        }
+
+
+async def plan(settings: Settings, request: Request) -> Plan:
+    """Resolve the request against Kafka and the consumer's checkpoints; writes nothing."""
+    consumer_name = request.consumer or settings.consumer_group
+    reader = AIOKafkaConsumer(enable_auto_commit=False, **kafka.connection_options(settings))
+    try:
+        await reader.start()  # inside: a cancelled start must still stop it
+        # The cluster's metadata as fetched now; the consumer's own may not know the topic.
+        cluster = await reader._client.fetch_all_metadata()
+        existing = sorted(cluster.partitions_for_topic(request.topic) or ())
+        if request.topic not in cluster.topics() or not existing:
+            raise ReplayError(f"--topic '{shown(request.topic)}': no such topic")
+        chosen = list(request.partitions) if request.partitions is not None else existing
+        missing = [p for p in chosen if p not in existing]
+        if missing:
+            raise ReplayError(
+                f"--partitions: {request.topic} has no partition {missing[0]} "
+                f"(it has {len(existing)}: 0..{len(existing) - 1})"
+            )
+        tps = [TopicPartition(request.topic, p) for p in chosen]
+        starts = await reader.beginning_offsets(tps)
+        ends = await reader.end_offsets(tps)
+        firsts: dict[TopicPartition, int | None] = dict.fromkeys(tps, 0)  # --from-beginning
+        if request.from_offset is not None:
+            firsts = dict.fromkeys(tps, request.from_offset)
+        elif request.from_time is not None:
+            found = await reader.offsets_for_times(dict.fromkeys(tps, to_millis(request.from_time)))
+            firsts = {tp: found[tp].offset if found.get(tp) else None for tp in tps}
+        lasts: dict[TopicPartition, int | None] = dict.fromkeys(tps, request.to_offset)
+        if request.to_time is not None:
+            found = await reader.offsets_for_times(dict.fromkeys(tps, to_millis(request.to_time)))
+            lasts = {tp: found[tp].offset - 1 if found.get(tp) else None for tp in tps}
+    finally:
+        await reader.stop()
+    connection = await db.connect(settings)
+    try:
+        rows = await connection.fetch(query("replay_checkpoints"), consumer_name, request.topic)
+        if request.schema is not None:
+            await _check_schema(connection, request.schema, request.like)
+    finally:
+        await connection.close()
+    done = {row["partition"]: row["offset"] for row in rows}
+    return Plan(
+        request=request,
+        consumer=consumer_name,
+        partitions=tuple(
+            PartitionPlan(
+                tp.partition,
+                offset_range(starts[tp], ends[tp], firsts[tp], lasts[tp]),
+                done.get(tp.partition, -1),
+            )
+            for tp in tps
+        ),
+    )
+
+
+async def _check_schema(connection: asyncpg.Connection, schema: str, like: Sequence[str]) -> None:
+    live = await connection.fetchval(query("replay_current_schema"))
+    if schema == live:
+        raise ReplayError(f"--schema '{shown(schema)}' is the live schema: pick another")
+    for table in like:
+        if not await connection.fetchval(query("replay_table_exists"), quote(table)):
+            raise ReplayError(f"--like '{shown(table)}': no such table in the live schema")
+
+
+async def prepare_schema(connection: asyncpg.Connection, schema: str, like: Sequence[str]) -> None:
+    """The rebuild schema with empty copies of the live tables, if not there already."""
+    # Identifiers cannot be parameters; both were checked as plain identifiers.
+    await connection.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
+    for table in like:
+        target = f"{quote(schema)}.{quote(table.split('.')[-1])}"
+        await connection.execute(
+            f"CREATE TABLE IF NOT EXISTS {target} (LIKE {quote(table)} INCLUDING ALL)"
+        )
+
+
+def in_schema(route: Router, schema: str) -> Router:
+    """The same routing, each handler call running with `search_path` set to `schema`.
+
+    Set just before the call and restored just after it, inside the savepoint the
+    applier opens per attempt; a failed call rolls the savepoint back, which undoes the
+    set_config too. A handler touching a table not created in `schema` fails rather
+    than writing into the live tables.
+    """
+    path = quote(schema)
+    wrapped: dict[int, Handler] = {}
+
+    def wrap(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def in_rebuild_schema(
+            events: Sequence[Event], connection: asyncpg.Connection
+        ) -> None:
+            previous = await connection.fetchval(query("replay_search_path"))
+            await connection.fetchval(query("replay_set_search_path"), path)
+            await handler(events, connection)
+            await connection.fetchval(query("replay_set_search_path"), previous)
+
+        return in_rebuild_schema
+
+    def route_in_schema(topic: str, event_type: str) -> Handler | None:
+        handler = route(topic, event_type)
+        if handler is None:
+            return None
+        if id(handler) not in wrapped:
+            wrapped[id(handler)] = wrap(handler)
+        return wrapped[id(handler)]
+
+    return route_in_schema
+
+
+@dataclass
+class Progress:
+    """What a replay has done so far; `stopped` is each partition's last settled offset."""
+
+    total: int
+    records: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    stopped: dict[int, int] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+    status: Status = "succeeded"
+    error: str | None = None
+    replay_id: int | None = None
+
+    @property
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
+
+    @property
+    def rate(self) -> float:
+        return self.records / self.seconds if self.seconds > 0 else 0.0
+
+    def add(self, records: Sequence[Record], outcome: Outcome) -> None:
+        self.records += len(records)
+        self.applied += outcome.applied
+        self.duplicates += outcome.duplicates
+        self.dead_lettered += len(outcome.dead_letters)
+        for record in records:
+            self.stopped[record.partition] = max(
+                self.stopped.get(record.partition, -1), record.offset
+            )
+
+    def summary(self, topic: str) -> str:
+        return (
+            f"replay of {topic} {self.status}: {self.records} records read, {self.applied} "
+            f"applied, {self.duplicates} duplicates, {self.dead_lettered} dead-lettered "
+            f"in {self.seconds:.1f}s ({self.rate:.0f} records/s)"
+        )
+
+    def unfinished(self, plan: Plan) -> list[tuple[int, int, int]]:
+        """(partition, next offset, last offset) of each partition not replayed to its end."""
+        left = []
+        for p in plan.partitions:
+            reached = self.stopped.get(p.partition, p.offsets.start - 1)
+            if p.offsets and reached < p.offsets.stop - 1:
+                left.append((p.partition, reached + 1, p.offsets.stop - 1))
+        return left
+
+
+def started_by() -> str:
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):  # no login name and no passwd entry, e.g. in a container
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+class Replay:
+    """One real replay of a plan: the audit row, the reading loop, the batches."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        plan: Plan,
+        handlers: Sequence[str],
+        stop: asyncio.Event,
+        on_progress: Callable[[Progress], None] = lambda progress: None,
+    ) -> None:
+        self.settings = settings
+        self.plan = plan
+        self.handlers = list(handlers)
+        self.stop = stop
+        self.on_progress = on_progress
+        request = plan.request
+        route = router(settings, registry)
+        if request.schema is not None:
+            route = in_schema(route, request.schema)
+        # Re-apply: what each live checkpoint covered at the start is applied again.
+        reapply = {(request.topic, p.partition): p.checkpoint for p in plan.partitions}
+        if request.mode == "rebuild":
+            reapply = {}
+        self.batches = BatchLoop(
+            settings, registry, stop, consumer=plan.consumer, route=route, reapply_through=reapply
+        )
+        self.progress = Progress(total=plan.total)
+        self.audit: asyncpg.Connection | None = None
+
+    async def run(self) -> Progress:
+        """Replay the plan; the Progress says how it ended (never raises for a failure
+        once the audit row exists: the row and the result say it)."""
+        request = self.plan.request
+        self.audit = await db.connect(self.settings)
+        try:
+            if request.schema is not None:
+                await prepare_schema(self.audit, request.schema, request.like)
+            await kafka.ensure_topics(self.settings, [self.settings.dlq_topic(request.topic)])
+            self.progress.replay_id = await self.audit.fetchval(
+                query("replay_start"),
+                started_by(),
+                request.mode,
+                self.plan.consumer,
+                request.schema,
+                request.topic,
+                [p.partition for p in self.plan.partitions],
+                json.dumps(self.plan.range_json()),
+                self.handlers,
+            )
+            self.progress.started = time.monotonic()
+            try:
+                await self._read_and_apply()
+                if self.stop.is_set() and self.progress.unfinished(self.plan):
+                    self.progress.status = "interrupted"
+            except Exception as error:  # recorded in the row, and shown by the caller
+                log.exception("replay %s failed", self.progress.replay_id)
+                self.progress.status = "failed"
+                self.progress.error = safe_text(f"{type(error).__name__}: {error}", 2000)
+            await self._finish()
+        finally:
+            await self.audit.close()
+        return self.progress
+
+    async def _read_and_apply(self) -> None:
+        size = self.settings.batch_size
+        if self.plan.request.rate_limit is not None:  # batches of about a second
+            size = max(1, min(size, math.ceil(self.plan.request.rate_limit)))
+        topic = self.plan.request.topic
+        remaining = {
+            TopicPartition(topic, p.partition): p.offsets for p in self.plan.partitions if p.offsets
+        }
+        if not remaining:
+            return
+        reader = AIOKafkaConsumer(
+            enable_auto_commit=False,
+            max_poll_records=size,
+            **kafka.connection_options(self.settings),
+        )
+        await self.batches.start()
+        try:
+            await reader.start()  # inside: a cancelled start must still stop it
+            reader.assign(list(remaining))
+            for tp, offsets in remaining.items():
+                reader.seek(tp, offsets.start)
+            while remaining and not self.stop.is_set():
+                polled = await reader.getmany(*remaining, timeout_ms=500, max_records=size)
+                records = [
+                    to_record(message)
+                    for tp, messages in polled.items()
+                    if tp in remaining
+                    for message in messages
+                    if message.offset < remaining[tp].stop
+                ]
+                # Read to its last offset (or past it: a compacted log has gaps).
+                finished = {
+                    tp: remaining.pop(tp)
+                    for tp in list(remaining)
+                    if await reader.position(tp) >= remaining[tp].stop
+                }
+                reader.pause(*finished)
+                if records and not await self._apply(records):
+                    return
+                for tp, offsets in finished.items():
+                    self.progress.stopped[tp.partition] = offsets.stop - 1
+                await self._keep_rate()
+        finally:
+            await reader.stop()
+            await self.batches.close()
+
+    async def _apply(self, records: list[Record]) -> bool:
+        """Apply one batch; False when stopped before it was applied (rolled back)."""
+        batch = asyncio.ensure_future(self.batches.apply(records))
+        stopping = asyncio.ensure_future(self.stop.wait())
+        try:
+            await asyncio.wait({batch, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        try:
+            outcome = await asyncio.wait_for(batch, self.settings.shutdown_timeout / 2)
+        except TimeoutError:  # wait_for cancelled it: rolled back
+            log.warning("in-flight replay batch abandoned at shutdown, rolled back")
+            return False
+        if outcome is None:  # stopped while Postgres or Kafka was away
+            return False
+        self.progress.add(records, outcome)
+        self.on_progress(self.progress)
+        await self._record_progress()
+        return True
+
+    async def _keep_rate(self) -> None:
+        rate = self.plan.request.rate_limit
+        if rate is None:
+            return
+        ahead = self.progress.records / rate - self.progress.seconds
+        if ahead > 0:
+            with contextlib.suppress(TimeoutError):  # the stop ends the wait early
+                await asyncio.wait_for(self.stop.wait(), ahead)
+
+    async def _record_progress(self) -> None:
+        assert self.audit is not None
+        p = self.progress
+        try:
+            await self.audit.execute(
+                query("replay_progress"),
+                p.replay_id,
+                p.records,
+                p.applied,
+                p.duplicates,
+                p.dead_lettered,
+            )
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
+            # The audit row lags; the replay itself is safe and goes on.
+            log.warning("replay %s: progress not recorded: %r", p.replay_id, error)
+            await self._reconnect_audit()
+
+    async def _reconnect_audit(self) -> None:
+        if self.audit is not None:
+            self.audit.terminate()
+        try:
+            self.audit = await db.connect(self.settings)
+        except db.DatabaseUnavailable as error:
+            log.warning("replay %s: audit connection lost: %s", self.progress.replay_id, error)
+
+    async def _finish(self) -> None:
+        assert self.audit is not None
+        p = self.progress
+        stopped = {
+            str(part.partition): p.stopped.get(part.partition, part.offsets.start - 1)
+            for part in self.plan.partitions
+        }
+        for attempt in range(3):
+            try:
+                await self.audit.execute(
+                    query("replay_finish"),
+                    p.replay_id,
+                    p.status,
+                    p.records,
+                    p.applied,
+                    p.duplicates,
+                    p.dead_lettered,
+                    p.error,
+                    json.dumps(stopped),
+                )
+                return
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
+                log.warning("replay %s: result not recorded: %r", p.replay_id, error)
+                if attempt < 2:
+                    await self._reconnect_audit()
+        log.error("replay %s: its row still says 'running'; it ended %s", p.replay_id, p.status)
