@@ -35,7 +35,7 @@ endif
 SPACE := $(subst ,, )
 
 .PHONY: help venv services services-down services-status migrate run psql test test-unit \
-	test-integration lint format bench clean
+	test-integration browser lint format bench clean
 
 help:
 	@echo "make run              start Kafka + Postgres, migrate, run scheduler + worker on demo tables"
@@ -74,6 +74,7 @@ run: migrate
 	@echo "  $(PSQL_HINT)\"UPDATE demo_customers SET name = 'Ada' WHERE id = 7\""
 	@echo "and see it applied:"
 	@echo "  $(PSQL_HINT)\"SELECT key, payload->>'name' AS name FROM entity_projection WHERE entity = 'customer' AND key = '7'\""
+	@echo "status: $(BIN)/cronstream status, or http://$${CRONSTREAM_HTTP_HOST:-127.0.0.1}:$${CRONSTREAM_HTTP_PORT:-8080}/ in a browser"
 	@echo "Ctrl-C stops."
 	$(BIN)/cronstream --log-format text run --jobs-file demo/jobs.toml
 
@@ -98,10 +99,15 @@ format: venv
 test-unit: venv
 	$(BIN)/pytest tests/unit
 
-test-integration: services
+# Debian's chromium for the status page test: installed when missing and we are root,
+# otherwise the command to install it is printed and the tests go on.
+browser:
+	scripts/browser.sh
+
+test-integration: services browser
 	$(BIN)/pytest tests/integration
 
-test: services lint
+test: services lint browser
 	$(BIN)/pytest
 
 # Quix Streams, the arm a user would most likely pick instead, pins dependencies of its

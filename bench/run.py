@@ -53,6 +53,7 @@ def worker_env(
         "CRONSTREAM_SYNC_TOPIC": topic,
         "CRONSTREAM_CONSUMER_GROUP": group,
         "CRONSTREAM_LOG_LEVEL": "WARNING",
+        "CRONSTREAM_HTTP_PORT": "0",  # several workers at once: none serves HTTP
         "PYTHONPATH": str(ROOT),
         **extra,
     }

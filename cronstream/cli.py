@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 import sys
 import tempfile
-from collections.abc import Coroutine, Iterator
+import time
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
@@ -19,20 +21,19 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
-from cronstream import kafka, logs, migrate, publish, shutdown
+from cronstream import http, kafka, logs, migrate, publish, shutdown, status
 from cronstream.db import DatabaseUnavailable, connect
 from cronstream.envelope import SYNC_REQUIRED, EnvelopeError, Event, encoded, json_object
 from cronstream.settings import Settings, SettingsError, env_var
 from cronstream.untrusted import shown
 from handlers import projection
 from handlers.registry import Registry, RegistryError, load_modules
-from schedulers import runs
 from schedulers.cron import CronError, Schedule
-from schedulers.engine import Job
-from schedulers.jobs import JobError, load_file, load_table, merge
+from schedulers.jobs import JobError
 from schedulers.service import Scheduler
-from streams import worker
+from streams import replay, worker
 
 T = TypeVar("T")
 
@@ -48,6 +49,7 @@ app = typer.Typer(
 )
 
 MAX_LISTED_ERRORS = 50
+REPLAY_LOG_EVERY = 5.0  # seconds between progress lines when stderr is no terminal
 
 
 def env_option(field: str, *names: str, **options: Any) -> Any:
@@ -430,6 +432,8 @@ def run_worker(
         fail(f"{error} (start local services with 'make services')")
     except KafkaError as error:
         fail(f"Kafka: {type(error).__name__}: {error} (start local services with 'make services')")
+    except http.PortInUse as error:
+        fail(str(error))
 
 
 JobsFileOption = Annotated[
@@ -497,6 +501,189 @@ def run_command(
     run_worker(settings, registry, companion=scheduler.run)
 
 
+@contextmanager
+def replay_progress(total: int) -> Iterator[Callable[[replay.Progress], None]]:
+    """A progress bar on a terminal; otherwise a log line every few seconds."""
+    if sys.stderr.isatty():
+        with Progress(
+            TextColumn("replaying"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+        ) as bar:
+            task = bar.add_task("replay", total=total, rate="")
+            yield lambda p: bar.update(task, completed=p.records, rate=f"{p.rate:.0f}/s")
+        return
+    last = time.monotonic()
+
+    def log_progress(p: replay.Progress) -> None:
+        nonlocal last
+        if time.monotonic() - last >= REPLAY_LOG_EVERY or p.records >= p.total:
+            last = time.monotonic()
+            logging.getLogger(__name__).info(
+                "replay progress: %d of %d records, %.0f records/s",
+                p.records,
+                p.total,
+                p.rate,
+                extra={"replay_id": p.replay_id, "done": p.records, "total": p.total},
+            )
+
+    yield log_progress
+
+
+@app.command("replay")
+def replay_command(
+    ctx: typer.Context,
+    topic: Annotated[str | None, typer.Option(help="Topic to replay. (required)")] = None,
+    partitions: Annotated[
+        str | None, typer.Option(help="Partitions to replay, e.g. 0,3. (default: all)")
+    ] = None,
+    from_offset: Annotated[
+        int | None, typer.Option(help="First offset to replay, in each chosen partition.")
+    ] = None,
+    from_time: Annotated[
+        str | None,
+        typer.Option(
+            help="Replay from the first record stamped at or after this ISO 8601 time with "
+            "UTC offset, e.g. 2026-11-27T09:00:00+00:00."
+        ),
+    ] = None,
+    from_beginning: Annotated[
+        bool, typer.Option("--from-beginning", help="Replay from the oldest record kept.")
+    ] = False,
+    to_offset: Annotated[
+        int | None,
+        typer.Option(help="Last offset to replay, inclusive. (default: the log end at start)"),
+    ] = None,
+    to_time: Annotated[
+        str | None,
+        typer.Option(help="Replay the records stamped before this ISO 8601 time (UTC offset)."),
+    ] = None,
+    handler_modules: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--handlers",
+            help="Handler module, as for the worker; repeatable. "
+            f"Also read, comma-separated, from {env_var('handlers')}.",
+        ),
+    ] = None,
+    consumer: Annotated[
+        str | None,
+        typer.Option(
+            help="Rebuild mode: a consumer name of its own (not the live group), with its own "
+            "checkpoints, writing into --schema. (default: re-apply mode, the live group)"
+        ),
+    ] = None,
+    schema: Annotated[
+        str | None,
+        typer.Option(
+            help="Rebuild mode: the Postgres schema handlers write into, created if missing. "
+            "(default: the --consumer name as an identifier)"
+        ),
+    ] = None,
+    like: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--like",
+            help="Rebuild mode: a live table to create empty in --schema (LIKE ... INCLUDING "
+            "ALL) if missing; repeatable. (default: entity_projection)",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Print the plan (per partition: offsets, records, checkpoint change); "
+            "write nothing.",
+        ),
+    ] = False,
+    rate_limit: Annotated[
+        float | None, typer.Option(help="At most this many records per second, on average.")
+    ] = None,
+) -> None:
+    """Replay a range of a topic through the handlers, under the checkpoint protocol.
+
+    **re-apply** (default): for the live consumer group (CRONSTREAM_CONSUMER_GROUP).
+    Records of the range at or below a partition's checkpoint are applied again, once
+    each, under the live checkpoint row locks (live workers wait, so it is safe while
+    they run); records above it are applied once, by the replay or the live workers.
+    Checkpoints never go down. Handlers that are not idempotent apply the range twice
+    in total: that is the point of re-applying.
+
+    **rebuild** (--consumer NAME): the same handlers under checkpoints of NAME, writing
+    into --schema (each handler call runs with that schema as its search_path), so the
+    live tables are untouched. Run it again to resume where it stopped.
+
+    The range is read without a consumer group, up to the log end at the start. Progress
+    shows on a terminal (a log line every 5 s otherwise); a summary line ends it, and a
+    row in the replays table records it. Exit codes: 0 done; 1 failed or interrupted
+    (SIGINT/SIGTERM stop after the in-flight batch; the hint says how to resume);
+    2 invalid options.
+    """
+    settings = settings_of(ctx)
+    if topic is None:
+        fail("--topic is required", 2)
+    try:
+        request = replay.check(
+            topic=topic,
+            live_group=settings.consumer_group,
+            partitions=partitions,
+            from_offset=from_offset,
+            from_time=from_time,
+            from_beginning=from_beginning,
+            to_offset=to_offset,
+            to_time=to_time,
+            consumer=consumer,
+            schema=schema,
+            like=like or (),
+            rate_limit=rate_limit,
+        )
+    except replay.ReplayError as error:
+        fail(str(error), 2)
+    modules = [*settings.handlers, *(handler_modules or [])]
+    registry = build_registry(modules)
+    try:
+        plan = run(replay.plan(settings, request))
+    except replay.ReplayError as error:
+        fail(str(error), 2)
+    for line in plan.lines():
+        typer.echo(line, err=not dry_run)
+    if dry_run:
+        return
+
+    async def main() -> replay.Progress:
+        stop = asyncio.Event()
+
+        def stopping(signum: signal.Signals) -> None:
+            if not stop.is_set():
+                logging.getLogger(__name__).info("%s received: stopping the replay", signum.name)
+                shutdown.start_watchdog(settings.shutdown_timeout)
+                stop.set()
+
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stopping, signum)
+        with replay_progress(plan.total) as on_progress:
+            return await replay.Replay(settings, registry, plan, modules, stop, on_progress).run()
+
+    done = run(main())
+    typer.echo(done.summary(request.topic))
+    if done.status == "failed":
+        fail(f"replay {done.replay_id} failed: {shown(done.error or '')}")
+    if done.status == "interrupted":
+        again = ["cronstream replay", "--topic", request.topic]
+        again += [f"--handlers {module}" for module in handler_modules or []]
+        if request.consumer is not None:
+            again += ["--consumer", request.consumer, "--schema", str(request.schema)]
+            again += [f"--like {table}" for table in request.like]
+        for partition, first, last in done.unfinished(plan):
+            resume = [f"--partitions {partition} --from-offset {first} --to-offset {last}"]
+            typer.echo(f"resume with: {' '.join(again + resume)}", err=True)
+        fail(f"replay {done.replay_id} interrupted")
+
+
 jobs_app = typer.Typer(
     help="Inspect cron jobs and preview schedules.",
     no_args_is_help=True,
@@ -561,21 +748,20 @@ def jobs_list_command(ctx: typer.Context, jobs_file: JobsFileOption = None) -> N
         ctx.obj["jobs_file"] = jobs_file
     settings = settings_of(ctx)
 
-    async def collect() -> tuple[list[Job], dict[str, str], dict[str, Any]]:
-        from_file = load_file(settings.jobs_file) if settings.jobs_file else []
-        connection = await connect(settings)
-        try:
-            from_table, invalid = await load_table(connection)
-            jobs = merge(from_file, from_table, invalid)
-            latest = await runs.latest(connection, [*(job.name for job in jobs), *invalid])
-        finally:
-            await connection.close()
-        return jobs, invalid, latest
-
     try:
-        jobs, invalid, latest = run(collect())
+        from_file = status.file_jobs(settings.jobs_file)  # a bad file needs no database
     except JobError as error:
         fail(str(error), 2)
+
+    async def collect() -> status.Jobs:
+        connection = await connect(settings)
+        try:
+            return await status.load_jobs(connection, from_file)
+        finally:
+            await connection.close()
+
+    loaded = run(collect())
+    jobs, invalid, latest = loaded.jobs, loaded.invalid, loaded.latest
     table = Table("job", "schedule", "zone", "misfire", "enabled", "last run", "next run")
     now = datetime.now(UTC)
 
@@ -607,6 +793,107 @@ def jobs_list_command(ctx: typer.Context, jobs_file: JobsFileOption = None) -> N
     for name, problem in sorted(invalid.items()):
         table.add_row(name, "-", "-", "-", "invalid", last_run(name, UTC), f"not run: {problem}")
     Console(width=200).print(table)
+
+
+@app.command("status")
+def status_command(
+    ctx: typer.Context,
+    jobs_file: JobsFileOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Show where the pipeline stands: per consumer, topic and partition the checkpoint,
+    Kafka's log end and the lag between them; dead letters per topic (total, last hour);
+    each job's last and next run, and which scheduler leads.
+
+    Partitions of the consumer group's input topics without a checkpoint yet are shown
+    too. A checkpoint beyond the log end (topic recreated, Kafka data lost) is flagged
+    rather than shown as a lag. Postgres and Kafka get 5 s each.
+
+    Exit codes: 0 all shown; 1 Postgres or Kafka unreachable (what the other one said is
+    still shown); 2 invalid settings or jobs file.
+    """
+    if jobs_file is not None:
+        ctx.obj["jobs_file"] = jobs_file
+    settings = settings_of(ctx)
+    # The error line below says what aiokafka's own connection errors would repeat.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    collected = run(status.collect(settings, settings.jobs_file))
+    if as_json:
+        typer.echo(json.dumps(collected.to_json(), indent=2))
+    else:
+        print_status(collected)
+    if collected.unreachable:
+        reasons = sorted(collected.unreachable.items())
+        down = any("cronstream migrate" not in why for _, why in reasons)
+        fail(
+            "unreachable: "
+            + "; ".join(f"{name} ({why})" for name, why in reasons)
+            + (" (start local services with 'make services')" if down else "")
+        )
+    if collected.jobs_error:
+        fail(collected.jobs_error, 2)
+
+
+def print_status(collected: status.Status) -> None:
+    """Tables of Text cells: topic names and errors are not rich markup."""
+    console = Console(width=200)
+    partitions = Table(
+        "consumer",
+        "topic",
+        "partition",
+        "checkpoint",
+        "log end",
+        "lag",
+        "note",
+        title="Partitions",
+    )
+    for p in collected.partitions:
+        partitions.add_row(
+            *texts(
+                p.consumer,
+                p.topic,
+                str(p.partition),
+                "-" if p.checkpoint is None else str(p.checkpoint),
+                "-" if p.log_end is None else str(p.log_end),
+                "-" if p.lag is None else str(p.lag),
+                p.problem or "",
+            )
+        )
+    console.print(partitions)
+    dead = Table("topic", "dead letters", "last hour", title="Dead letters")
+    for count in collected.dead_letter_counts:
+        dead.add_row(*texts(count.topic, count.total, count.last_hour))
+    console.print(dead)
+    jobs = Table(
+        "job",
+        "schedule",
+        "zone",
+        "last run",
+        "next run",
+        "problem",
+        title=f"Jobs (scheduler leader: {collected.leader or 'none leads'})",
+    )
+    for job in collected.jobs:
+        last = job.last_run
+        last_text = "-"
+        if last is not None:
+            took = "" if last.duration_s is None else f", {last.duration_s:.1f}s"
+            last_text = f"{last.status} {last.scheduled_for.isoformat()} ({last.rows} rows{took})"
+        jobs.add_row(
+            *texts(
+                job.name,
+                job.schedule or "-",
+                job.timezone or "-",
+                last_text,
+                job.next_run.isoformat() if job.next_run else "-",
+                job.problem or (last.error if last and last.error else ""),
+            )
+        )
+    console.print(jobs)
+
+
+def texts(*cells: object) -> list[Text]:
+    return [Text(str(cell)) for cell in cells]
 
 
 def main() -> None:

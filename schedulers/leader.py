@@ -4,6 +4,9 @@ asyncpg resets pooled connections with pg_advisory_unlock_all(), so the lock liv
 connection of its own, held for the whole leadership. When the leader dies or its
 connection drops, Postgres ends the session and releases the lock; a standby polling
 pg_try_advisory_lock takes over.
+
+The lock's connection carries application_name "cronstream-scheduler-leader <node>", so
+`cronstream status` can name the leader from pg_locks and pg_stat_activity.
 """
 
 from __future__ import annotations
@@ -20,10 +23,14 @@ from cronstream.settings import Settings
 
 log = logging.getLogger(__name__)
 
+LEADER_APPLICATION = "cronstream-scheduler-leader"
+
 
 class Leadership:
-    def __init__(self, settings: Settings, poll_seconds: float = 1.0) -> None:
+    def __init__(self, settings: Settings, node: str = "", poll_seconds: float = 1.0) -> None:
         self.settings = settings
+        # Postgres keeps 63 bytes of it: enough for "host:pid" of ordinary host names.
+        self.application_name = f"{LEADER_APPLICATION} {node}".strip()[:63]
         self.poll_seconds = poll_seconds
         self.connection: asyncpg.Connection | None = None
 
@@ -33,7 +40,9 @@ class Leadership:
         while not stop.is_set():
             try:
                 if self.connection is None or self.connection.is_closed():
-                    self.connection = await db.connect(self.settings)
+                    self.connection = await db.connect(
+                        self.settings, {"application_name": self.application_name}
+                    )
                 if await self.connection.fetchval(query("leader_try_lock")):
                     return True
                 if not announced:

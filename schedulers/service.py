@@ -18,7 +18,6 @@ import contextlib
 import logging
 import os
 import socket
-import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,9 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
-from cronstream import db, kafka
+from cronstream import db, kafka, metrics
+from cronstream.envelope import new_trace_id
+from cronstream.logs import trace, trace_id_var
 from cronstream.settings import Settings
 from handlers.checkpoints import RetryPolicy
 from schedulers.engine import Clock, Engine, Job, SystemClock
@@ -80,7 +81,7 @@ class Scheduler:
         await kafka.ensure_topics(self.settings, [self.settings.sync_topic])
         producer = kafka.producer(self.settings)
         await producer.start()
-        leadership = Leadership(self.settings)
+        leadership = Leadership(self.settings, self.node)
         try:
             while not self.stop.is_set() and await leadership.acquire(self.stop):
                 log.info("leading as %s", self.node)
@@ -106,13 +107,17 @@ class Scheduler:
             log.warning("marked %d run(s) of a previous leader as failed", abandoned)
 
         async def run_tick(job: Job, tick: datetime) -> None:
-            await self._run_tick(pool, producer, runs, job, tick)
+            # One trace id per run: every line of it carries it, the scanner's included.
+            with trace(new_trace_id()):
+                await self._run_tick(pool, producer, runs, job, tick)
 
         async def skip_tick(job: Job, tick: datetime, reason: str) -> None:
             log.warning("job %s: tick %s skipped: %s", job.name, tick.isoformat(), reason)
+            metrics.CRON_RUNS.labels(job.name, "skipped").inc()
             await runs.skip(job.name, tick, reason)
 
         async def report(job: Job, when: datetime, reason: str) -> None:
+            metrics.CRON_RUNS.labels(job.name, "failed").inc()
             await runs.fail(job.name, when, reason)
 
         engine = Engine(self.clock, run_tick, skip_tick, report)
@@ -284,6 +289,7 @@ class Scheduler:
             for job in engine.jobs.values():
                 if scan_config(job).notify_channel == channel:
                     log.info("job %s: NOTIFY on %s, scanning now", job.name, channel)
+                    metrics.NOTIFY_RUNS.labels(job.name).inc()
                     engine.trigger(job.name)
 
     async def _run_tick(
@@ -298,8 +304,9 @@ class Scheduler:
         if run is None:
             log.info("job %s: tick %s already taken", job.name, tick.isoformat())
             return
-        trace_id = uuid.uuid4().hex
+        trace_id = trace_id_var.get() or new_trace_id()
         lag = (self.clock.now() - tick).total_seconds()
+        metrics.CRON_TICK_LAG.labels(job.name).observe(max(lag, 0.0))
         log.info(
             "job %s: run %s started",
             job.name,
@@ -319,13 +326,14 @@ class Scheduler:
                 )
                 rows = await scanner.run(should_stop=self.stop.is_set)
             await runs.finish(run, "succeeded", rows, None, scanner.rejected)
+            metrics.CRON_RUNS.labels(job.name, "succeeded").inc()
         except asyncio.CancelledError:
-            await self._finish_failed(runs, run, scanner, "cancelled at shutdown")
+            await self._finish_failed(runs, job, run, scanner, "cancelled at shutdown")
             raise
         except JobError as error:
             # The job's own definition (a missing table, a wrong column): one line says it.
             log.error("job %s: run %s failed: %s", job.name, run, error, extra={"job": job.name})
-            await self._finish_failed(runs, run, scanner, str(error))
+            await self._finish_failed(runs, job, run, scanner, str(error))
         except Exception as error:
             log.exception(
                 "job %s: run %s failed",
@@ -333,9 +341,12 @@ class Scheduler:
                 run,
                 extra={"job": job.name, "trace_id": trace_id},
             )
-            await self._finish_failed(runs, run, scanner, f"{type(error).__name__}: {error}")
+            await self._finish_failed(runs, job, run, scanner, f"{type(error).__name__}: {error}")
 
     @staticmethod
-    async def _finish_failed(runs: Runs, run: str, scanner: Scanner | None, error: str) -> None:
+    async def _finish_failed(
+        runs: Runs, job: Job, run: str, scanner: Scanner | None, error: str
+    ) -> None:
         emitted, rejected = (scanner.emitted, scanner.rejected) if scanner else (0, 0)
+        metrics.CRON_RUNS.labels(job.name, "failed").inc()
         await runs.finish(run, "failed", emitted, error, rejected)

@@ -32,9 +32,10 @@ import time
 from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import IllegalStateError, KafkaError
 
-from cronstream import db, kafka
+from cronstream import db, kafka, metrics
+from cronstream.kafka_health import HEALTH, Degraded, Recovered
 from cronstream.settings import Settings
 from handlers.checkpoints import Outcome, Record
 from handlers.registry import Registry
@@ -44,6 +45,10 @@ from streams.positions import read_checkpoints, report_ahead
 log = logging.getLogger(__name__)
 
 KAFKA_COMMIT_INTERVAL = 1.0
+KAFKA_HEALTH_INTERVAL = 1.0  # how often the outage tracker is asked what to log
+MAX_NAMED = 20  # partitions named in the "Kafka degraded" line; its `waiting` field has all
+# Reading positions for the lag gauge never holds up the loop longer than this.
+LAG_READ_TIMEOUT = 0.05
 
 
 def to_record(message: ConsumerRecord[bytes, bytes]) -> Record:
@@ -93,6 +98,7 @@ class BatchEngine:
         """Consume and apply until `stop` is set; then drain, commit and leave the group."""
         await self.batches.start()
         consumer = self.consumer = self._consumer()
+        watching = asyncio.create_task(self._watch_kafka(consumer))
         try:
             await consumer.start()
             consumer.subscribe(self.settings.input_topics, listener=_Listener(self))
@@ -100,6 +106,7 @@ class BatchEngine:
                 await self._poll_and_apply(consumer)
             await self._commit(consumer)
         finally:
+            watching.cancel()
             await consumer.stop()  # leaves the group: the others rebalance at once
             await self.batches.close()
 
@@ -118,6 +125,7 @@ class BatchEngine:
             log.error("polling Kafka failed, retrying: %s: %s", type(error).__name__, error)
             await asyncio.sleep(min(self.settings.retry_backoff_max, 1.0))
             return
+        await self._record_lag(consumer)
         assigned = consumer.assignment()
         records = [
             to_record(message)
@@ -140,6 +148,27 @@ class BatchEngine:
                 self.uncommitted[TopicPartition(topic, partition)] = checkpoint + 1
         if time.monotonic() - self.last_commit >= KAFKA_COMMIT_INTERVAL:
             await self._commit(consumer)
+
+    async def _record_lag(self, consumer: AIOKafkaConsumer) -> None:
+        """Set each positioned partition's lag: the log end Kafka reported with the last
+        fetch (aiokafka's highwater) minus the next offset this worker reads."""
+        try:
+            async with asyncio.timeout(LAG_READ_TIMEOUT):
+                for tp in consumer.assignment() - self.unpositioned:
+                    end = consumer.highwater(tp)
+                    if end is not None:  # nothing fetched for it yet
+                        lag = max(end - await consumer.position(tp), 0)
+                        metrics.CONSUMER_LAG.labels(tp.topic, tp.partition).set(lag)
+        except (TimeoutError, IllegalStateError, AssertionError):
+            # An offset reset pending, or revoked meanwhile: the next poll sets it.
+            pass
+
+    async def _watch_kafka(self, consumer: AIOKafkaConsumer) -> None:
+        """Say when Kafka is degraded and when it recovered, from a task of its own: the
+        main loop may be held for the whole outage (a commit waits for the coordinator)."""
+        while True:
+            report_kafka_health(consumer, self.settings.kafka_bootstrap)
+            await asyncio.sleep(KAFKA_HEALTH_INTERVAL)
 
     async def _finish(self, batch: asyncio.Future[Outcome | None]) -> Outcome | None:
         """The batch's outcome; once stopping, it gets half the shutdown timeout, and is
@@ -173,6 +202,19 @@ class BatchEngine:
         except KafkaError as error:
             # Only a hint for monitoring tools: the checkpoints already hold the truth.
             log.warning("Kafka offset commit failed (checkpoints are safe): %r", error)
+
+    def readiness(self) -> str | None:
+        """None once partitions are assigned and all positioned at their checkpoints,
+        else why not (GET /readyz, cronstream/http.py)."""
+        assigned = self.consumer.assignment() if self.consumer is not None else set()
+        if not assigned:
+            return "no partitions assigned yet (or more workers than partitions)"
+        if self.unpositioned:
+            return (
+                f"{len(self.unpositioned)} of {len(assigned)} assigned partition(s) not yet "
+                "positioned at their checkpoints"
+            )
+        return None
 
     def assigned(self, partitions: Iterable[TopicPartition]) -> None:
         """Called back on assignment: nothing of these is applied until positioned.
@@ -245,6 +287,49 @@ class BatchEngine:
         if self.consumer is not None and revoked:
             await self._commit(self.consumer, only=revoked)
         self.unpositioned -= revoked
+        for tp in revoked:
+            metrics.forget_partition(tp.topic, tp.partition)
+
+
+def report_kafka_health(consumer: AIOKafkaConsumer, bootstrap: str) -> None:
+    """Log once that Kafka is degraded (which brokers, which partitions wait) and once
+    that it recovered, from what aiokafka's held-back errors told HEALTH."""
+    change = HEALTH.check()
+    if isinstance(change, Recovered):
+        log.info(
+            "Kafka recovered after %.1fs; %d aiokafka error(s) were held back (DEBUG shows them)",
+            change.seconds,
+            change.held_back,
+            extra={"outage_s": change.seconds, "held_back": change.held_back},
+        )
+    elif isinstance(change, Degraded):
+        cluster = consumer._client.cluster
+        brokers = [
+            f"{node} ({meta.host}:{meta.port})"
+            if (meta := cluster.broker_metadata(node)) is not None
+            else str(node)
+            for node in sorted(change.nodes)
+        ] + sorted(change.addresses)
+        waiting = sorted(
+            tp
+            for tp in consumer.assignment()
+            # No leader known counts too: its broker is the one away, most likely.
+            if cluster.leader_for_partition(tp) in {*change.nodes, None, -1}
+        )
+        named = [f"{tp.topic}[{tp.partition}]" for tp in waiting]
+        log.warning(
+            "Kafka degraded: broker(s) %s unreachable; %d partition(s) wait: %s. aiokafka "
+            "retries by itself; its per-attempt errors are held back until it recovers",
+            ", ".join(brokers or [f"unknown (bootstrap {bootstrap})"]),
+            len(waiting),
+            _listed(named, MAX_NAMED),
+            extra={"brokers": brokers or [bootstrap], "waiting": named},
+        )
+
+
+def _listed(names: list[str], cap: int) -> str:
+    more = f" and {len(names) - cap} more" if len(names) > cap else ""
+    return ", ".join(names[:cap]) + more if names else "none"
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -10,14 +10,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from itertools import islice
+from operator import itemgetter
 
 import asyncpg
 
-from cronstream import db
+from cronstream import db, metrics
+from cronstream.envelope import new_trace_id
+from cronstream.logs import trace
 from cronstream.settings import Settings
 from cronstream.untrusted import safe_text
-from handlers.checkpoints import BatchApplier, Outcome, Record, RetryPolicy, Router, is_outage
+from handlers.checkpoints import (
+    BatchApplier,
+    Outcome,
+    Record,
+    RetryPolicy,
+    Router,
+    TopicPartition,
+    is_outage,
+)
 from handlers.projection import project
 from handlers.registry import Handler, Registry
 from streams.deadletter import DeadLetterProducer
@@ -27,6 +41,8 @@ log = logging.getLogger(__name__)
 # Retries of an outage back off up to retry_backoff_max; the attempt count only grows
 # the delay, so it is capped where the delay would be anyway.
 MAX_BACKOFF_STEP = 16
+MAX_TRACE_IDS = 20  # listed in a "batch applied" line; a batch may hold thousands
+_TOPIC = itemgetter(0)  # Record.topic, as a C-level getter for counting a batch by topic
 
 
 def router(settings: Settings, registry: Registry) -> Router:
@@ -54,19 +70,30 @@ def session_settings(settings: Settings) -> dict[str, str]:
 class BatchLoop:
     """One worker's Postgres connection, dead-letter producer and outage retry loop."""
 
-    def __init__(self, settings: Settings, registry: Registry, stop: asyncio.Event) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        stop: asyncio.Event,
+        *,
+        consumer: str | None = None,
+        route: Router | None = None,
+        reapply_through: Mapping[TopicPartition, int] | None = None,
+    ) -> None:
+        """`consumer`, `route` and `reapply_through` are a replay's (streams/replay.py)."""
         self.settings = settings
         self.stop = stop
         self.dead_letters = DeadLetterProducer(settings)
         self.applier = BatchApplier(
-            consumer=settings.consumer_group,
-            route=router(settings, registry),
+            consumer=consumer or settings.consumer_group,
+            route=route or router(settings, registry),
             dead_letter=self.dead_letters,
             dlq_topic=settings.dlq_topic,
             retry=RetryPolicy(
                 settings.handler_attempts, settings.retry_backoff, settings.retry_backoff_max
             ),
             handler_timeout=settings.handler_timeout,
+            reapply_through=reapply_through,
         )
         self.connection: asyncpg.Connection | None = None
 
@@ -89,11 +116,24 @@ class BatchLoop:
             self.connection = None
 
     async def apply(self, records: Sequence[Record]) -> Outcome | None:
-        """Apply a batch, retrying outages; None when the worker stopped first."""
+        """Apply a batch, retrying outages; None when the worker stopped first.
+
+        The batch gets a trace id of its own: every line logged while it is applied
+        (retries, narrowing, handlers given events of different traces) carries it."""
+        batch_trace = new_trace_id()
+        with trace(batch_trace):
+            outcome = await self._apply_retrying(records)
+        if outcome is not None:
+            outcome.trace_id = batch_trace
+        return outcome
+
+    async def _apply_retrying(self, records: Sequence[Record]) -> Outcome | None:
+        metrics.count_consumed(Counter(map(_TOPIC, records)))  # counted in C, not in Python
+        started = time.monotonic()
         attempt = 0
         while True:
             try:
-                return await self.applier.apply(await self._connection(), records)
+                outcome = await self.applier.apply(await self._connection(), records)
             except Exception as error:
                 attempt += 1
                 delay = self.applier.retry.delay(min(attempt, MAX_BACKOFF_STEP))
@@ -115,9 +155,25 @@ class BatchLoop:
                 except TimeoutError:
                     continue
                 return None
+            metrics.count_batch(
+                len(records),
+                outcome.applied_by_topic,
+                outcome.duplicates_by_topic,
+                Counter(letter.record.topic for letter in outcome.dead_letters),
+                time.monotonic() - started,
+            )
+            return outcome
 
 
 def log_batch(records: int, outcome: Outcome) -> None:
+    """The batch's line: its counts, its own trace id and the events' (the first
+    MAX_TRACE_IDS of them, with how many more), so a trace can be followed to it."""
+    traced: dict[str, object] = {}
+    if outcome.trace_ids:
+        listed = list(islice(outcome.trace_ids, MAX_TRACE_IDS))
+        traced["trace_ids"] = listed
+        if len(outcome.trace_ids) > len(listed):
+            traced["trace_ids_more"] = len(outcome.trace_ids) - len(listed)
     log.info(
         "batch applied: %d records, %d applied, %d duplicates, %d dead-lettered",
         records,
@@ -129,5 +185,7 @@ def log_batch(records: int, outcome: Outcome) -> None:
             "applied": outcome.applied,
             "duplicates": outcome.duplicates,
             "dead_lettered": len(outcome.dead_letters),
+            "trace_id": outcome.trace_id,
+            **traced,
         },
     )

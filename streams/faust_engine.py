@@ -24,9 +24,9 @@ from typing import Any, cast
 
 import faust
 from faust.streams import Stream
-from faust.types import EventT, StreamT
+from faust.types import TP, EventT, StreamT
 
-from cronstream import kafka, shutdown
+from cronstream import http, kafka, metrics, shutdown
 from cronstream.settings import Settings
 from handlers.checkpoints import Outcome, Record
 from handlers.registry import Registry
@@ -120,6 +120,7 @@ def add_agent(app: faust.App, settings: Settings, registry: Registry) -> None:
             return
         await ack(stream, events)
         log_batch(len(events), outcome)
+        record_lag(app.consumer, events)
 
     async def apply_events(agent_stream: StreamT[Any]) -> None:
         stream = cast(Stream[Any], agent_stream)  # noack_take is on the concrete class
@@ -145,6 +146,27 @@ def add_agent(app: faust.App, settings: Settings, registry: Registry) -> None:
             await loop.close()
 
     app.agent(topic, name="cronstream.apply", concurrency=1)(apply_events)
+
+    async def forget_lag(app: faust.App, revoked: set[TP], **kwargs: Any) -> None:
+        for tp in revoked:  # another worker reports them now
+            metrics.forget_partition(tp.topic, tp.partition)
+
+    # mode types a receiver as (sender, *args, signal, **kwargs): this one names its args.
+    app.on_partitions_revoked.connect(forget_lag)  # type: ignore[arg-type]
+
+
+def record_lag(consumer: Any, events: Sequence[EventT[Any]]) -> None:
+    """Lag of the batch's partitions: the log end Kafka last reported minus the offset
+    after the batch. Only partitions with records in the batch are measured: faust's
+    position would cost a call into its consumer thread."""
+    after = {event.message.tp: event.message.offset + 1 for event in events}
+    for tp, offset in after.items():
+        try:
+            end = consumer.highwater(tp)
+        except AssertionError:  # revoked meanwhile
+            continue
+        if end is not None:
+            metrics.CONSUMER_LAG.labels(tp.topic, tp.partition).set(max(end - offset, 0))
 
 
 async def _drain(batch: asyncio.Future[Outcome | None], seconds: float) -> Outcome | None:
@@ -188,6 +210,32 @@ class Worker(faust.Worker):
             shutdown.start_watchdog(self.shutdown_timeout)
         super()._schedule_shutdown(signal)
 
+    surface: http.Surface | None = None
+
+    def on_worker_shutdown(self) -> None:
+        # Called with the loop stopped, before faust stops the app.
+        if self.surface is not None:
+            self.loop.run_until_complete(self.surface.stop())
+
+
+def readiness(app: faust.App) -> http.Readiness:
+    """The faust engine's readiness: partitions assigned, and no rebalance under way
+    (faust's consumer seeks them to their checkpoints while it rebalances)."""
+
+    def ready() -> str | None:
+        consumer = app._consumer  # not app.consumer, which would create one
+        if consumer is None:
+            return "starting"
+        if app.rebalancing:
+            return "rebalancing: partitions not yet positioned at their checkpoints"
+        try:
+            assigned = consumer.assignment()
+        except Exception:  # its Kafka consumer is not started yet
+            return "starting"
+        return None if assigned else "no partitions assigned yet (or more workers than partitions)"
+
+    return ready
+
 
 def run(
     settings: Settings,
@@ -201,6 +249,8 @@ def run(
     scheduler there) and is cancelled when the worker stops.
     """
     app = create_app(settings, registry)
+    surface = http.Surface(settings, readiness(app))
+    loop.run_until_complete(surface.start())  # a port in use ends the command before faust
     if companion is not None:
         app.task(companion)
     worker = Worker(
@@ -213,4 +263,5 @@ def run(
         quiet=True,
     )
     worker.spinner = None  # a terminal spinner; worker output goes to logs
+    worker.surface = surface
     worker.execute_from_commandline()

@@ -9,7 +9,7 @@ import signal
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from cronstream import kafka, shutdown
+from cronstream import http, kafka, shutdown
 from cronstream.settings import Settings
 from handlers.registry import Registry
 from streams.batch_engine import BatchEngine
@@ -23,7 +23,8 @@ def run(settings: Settings, registry: Registry, companion: Companion | None = No
     """Run a worker with `settings.engine` until SIGINT or SIGTERM.
 
     `companion` runs beside it in the same loop (`cronstream run` puts the scheduler
-    there) and is cancelled when the worker stops.
+    there) and is cancelled when the worker stops. The HTTP surface (cronstream/http.py)
+    serves beside either engine; a port in use raises http.PortInUse before it starts.
     """
     topics = settings.input_topics + [settings.dlq_topic(t) for t in settings.input_topics]
     loop = asyncio.new_event_loop()
@@ -45,6 +46,8 @@ async def run_batch_engine(
     settings: Settings, registry: Registry, companion: Companion | None
 ) -> None:
     engine = BatchEngine(settings, registry)
+    surface = http.Surface(settings, engine.readiness)
+    await surface.start()  # before the companion: a port in use ends the command at once
     beside = asyncio.create_task(companion()) if companion is not None else None
 
     def companion_ended(task: asyncio.Task[None]) -> None:
@@ -77,3 +80,4 @@ async def run_batch_engine(
             beside.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await beside
+        await surface.stop()

@@ -117,6 +117,11 @@ def settings(services: Services, database_url: str, topic: str) -> Settings:
 @pytest.fixture
 def cli_env(settings: Settings) -> dict[str, str]:
     """The environment for running `cronstream` as a subprocess against this test's services."""
+    return environment(settings)
+
+
+def environment(settings: Settings) -> dict[str, str]:
+    """`cli_env` for any settings (module-scoped fixtures build their own)."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("CRONSTREAM_")}
     env |= {
         "CRONSTREAM_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
@@ -124,6 +129,8 @@ def cli_env(settings: Settings) -> dict[str, str]:
         "CRONSTREAM_SYNC_TOPIC": settings.sync_topic,
         "CRONSTREAM_CONSUMER_GROUP": settings.consumer_group,
         "CRONSTREAM_LOG_FORMAT": "json",
+        # Off unless a test picks a free port, so parallel processes never fight over 8080.
+        "CRONSTREAM_HTTP_PORT": "0",
     }
     return env
 

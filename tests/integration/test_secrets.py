@@ -44,6 +44,7 @@ SHORT_COMMANDS: list[list[str]] = [
     ["migrate"],
     ["publish", "--entity", "a", "--key", "1"],
     ["jobs", "list"],
+    ["status"],
 ]
 
 # Run until they report the outage (or exit), then are stopped.
@@ -59,6 +60,7 @@ def env(services: Services, topic: str) -> dict[str, str]:
         "CRONSTREAM_SYNC_TOPIC": topic,
         "CRONSTREAM_CONSUMER_GROUP": f"group.{topic}",
         "CRONSTREAM_CONNECT_TIMEOUT": "3",
+        "CRONSTREAM_HTTP_PORT": "0",  # parallel runs must not fight over 8080
     }
 
 

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from cronstream.cli import app
 
 runner = CliRunner()
-COMMANDS = ["migrate", "publish", "worker", "scheduler", "run", "jobs"]
+COMMANDS = ["migrate", "publish", "worker", "scheduler", "run", "jobs", "status"]
 
 
 def test_root_help_lists_commands_and_env_vars() -> None:

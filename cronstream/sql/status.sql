@@ -1,0 +1,27 @@
+-- `cronstream status` and the status page (cronstream/status.py): read-only.
+
+-- status_checkpoints --
+SELECT consumer, topic, partition, "offset", updated_at
+FROM checkpoints ORDER BY consumer, topic, partition
+
+-- status_dead_letter_counts --
+SELECT topic, count(*) AS total,
+       count(*) FILTER (WHERE created_at > now() - interval '1 hour') AS last_hour
+FROM dead_letters GROUP BY topic ORDER BY topic
+
+-- status_dead_letters_latest --
+SELECT consumer, topic, partition, "offset", dlq_topic, error, attempts, created_at
+FROM dead_letters ORDER BY id DESC LIMIT $1
+
+-- status_leader --
+-- The session holding the scheduler's advisory lock (leader_try_lock). A bigint key is
+-- shown in pg_locks as classid (high 32 bits) and objid (low 32 bits), objsubid 1; the
+-- leader names itself in its application_name (schedulers/leader.py).
+SELECT a.application_name, a.backend_start
+FROM pg_locks AS l
+JOIN pg_stat_activity AS a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND l.classid::bigint = (hashtext('cronstream.scheduler')::bigint >> 32) & 4294967295
+  AND l.objid::bigint = hashtext('cronstream.scheduler')::bigint & 4294967295
+LIMIT 1

@@ -1,0 +1,323 @@
+"""What `cronstream status` and the status page show: positions, dead letters, jobs.
+
+Per consumer, topic and partition: the Postgres checkpoint against Kafka's log end, and
+the lag between them (records not applied yet). Partitions of the live group's input
+topics that have no checkpoint row yet are shown too. A checkpoint at or beyond the log
+end plus one cannot be lag: the topic was recreated or Kafka lost data, and it is
+flagged. So is a checkpoint below the log start: records were deleted unapplied.
+
+Collecting never hangs: Postgres and Kafka each get `SERVICE_TIMEOUT` seconds, and an
+unreachable one is named in `Status.unreachable` while the rest is still shown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, tzinfo
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from cronstream import db, kafka
+from cronstream.queries import query
+from cronstream.settings import Settings
+from cronstream.untrusted import shown
+from schedulers import runs
+from schedulers.cron import CronError
+from schedulers.engine import Job
+from schedulers.jobs import JobError, load_file, load_table, merge
+from schedulers.leader import LEADER_APPLICATION
+
+SERVICE_TIMEOUT = 5.0  # seconds for each of Postgres and Kafka
+LATEST_DEAD_LETTERS = 20
+
+
+@dataclass
+class Partition:
+    consumer: str
+    topic: str
+    partition: int
+    checkpoint: int | None  # None: no checkpoint row yet; -1: a row, nothing applied
+    log_start: int | None = None  # None: Kafka did not say
+    log_end: int | None = None
+    lag: int | None = None
+    problem: str | None = None  # flagged instead of a misleading lag
+
+
+@dataclass
+class DeadLetterCount:
+    topic: str
+    total: int
+    last_hour: int
+
+
+@dataclass
+class DeadLetter:
+    consumer: str
+    topic: str
+    partition: int
+    offset: int
+    dlq_topic: str
+    error: str
+    attempts: int
+    created_at: datetime
+
+
+@dataclass
+class LastRun:
+    status: str
+    scheduled_for: datetime
+    rows: int
+    rejected: int
+    duration_s: float | None
+    error: str | None
+
+
+@dataclass
+class JobStatus:
+    name: str
+    schedule: str | None
+    timezone: str | None
+    enabled: bool
+    last_run: LastRun | None
+    next_run: datetime | None
+    problem: str | None = None  # an invalid cron_jobs row, or a schedule that fails
+
+
+@dataclass
+class Jobs:
+    """Jobs as `jobs list` loads them: file and cron_jobs rows, invalid rows apart."""
+
+    jobs: list[Job]
+    invalid: dict[str, str]
+    latest: dict[str, asyncpg.Record]
+
+
+@dataclass
+class Status:
+    collected_at: datetime
+    consumer_group: str
+    partitions: list[Partition] = field(default_factory=list)
+    dead_letter_counts: list[DeadLetterCount] = field(default_factory=list)
+    jobs: list[JobStatus] = field(default_factory=list)
+    leader: str | None = None  # the leading scheduler's node, None when none leads
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    unreachable: dict[str, str] = field(default_factory=dict)  # "postgres"/"kafka": why
+    jobs_error: str | None = None  # the jobs file could not be loaded
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON types: times as ISO 8601 text."""
+        return _plain(asdict(self))  # type: ignore[no-any-return]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
+
+
+def file_jobs(jobs_file: Path | None) -> list[Job]:
+    """The jobs file's jobs (none without a file); a JobError when it cannot be loaded."""
+    return load_file(jobs_file) if jobs_file else []
+
+
+async def load_jobs(connection: asyncpg.Connection, from_file: list[Job]) -> Jobs:
+    """The file's jobs with the cron_jobs table's, and each one's newest run; invalid
+    rows are returned apart, with their reason."""
+    from_table, invalid = await load_table(connection)
+    jobs = merge(from_file, from_table, invalid)
+    latest = await runs.latest(connection, [*(job.name for job in jobs), *invalid])
+    return Jobs(jobs, invalid, latest)
+
+
+def job_statuses(loaded: Jobs, now: datetime) -> list[JobStatus]:
+    found: list[JobStatus] = []
+    for job in loaded.jobs:
+        upcoming: datetime | None = None
+        problem = None
+        if job.enabled:
+            try:
+                upcoming = job.schedule.next_after(now).astimezone(job.schedule.tz)
+            except CronError as error:
+                problem = f"schedule: {error}"
+        found.append(
+            JobStatus(
+                name=job.name,
+                schedule=job.schedule.expression,
+                timezone=job.schedule.timezone,
+                enabled=job.enabled,
+                last_run=_last_run(loaded.latest.get(job.name), job.schedule.tz),
+                next_run=upcoming,
+                problem=problem,
+            )
+        )
+    for name, reason in sorted(loaded.invalid.items()):
+        found.append(
+            JobStatus(
+                name=name,
+                schedule=None,
+                timezone=None,
+                enabled=False,
+                last_run=_last_run(loaded.latest.get(name), UTC),
+                next_run=None,
+                problem=f"not run: {reason}",
+            )
+        )
+    return found
+
+
+def _last_run(row: asyncpg.Record | None, tz: tzinfo) -> LastRun | None:
+    """The newest run, its time in the job's zone as `next_run` is."""
+    if row is None:
+        return None
+    started, finished = row["started_at"], row["finished_at"]
+    return LastRun(
+        status=row["status"],
+        scheduled_for=row["scheduled_for"].astimezone(tz),
+        rows=row["rows_emitted"],
+        rejected=row["rows_rejected"],
+        duration_s=(finished - started).total_seconds() if started and finished else None,
+        error=shown(row["error"]) if row["error"] else None,
+    )
+
+
+async def collect(settings: Settings, jobs_file: Path | None) -> Status:
+    """Everything the status shows, from Postgres then Kafka, each within its timeout."""
+    now = datetime.now(UTC)
+    status = Status(collected_at=now, consumer_group=settings.consumer_group)
+    try:
+        await asyncio.wait_for(_from_postgres(settings, jobs_file, status), SERVICE_TIMEOUT)
+    except (TimeoutError, db.DatabaseUnavailable, *db.CONNECT_ERRORS) as error:
+        status.unreachable["postgres"] = _reason(error, settings)
+    try:
+        await asyncio.wait_for(_from_kafka(settings, status), SERVICE_TIMEOUT)
+    except (TimeoutError, KafkaError, OSError) as error:
+        status.unreachable["kafka"] = _reason(error, settings)
+    return status
+
+
+def _reason(error: BaseException, settings: Settings) -> str:
+    """One line on why a service did not answer; never the password."""
+    if isinstance(error, TimeoutError):
+        return f"no answer within {SERVICE_TIMEOUT:g}s"
+    if isinstance(error, db.DatabaseUnavailable):
+        return str(error)
+    if isinstance(error, asyncpg.UndefinedTableError):
+        return (
+            f"{settings.database_url_redacted} has no cronstream tables: run 'cronstream migrate'"
+        )
+    if isinstance(error, KafkaError):  # aiokafka's str() starts with the class name
+        text = str(error)
+        name = type(error).__name__
+        return shown(text if text.startswith(name) else f"{name}: {text}")
+    return str(db.unavailable(settings, error))
+
+
+async def _from_postgres(settings: Settings, jobs_file: Path | None, status: Status) -> None:
+    connection = await db.connect(settings)
+    try:
+        for row in await connection.fetch(query("status_checkpoints")):
+            status.partitions.append(
+                Partition(row["consumer"], row["topic"], row["partition"], row["offset"])
+            )
+        status.dead_letter_counts = [
+            DeadLetterCount(row["topic"], row["total"], row["last_hour"])
+            for row in await connection.fetch(query("status_dead_letter_counts"))
+        ]
+        status.dead_letters = [
+            DeadLetter(
+                consumer=row["consumer"],
+                topic=row["topic"],
+                partition=row["partition"],
+                offset=row["offset"],
+                dlq_topic=row["dlq_topic"],
+                error=row["error"],
+                attempts=row["attempts"],
+                created_at=row["created_at"],
+            )
+            for row in await connection.fetch(
+                query("status_dead_letters_latest"), LATEST_DEAD_LETTERS
+            )
+        ]
+        leader = await connection.fetchrow(query("status_leader"))
+        if leader is not None:
+            name = leader["application_name"] or ""
+            status.leader = name.removeprefix(LEADER_APPLICATION).strip() or "(unnamed)"
+        try:
+            from_file = file_jobs(jobs_file)
+        except JobError as error:
+            status.jobs_error = str(error)
+            from_file = []
+        status.jobs = job_statuses(await load_jobs(connection, from_file), status.collected_at)
+    finally:
+        await connection.close(timeout=1)
+
+
+async def _from_kafka(settings: Settings, status: Status) -> None:
+    """Log start and end of every partition shown, plus the live group's own partitions."""
+    consumer = AIOKafkaConsumer(**kafka.connection_options(settings))  # no group: reads only
+    try:
+        await consumer.start()  # inside: a cancelled start must still stop it
+        # One metadata request for every topic (never creates one); the consumer's own
+        # `topics()` fetches the same but keeps the partitions to itself.
+        cluster = await consumer._client.fetch_all_metadata()
+        existing = set(cluster.topics())
+        wanted = {p.topic for p in status.partitions} | set(settings.input_topics)
+        partitions = [
+            TopicPartition(topic, number)
+            for topic in sorted(wanted & existing)
+            for number in sorted(cluster.partitions_for_topic(topic) or ())
+        ]
+        starts = await consumer.beginning_offsets(partitions) if partitions else {}
+        ends = await consumer.end_offsets(partitions) if partitions else {}
+    finally:
+        with contextlib.suppress(Exception):
+            await consumer.stop()
+    group = settings.consumer_group
+    known = {(p.consumer, p.topic, p.partition) for p in status.partitions}
+    for tp in partitions:
+        if tp.topic in settings.input_topics and (group, tp.topic, tp.partition) not in known:
+            missing = Partition(group, tp.topic, tp.partition, None)
+            if "postgres" in status.unreachable:
+                missing.problem = "checkpoint unknown: Postgres unreachable"
+            status.partitions.append(missing)
+    status.partitions.sort(key=lambda p: (p.consumer != group, p.consumer, p.topic, p.partition))
+    for shown_partition in status.partitions:
+        tp = TopicPartition(shown_partition.topic, shown_partition.partition)
+        if shown_partition.topic not in existing:
+            shown_partition.problem = "topic does not exist in Kafka"
+        elif tp not in ends:
+            shown_partition.problem = "partition does not exist in Kafka"
+        else:
+            problem = shown_partition.problem
+            _measure(shown_partition, starts[tp], ends[tp])
+            shown_partition.problem = shown_partition.problem or problem
+
+
+def _measure(partition: Partition, start: int, end: int) -> None:
+    partition.log_start, partition.log_end = start, end
+    if partition.checkpoint is None:
+        partition.lag = end - start
+        return
+    following = partition.checkpoint + 1  # the next offset to apply
+    if following > end:
+        partition.problem = (
+            f"checkpoint {partition.checkpoint} is beyond the log end {end}: "
+            "topic recreated or Kafka data lost?"
+        )
+    elif following < start:
+        partition.lag = end - start
+        partition.problem = (
+            f"{start - following} record(s) deleted by retention before they were applied"
+        )
+    else:
+        partition.lag = end - following

@@ -1,0 +1,134 @@
+"""The status page at GET /: server-rendered HTML that refreshes itself every 5 s.
+
+Every value is escaped: topic names, job errors and dead-letter errors come from
+outside. No JavaScript at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from html import escape
+
+from cronstream.status import JobStatus, Partition, Status
+
+REFRESH_SECONDS = 5
+
+STYLE = """
+body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }
+h1 { font-size: 1.4em; } h2 { font-size: 1.1em; margin-top: 1.5em; }
+table { border-collapse: collapse; } td, th { padding: 3px 10px; text-align: left; }
+th { background: #eee; } tr:nth-child(even) td { background: #f7f7f7; }
+td.n { text-align: right; font-variant-numeric: tabular-nums; }
+.bad { color: #b00; } .muted { color: #777; }
+"""
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="seconds")
+    return str(value)
+
+
+def _row(cells: Iterable[object], numeric: Iterable[int] = ()) -> str:
+    right = set(numeric)
+    return (
+        "<tr>"
+        + "".join(
+            f'<td class="n">{escape(_text(cell))}</td>'
+            if i in right
+            else f"<td>{escape(_text(cell))}</td>"
+            for i, cell in enumerate(cells)
+        )
+        + "</tr>"
+    )
+
+
+def _table(caption_id: str, headers: list[str], rows: list[str], empty: str) -> str:
+    if not rows:
+        return f'<p class="muted" id="{caption_id}">{escape(empty)}</p>'
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    return f'<table id="{caption_id}"><tr>{head}</tr>{"".join(rows)}</table>'
+
+
+def _partition(p: Partition) -> str:
+    return _row(
+        [p.consumer, p.topic, p.partition, p.checkpoint, p.log_end, p.lag, p.problem or ""],
+        numeric=(2, 3, 4, 5),
+    )
+
+
+def _job(job: JobStatus) -> str:
+    last = job.last_run
+    if last is None:
+        last_text = "-"
+    else:
+        took = f", {last.duration_s:.1f}s" if last.duration_s is not None else ""
+        last_text = f"{last.status} {_text(last.scheduled_for)} ({last.rows} rows{took})"
+        if last.error:
+            last_text += f": {last.error}"
+    upcoming = job.next_run if job.enabled else "disabled"
+    return _row([job.name, job.schedule, job.timezone, last_text, upcoming, job.problem or ""])
+
+
+def render(status: Status) -> str:
+    """The whole page for one collected status."""
+    problems = "".join(
+        f'<p class="bad">{escape(name)} unreachable: {escape(reason)}</p>'
+        for name, reason in sorted(status.unreachable.items())
+    )
+    if status.jobs_error:
+        problems += f'<p class="bad">jobs file: {escape(status.jobs_error)}</p>'
+    partitions = _table(
+        "partitions",
+        ["consumer", "topic", "partition", "checkpoint", "log end", "lag", "note"],
+        [_partition(p) for p in status.partitions],
+        "no partitions known",
+    )
+    counts = _table(
+        "dead-letter-counts",
+        ["topic", "dead letters", "last hour"],
+        [_row([c.topic, c.total, c.last_hour], (1, 2)) for c in status.dead_letter_counts],
+        "no dead letters",
+    )
+    jobs = _table(
+        "jobs",
+        ["job", "schedule", "zone", "last run", "next run", "problem"],
+        [_job(job) for job in status.jobs],
+        "no jobs",
+    )
+    latest = _table(
+        "dead-letters",
+        ["when", "consumer", "topic", "partition", "offset", "attempts", "error"],
+        [
+            _row(
+                [d.created_at, d.consumer, d.topic, d.partition, d.offset, d.attempts, d.error],
+                (3, 4, 5),
+            )
+            for d in status.dead_letters
+        ],
+        "none",
+    )
+    leader = escape(status.leader) if status.leader else "none leads"
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="refresh" content="{REFRESH_SECONDS}">
+<title>cronstream status</title><style>{STYLE}</style></head>
+<body>
+<h1>cronstream status</h1>
+<p class="muted">consumer group {escape(status.consumer_group)}, collected
+{escape(_text(status.collected_at))}, refreshes every {REFRESH_SECONDS} s</p>
+{problems}
+<h2>Partitions</h2>
+{partitions}
+<h2>Dead letters by topic</h2>
+{counts}
+<h2>Jobs</h2>
+<p id="leader">scheduler leader: {leader}</p>
+{jobs}
+<h2>Latest dead letters</h2>
+{latest}
+</body></html>
+"""

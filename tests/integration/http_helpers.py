@@ -1,0 +1,43 @@
+"""A worker with its HTTP surface on a free port, and waiting for it to be ready."""
+
+from __future__ import annotations
+
+import socket
+
+import aiohttp
+
+from tests.integration.kafka_helpers import wait_for
+from tests.integration.workers import WorkerProcess, worker_env
+
+
+def free_port() -> int:
+    """A port nothing listens on right now (the OS picks it)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def http_env(base: dict[str, str], port: int, **extra: str) -> dict[str, str]:
+    return worker_env(base, **({"CRONSTREAM_HTTP_PORT": str(port)} | extra))
+
+
+async def readyz(url: str) -> tuple[int, dict[str, object]]:
+    """GET /readyz: its status and JSON body; (0, {}) while nothing answers."""
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
+            session.get(f"{url}/readyz") as response,
+        ):
+            return response.status, await response.json()
+    except aiohttp.ClientConnectionError:
+        return 0, {}
+
+
+async def wait_ready(url: str, process: WorkerProcess, seconds: float = 90) -> None:
+    """Until /readyz says 200; fails early, with the log, if the process died."""
+
+    async def ready() -> bool:
+        assert process.alive(), f"{process.name} exited:\n{process.logs()[-3000:]}"
+        return (await readyz(url))[0] == 200
+
+    await wait_for(ready, seconds, f"{url}/readyz to say 200")
