@@ -782,16 +782,19 @@ def jobs_list_command(ctx: typer.Context, jobs_file: JobsFileOption = None) -> N
         except CronError as error:
             upcoming = f"error: {error}"
         table.add_row(
-            job.name,
-            job.schedule.expression,
-            job.schedule.timezone,
-            job.misfire_policy,
-            "yes" if job.enabled else "no",
-            last_run(job.name, job.schedule.tz),
-            upcoming if job.enabled else "-",
+            *texts(
+                job.name,
+                job.schedule.expression,
+                job.schedule.timezone,
+                job.misfire_policy,
+                "yes" if job.enabled else "no",
+                last_run(job.name, job.schedule.tz),
+                upcoming if job.enabled else "-",
+            )
         )
     for name, problem in sorted(invalid.items()):
-        table.add_row(name, "-", "-", "-", "invalid", last_run(name, UTC), f"not run: {problem}")
+        cells = (name, "-", "-", "-", "invalid", last_run(name, UTC), f"not run: {problem}")
+        table.add_row(*texts(*cells))
     Console(width=200).print(table)
 
 
@@ -871,7 +874,7 @@ def print_status(collected: status.Status) -> None:
         "last run",
         "next run",
         "problem",
-        title=f"Jobs (scheduler leader: {collected.leader or 'none leads'})",
+        title=Text(f"Jobs (scheduler leader: {collected.leader or 'none leads'})"),
     )
     for job in collected.jobs:
         last = job.last_run
@@ -893,6 +896,7 @@ def print_status(collected: status.Status) -> None:
 
 
 def texts(*cells: object) -> list[Text]:
+    """Table cells as plain text: job errors and topic names are untrusted, never markup."""
     return [Text(str(cell)) for cell in cells]
 
 

@@ -345,12 +345,20 @@ async def test_jobs_list_shows_schedule_zone_policy_last_and_next_run(
         "INSERT INTO cron_runs (id, job, scheduled_for, status, node, rows_emitted) "
         "VALUES ('x', 'from_table', '2027-01-01T00:05:00Z', 'succeeded', 'n', 42)"
     )
+    # A run's error quotes untrusted text: shown as it is, never read as rich markup
+    # (an unbalanced closing tag would end the command with a traceback).
+    await add_job(db, "failing", "*/5 * * * *", {"mode": "outbox", "table": "outbox"})
+    await db.execute(
+        "INSERT INTO cron_runs (id, job, scheduled_for, status, node, error) "
+        "VALUES ('y', 'failing', '2027-01-01T00:05:00Z', 'failed', 'n', '[/] [bold]x')"
+    )
     result = run_cli(["jobs", "list", "--jobs-file", str(jobs_file)], cli_env)
     assert result.returncode == 0, result.stderr
     lines = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if "│" in line}
     assert "30 2 * * *" in lines["from_file"] and "Europe/Berlin" in lines["from_file"]
     assert "T02:30:00+0" in lines["from_file"]  # next run, in the job's zone
     assert "succeeded 2027-01-01T00:05:00+00:00 (42 rows)" in lines["from_table"]
+    assert "[/] [bold]x" in lines["failing"]
 
     broken = tmp_path / "broken.toml"
     broken.write_text(
