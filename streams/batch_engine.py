@@ -39,7 +39,7 @@ from cronstream.kafka_health import HEALTH, Degraded, Recovered
 from cronstream.settings import Settings
 from handlers.checkpoints import Outcome, Record
 from handlers.registry import Registry
-from streams.batches import BatchLoop, log_batch
+from streams.batches import BatchLoop, log_batch, settle
 from streams.positions import read_checkpoints, report_ahead
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,8 @@ class BatchEngine:
         if records:
             self.inflight = asyncio.ensure_future(self.batches.apply(records))
             try:
-                outcome = await self._finish(self.inflight)
+                grace = self.settings.shutdown_timeout / 2
+                outcome = await settle(self.inflight, self.stop, grace)
             finally:
                 self.inflight = None
             if outcome is None:  # stopped while Postgres or Kafka was away
@@ -169,23 +170,6 @@ class BatchEngine:
         while True:
             report_kafka_health(consumer, self.settings.kafka_bootstrap)
             await asyncio.sleep(KAFKA_HEALTH_INTERVAL)
-
-    async def _finish(self, batch: asyncio.Future[Outcome | None]) -> Outcome | None:
-        """The batch's outcome; once stopping, it gets half the shutdown timeout, and is
-        then cancelled (rolled back: the next owner applies it) so the worker exits in time."""
-        stopping: asyncio.Future[object] = asyncio.ensure_future(self.stop.wait())
-        either: set[asyncio.Future[object]] = {batch, stopping}  # type: ignore[arg-type]
-        try:
-            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopping.cancel()
-        if batch.done():
-            return batch.result()
-        try:
-            return await asyncio.wait_for(batch, self.settings.shutdown_timeout / 2)
-        except TimeoutError:  # wait_for cancelled it
-            log.warning("in-flight batch abandoned at shutdown, rolled back")
-            return None
 
     async def _commit(
         self, consumer: AIOKafkaConsumer, only: Iterable[TopicPartition] = ()

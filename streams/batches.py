@@ -165,6 +165,27 @@ class BatchLoop:
             return outcome
 
 
+async def settle(
+    batch: asyncio.Future[Outcome | None], stop: asyncio.Event, grace: float
+) -> Outcome | None:
+    """The batch's outcome; once `stop` is set it gets `grace` seconds more and is then
+    cancelled (rolled back: whoever reads the partition next applies it), so a stopping
+    process exits in time. None when abandoned or stopped while Postgres was away."""
+    stopping: asyncio.Future[object] = asyncio.ensure_future(stop.wait())
+    either: set[asyncio.Future[object]] = {batch, stopping}  # type: ignore[arg-type]
+    try:
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if batch.done():
+        return batch.result()
+    try:
+        return await asyncio.wait_for(batch, grace)
+    except TimeoutError:  # wait_for cancelled it
+        log.warning("in-flight batch abandoned at shutdown, rolled back")
+        return None
+
+
 def log_batch(records: int, outcome: Outcome) -> None:
     """The batch's line: its counts, its own trace id and the events' (the first
     MAX_TRACE_IDS of them, with how many more), so a trace can be followed to it."""

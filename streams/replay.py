@@ -54,7 +54,7 @@ from cronstream.untrusted import safe_text, shown
 from handlers.checkpoints import Outcome, Record, Router
 from handlers.registry import Handler, Registry
 from streams.batch_engine import to_record
-from streams.batches import BatchLoop, router
+from streams.batches import BatchLoop, router, settle
 
 log = logging.getLogger(__name__)
 
@@ -592,17 +592,8 @@ class Replay:
     async def _apply(self, records: list[Record]) -> bool:
         """Apply one batch; False when stopped before it was applied (rolled back)."""
         batch = asyncio.ensure_future(self.batches.apply(records))
-        stopping = asyncio.ensure_future(self.stop.wait())
-        try:
-            await asyncio.wait({batch, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopping.cancel()
-        try:
-            outcome = await asyncio.wait_for(batch, self.settings.shutdown_timeout / 2)
-        except TimeoutError:  # wait_for cancelled it: rolled back
-            log.warning("in-flight replay batch abandoned at shutdown, rolled back")
-            return False
-        if outcome is None:  # stopped while Postgres or Kafka was away
+        outcome = await settle(batch, self.stop, self.settings.shutdown_timeout / 2)
+        if outcome is None:  # abandoned at the stop, or stopped while Postgres was away
             return False
         self.progress.add(records, outcome)
         self.on_progress(self.progress)
