@@ -7,7 +7,11 @@ idle-ish worker ("Unable connect to node with id 1", "Unable to update metadata"
 "Failed fetch messages from 1", coordinator and heartbeat failures), and nothing of
 cronstream's own. `HeldBack` recognizes those connection, fetch and coordinator
 failures by logger and message template, demotes them to DEBUG and tells `HEALTH`.
-The batch engine asks `HEALTH.check()` after each poll and logs the change, once each.
+The batch engine asks `HEALTH.check()` every second and logs the change, once each.
+`HeldBack` also demotes, without telling `HEALTH`, what aiokafka logs on every first
+start: a new broker answers the first coordinator lookup with
+GroupCoordinatorNotAvailable while it creates __consumer_offsets, and a coordinator that
+moves is "marked dead" and looked up again.
 
 While a broker is away aiokafka retries every few hundred milliseconds (the largest
 gap measured was 0.7 s), so an outage is over once no such error came for
@@ -54,6 +58,10 @@ RETRIED: dict[str, tuple[tuple[str, int | None], ...]] = {
         ("Got error produce response", None),
     ),
 }
+
+
+# A coordinator that moved, looked up again at once (see the module's docstring).
+FIRST_START = "Marking the coordinator dead"
 
 
 @dataclass(frozen=True)
@@ -130,21 +138,28 @@ class HeldBack(logging.Filter):
         if record.levelno < logging.WARNING or not isinstance(record.msg, str):
             return True
         template = record.msg
+        if template.startswith(FIRST_START) or (
+            "GroupCoordinatorNotAvailable" in record.getMessage()
+        ):
+            return _demote(record)  # retried at once, not an outage
         found = [
             where for prefix, where in RETRIED.get(record.name, ()) if template.startswith(prefix)
         ]
         if not found:
             return True
         where = found[0]
-        if "GroupCoordinatorNotAvailable" in record.getMessage():
-            return True  # a new broker creating __consumer_offsets, not an outage
         args = record.args if isinstance(record.args, tuple) else ()
         if where == ADDRESS and len(args) >= 2:
             self.health.failed(address=f"{args[0]}:{args[1]}")
         else:
             self.health.failed(node=_node(args, where))
-        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return _demote(record)
+
+
+def _demote(record: logging.LogRecord) -> bool:
+    """The record as DEBUG: shown only when its logger is at DEBUG."""
+    record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+    return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
 
 
 def _node(args: tuple[object, ...], at: int | None) -> int | None:

@@ -43,23 +43,6 @@ def parse_level(text: str) -> int:
     return logging.getLevelNamesMapping()[name]
 
 
-class _RetriedByAiokafka(logging.Filter):
-    """Drops coordinator errors aiokafka logs and then retries by itself.
-
-    A new broker answers the first coordinator lookup with GroupCoordinatorNotAvailable
-    while it creates __consumer_offsets, and a coordinator that moves is "marked dead"
-    and looked up again: at ERROR/WARNING these alarm a newcomer on every first start.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not (
-            "GroupCoordinatorNotAvailableError" in message
-            or message.startswith("Marking the coordinator dead")
-        )
-
-
-_RETRIED = _RetriedByAiokafka()
 _HELD_BACK = HeldBack()
 
 
@@ -112,13 +95,7 @@ def configure(level: str = "INFO", fmt: Literal["json", "text"] = "json") -> Non
     debug = threshold <= logging.DEBUG
     for name in LIBRARIES:
         logging.getLogger(name).setLevel(threshold if debug else max(threshold, logging.WARNING))
-    coordinator = logging.getLogger("aiokafka.consumer.group_coordinator")
-    if debug:
-        coordinator.removeFilter(_RETRIED)
-    else:
-        coordinator.addFilter(_RETRIED)
-    # Always on (at DEBUG the demoted lines show, as DEBUG), and after _RETRIED, which
-    # drops what a first start on a new broker logs before any outage could be told.
+    # aiokafka's retried errors, demoted to DEBUG (so shown at DEBUG) and counted.
     for name in RETRIED:
         logging.getLogger(name).removeFilter(_HELD_BACK)
         logging.getLogger(name).addFilter(_HELD_BACK)
