@@ -405,6 +405,10 @@ def worker_command(
     Kafka is down the batch is retried with backoff. Run more workers to share the
     partitions. SIGINT/SIGTERM drain the in-flight batch and exit within
     CRONSTREAM_SHUTDOWN_TIMEOUT seconds.
+
+    HTTP on CRONSTREAM_HTTP_HOST:CRONSTREAM_HTTP_PORT (default 127.0.0.1:8080; port 0
+    turns it off): /healthz, /readyz, /metrics (Prometheus), POST /events (needs
+    `Authorization: Bearer` when CRONSTREAM_INGRESS_TOKEN is set) and a status page at /.
     """
     overrides = {"external_topics": external_topics, "batch_size": batch_size, "engine": engine}
     ctx.obj |= {name: value for name, value in overrides.items() if value is not None}
@@ -492,7 +496,11 @@ def run_command(
     ] = None,
     engine: EngineOption = None,
 ) -> None:
-    """Scheduler and worker in one process, for small deployments and `make run`."""
+    """Scheduler and worker in one process, for small deployments and `make run`.
+
+    Serves the worker's HTTP surface (see `cronstream worker --help`), with the cron and
+    scanner metrics of this process's scheduler when it leads.
+    """
     if engine is not None:
         ctx.obj["engine"] = engine
     scheduler = make_scheduler(ctx, jobs_file)

@@ -51,7 +51,7 @@ from cronstream.envelope import Event
 from cronstream.queries import query
 from cronstream.settings import Settings
 from cronstream.untrusted import safe_text, shown
-from handlers.checkpoints import Outcome, Record, Router
+from handlers.checkpoints import Outcome, Record, Router, is_outage
 from handlers.registry import Handler, Registry
 from streams.batch_engine import to_record
 from streams.batches import BatchLoop, router, settle
@@ -535,7 +535,14 @@ class Replay:
                 if self.stop.is_set() and self.progress.unfinished(self.plan):
                     self.progress.status = "interrupted"
             except Exception as error:  # recorded in the row, and shown by the caller
-                log.exception("replay %s failed", self.progress.replay_id)
+                # Kafka or Postgres gone for good is one line; anything else is a bug.
+                log.error(
+                    "replay %s failed: %s: %s",
+                    self.progress.replay_id,
+                    type(error).__name__,
+                    safe_text(str(error), 500),
+                    exc_info=not is_outage(error),
+                )
                 self.progress.status = "failed"
                 self.progress.error = safe_text(f"{type(error).__name__}: {error}", 2000)
             await self._finish()
