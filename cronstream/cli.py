@@ -15,6 +15,7 @@ from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import IO, Annotated, Any, Literal, NoReturn, TypeVar
 
+import asyncpg
 import typer
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
@@ -125,6 +126,10 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
         fail(f"{error} (start local services with 'make services')")
     except KafkaError as error:
         fail(f"Kafka: {type(error).__name__}: {error} (start local services with 'make services')")
+    except asyncpg.UndefinedTableError as error:
+        fail(f"Postgres: {error}: the database is not migrated; run 'cronstream migrate'")
+    except asyncpg.InsufficientPrivilegeError as error:
+        fail(f"Postgres: {error}")
 
 
 @app.command("migrate")

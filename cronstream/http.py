@@ -47,6 +47,11 @@ CHECK_TIMEOUT = 3.0  # seconds for each readiness check of Postgres and Kafka
 STATUS_CACHE_SECONDS = 2.0
 INGRESS_SOURCE = "cronstream-http"  # the source of events that do not name one
 MAX_LISTED_ERRORS = 50
+# Events in one POST: validating them is CPU work, done in a thread so the engine's
+# loop (heartbeats, batches) keeps running, and bounded so one body cannot hog it.
+MAX_EVENTS = 10_000
+SHUTDOWN_SECONDS = 3.0
+READY_CACHE_SECONDS = 1.0  # probes share one check: a probe storm costs no connections
 JSON_TYPES = ("application/json", "text/json")
 
 
@@ -74,6 +79,9 @@ class Surface:
         self.status: status.Status | None = None
         self.status_at = 0.0
         self.status_lock = asyncio.Lock()
+        self.ready: list[str] = []
+        self.ready_at = float("-inf")
+        self.ready_lock = asyncio.Lock()
 
     def app(self) -> web.Application:
         # Bodies over the limit are refused by aiohttp while reading: never held whole.
@@ -90,7 +98,8 @@ class Surface:
         host, port = self.settings.http_host, self.settings.http_port
         if port == 0:
             return
-        runner = web.AppRunner(self.app(), access_log=None)
+        # In-flight requests get a few seconds at shutdown, not aiohttp's default minute.
+        runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=SHUTDOWN_SECONDS)
         await runner.setup()
         try:
             await web.TCPSite(runner, host, port).start()
@@ -116,6 +125,17 @@ class Surface:
         return web.Response(text="ok\n")
 
     async def readyz(self, request: web.Request) -> web.Response:
+        async with self.ready_lock:  # concurrent probes share one check
+            if time.monotonic() - self.ready_at > READY_CACHE_SECONDS:
+                self.ready = await self._check_ready()
+                self.ready_at = time.monotonic()
+            reasons = self.ready
+        if reasons:
+            return _json(503, {"ready": False, "reasons": reasons})
+        return _json(200, {"ready": True, "reasons": []})
+
+    async def _check_ready(self) -> list[str]:
+        """Why the worker is not ready; empty when it is."""
         engine = self.readiness()
         postgres, kafka_reason = await asyncio.gather(self._postgres(), self._kafka())
         reasons = [
@@ -127,9 +147,7 @@ class Surface:
             )
             if reason is not None
         ]
-        if reasons:
-            return _json(503, {"ready": False, "reasons": reasons})
-        return _json(200, {"ready": True, "reasons": []})
+        return reasons
 
     async def _postgres(self) -> str | None:
         try:
@@ -170,12 +188,15 @@ class Surface:
                 self.producer = producer
             return self.producer
 
-    async def _drop_producer(self) -> None:
+    async def _drop_producer(self, failed: AIOKafkaProducer | None) -> None:
+        """Stop `failed` if it is still the current producer (a concurrent request may
+        have replaced it already: that one is left alone)."""
         async with self.producer_lock:
-            producer, self.producer = self.producer, None
-        if producer is not None:
-            with contextlib.suppress(Exception):
-                await producer.stop()
+            if failed is None or self.producer is not failed:
+                return
+            self.producer = None
+        with contextlib.suppress(Exception):
+            await failed.stop()
 
     async def metrics(self, request: web.Request) -> web.Response:
         body = prometheus_client.generate_latest()
@@ -205,7 +226,7 @@ class Surface:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return _errors(413, [too_large])
-        records, errors = parse_events(body)
+        records, errors = await asyncio.to_thread(parse_events, body)
         if errors:
             return _errors(400, errors)
         return await self._send(records)
@@ -226,6 +247,7 @@ class Surface:
 
     async def _send(self, records: list[tuple[str, publish.Record]]) -> web.Response:
         unavailable = {"Retry-After": "5"}
+        producer: AIOKafkaProducer | None = None
         try:
             async with asyncio.timeout(self.settings.request_timeout + CHECK_TIMEOUT):
                 producer = await self._producer()
@@ -235,13 +257,13 @@ class Surface:
         except (TimeoutError, KafkaError, OSError) as error:
             reason = "no answer in time" if isinstance(error, TimeoutError) else repr(error)
             log.warning("POST /events: Kafka unavailable: %s", reason)
-            await self._drop_producer()
+            await self._drop_producer(producer)
             return _errors(503, [f"Kafka unavailable: {shown(reason)}"], **unavailable)
         if outcome.failed:
             log.warning("POST /events: %d of %d not sent", len(outcome.failed), len(records))
             # After a refused batch aiokafka's idempotent producer may never send to that
             # partition again: the next request gets a new one.
-            await self._drop_producer()
+            await self._drop_producer(producer)
             body = {"errors": outcome.failed[:MAX_LISTED_ERRORS], "sent": outcome.sent}
             return _json(503, body, **unavailable)
         return _json(202, {"ids": [event_id for event_id, _ in records]})
@@ -272,6 +294,9 @@ def parse_events(body: bytes) -> tuple[list[tuple[str, publish.Record]], list[di
             raise  # unreachable: the same parser failed just now
         if not array:
             return [], [_error(None, EnvelopeError(WHOLE_VALUE, "is an empty array: no events"))]
+        if len(array) > MAX_EVENTS:
+            too_many = f"holds {len(array)} events: send at most {MAX_EVENTS} per request"
+            return [], [_error(None, EnvelopeError(WHOLE_VALUE, too_many))]
         items = [_item(element) for element in array]
     records: list[tuple[str, publish.Record]] = []
     errors: list[dict[str, Any]] = []
@@ -282,8 +307,9 @@ def parse_events(body: bytes) -> tuple[list[tuple[str, publish.Record]], list[di
             event, value = publish.parse_line(item, INGRESS_SOURCE)
             records.append((event.id, publish.record(index, event, value)))
         except EnvelopeError as error:
-            if len(errors) < MAX_LISTED_ERRORS:
-                errors.append(_error(index, error))
+            errors.append(_error(index, error))
+            if len(errors) == MAX_LISTED_ERRORS:  # enough to fix; the rest is not checked
+                break
     return records, errors
 
 

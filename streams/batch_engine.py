@@ -27,6 +27,7 @@ before it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Iterable
@@ -107,6 +108,8 @@ class BatchEngine:
             await self._commit(consumer)
         finally:
             watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watching
             await consumer.stop()  # leaves the group: the others rebalance at once
             await self.batches.close()
 
@@ -168,7 +171,11 @@ class BatchEngine:
         """Say when Kafka is degraded and when it recovered, from a task of its own: the
         main loop may be held for the whole outage (a commit waits for the coordinator)."""
         while True:
-            report_kafka_health(consumer, self.settings.kafka_bootstrap)
+            try:
+                report_kafka_health(consumer, self.settings.kafka_bootstrap)
+            except Exception:  # a bug here must not go unseen, nor end the worker
+                log.exception("reporting Kafka's health failed; outage lines are off")
+                return
             await asyncio.sleep(KAFKA_HEALTH_INTERVAL)
 
     async def _commit(

@@ -83,9 +83,10 @@ class BatchLoop:
         """`consumer`, `route` and `reapply_through` are a replay's (streams/replay.py)."""
         self.settings = settings
         self.stop = stop
-        self.dead_letters = DeadLetterProducer(settings)
+        consumer = consumer or settings.consumer_group
+        self.dead_letters = DeadLetterProducer(settings, consumer)
         self.applier = BatchApplier(
-            consumer=consumer or settings.consumer_group,
+            consumer=consumer,
             route=route or router(settings, registry),
             dead_letter=self.dead_letters,
             dlq_topic=settings.dlq_topic,

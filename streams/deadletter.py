@@ -43,8 +43,9 @@ def headers(letter: DeadLetter, consumer: str) -> list[tuple[str, bytes]]:
 class DeadLetterProducer:
     """Sends dead letters with the idempotent producer and waits for Kafka's acks."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, consumer: str | None = None) -> None:
         self.settings = settings
+        self.consumer = consumer or settings.consumer_group  # a replay's own, when rebuilding
         self.producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
@@ -81,7 +82,7 @@ class DeadLetterProducer:
         """The record with our headers; or, when `whole` is false, our headers alone."""
         assert self.producer is not None
         record = letter.record
-        ours = headers(letter, self.settings.consumer_group)
+        ours = headers(letter, self.consumer)
         if whole:
             key, value, sent_headers = record.key, record.value, [*record.headers, *ours]
         else:

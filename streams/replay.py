@@ -45,6 +45,7 @@ from typing import Any, Literal
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import OffsetOutOfRangeError
 
 from cronstream import db, kafka
 from cronstream.envelope import Event
@@ -367,12 +368,19 @@ async def plan(settings: Settings, request: Request) -> Plan:
 
 
 async def _check_schema(connection: asyncpg.Connection, schema: str, like: Sequence[str]) -> None:
-    live = await connection.fetchval(query("replay_current_schema"))
-    if schema == live:
-        raise ReplayError(f"--schema '{shown(schema)}' is the live schema: pick another")
+    """Refuse a rebuild schema whose tables are live ones: it must be a schema apart."""
+    live = await connection.fetchval(query("replay_live_schemas"))
+    if schema in live:
+        raise ReplayError(
+            f"--schema '{shown(schema)}' is on the live search_path ({', '.join(live)}): "
+            "pick a schema of its own"
+        )
     for table in like:
-        if not await connection.fetchval(query("replay_table_exists"), quote(table)):
+        home = await connection.fetchval(query("replay_table_schema"), quote(table))
+        if home is None:
             raise ReplayError(f"--like '{shown(table)}': no such table in the live schema")
+        if home == schema:
+            raise ReplayError(f"--like '{shown(table)}' is in --schema {schema} itself")
 
 
 async def prepare_schema(connection: asyncpg.Connection, schema: str, like: Sequence[str]) -> None:
@@ -395,6 +403,7 @@ def in_schema(route: Router, schema: str) -> Router:
     than writing into the live tables.
     """
     path = quote(schema)
+    live: list[str] = []
     wrapped: dict[int, Handler] = {}
 
     def wrap(handler: Handler) -> Handler:
@@ -402,10 +411,11 @@ def in_schema(route: Router, schema: str) -> Router:
         async def in_rebuild_schema(
             events: Sequence[Event], connection: asyncpg.Connection
         ) -> None:
-            previous = await connection.fetchval(query("replay_search_path"))
+            if not live:  # the session's path, the same for every call: read once
+                live.append(await connection.fetchval(query("replay_search_path")))
             await connection.fetchval(query("replay_set_search_path"), path)
             await handler(events, connection)
-            await connection.fetchval(query("replay_set_search_path"), previous)
+            await connection.fetchval(query("replay_set_search_path"), live[0])
 
         return in_rebuild_schema
 
@@ -541,7 +551,7 @@ class Replay:
                     self.progress.replay_id,
                     type(error).__name__,
                     safe_text(str(error), 500),
-                    exc_info=not is_outage(error),
+                    exc_info=not (is_outage(error) or isinstance(error, ReplayError)),
                 )
                 self.progress.status = "failed"
                 self.progress.error = safe_text(f"{type(error).__name__}: {error}", 2000)
@@ -563,16 +573,37 @@ class Replay:
         reader = AIOKafkaConsumer(
             enable_auto_commit=False,
             max_poll_records=size,
+            # Records deleted under the replay (retention) are an error, never a silent
+            # jump to the log end that would end the replay "succeeded".
+            auto_offset_reset="none",
             **kafka.connection_options(self.settings),
         )
-        await self.batches.start()
         try:
+            await self.batches.start()
             await reader.start()  # inside: a cancelled start must still stop it
             reader.assign(list(remaining))
             for tp, offsets in remaining.items():
                 reader.seek(tp, offsets.start)
+            quiet_since = time.monotonic()
             while remaining and not self.stop.is_set():
-                polled = await reader.getmany(*remaining, timeout_ms=500, max_records=size)
+                try:
+                    polled = await reader.getmany(*remaining, timeout_ms=500, max_records=size)
+                except OffsetOutOfRangeError as error:
+                    lost = ", ".join(f"{tp.topic}[{tp.partition}]" for tp in error.args[0])
+                    raise ReplayError(
+                        f"{lost}: records of the range were deleted (retention) before the "
+                        "replay read them"
+                    ) from None
+                if polled:
+                    quiet_since = time.monotonic()
+                elif time.monotonic() - quiet_since > self.settings.request_timeout:
+                    # aiokafka's own connection errors are held back (cronstream/kafka_health.py)
+                    log.warning(
+                        "replay waits: no records from Kafka for %.0fs (%d partition(s) left)",
+                        self.settings.request_timeout,
+                        len(remaining),
+                    )
+                    quiet_since = time.monotonic()
                 records = [
                     to_record(message)
                     for tp, messages in polled.items()

@@ -20,11 +20,15 @@ WHERE id = $1
 -- A consumer's checkpoints of one topic, read without locking: the plan's snapshot.
 SELECT partition, "offset" FROM checkpoints WHERE consumer = $1 AND topic = $2
 
--- replay_current_schema --
-SELECT current_schema()
+-- replay_live_schemas --
+-- Every schema of the live search_path ("$user" and public included): a rebuild
+-- writing into one of them would write into live tables.
+SELECT current_schemas(false)
 
--- replay_table_exists --
-SELECT to_regclass($1) IS NOT NULL
+-- replay_table_schema --
+-- The schema a table name resolves to on the live search_path; NULL when none.
+SELECT n.nspname FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+WHERE c.oid = to_regclass($1)
 
 -- replay_search_path --
 SELECT current_setting('search_path')

@@ -217,6 +217,7 @@ BAD_INPUT: list[tuple[bytes, str | None, int, tuple[int | None, str] | None]] = 
     (body("just a string"), JSON, 400, (0, "<value>")),
     (b"null", JSON, 400, (0, "<value>")),
     (b"[1, 2", JSON, 400, (None, "<value>")),
+    (b"[" + b",".join([b"1"] * 10_001) + b"]", JSON, 400, (None, "<value>")),  # too many
     (body(envelope()), "text/plain", 415, None),
     (body(envelope()), "application/x-www-form-urlencoded", 415, None),
     (body(envelope()), None, 415, None),  # aiohttp sends application/octet-stream

@@ -169,6 +169,42 @@ async def test_dry_run_plans_offset_and_time_ranges_and_writes_nothing(
     assert dict(written[0]) == {"replays": 0, "checkpoints": 0, "schemas": 0}
 
 
+# A rebuild whose schema holds live tables would write into them: refused, one line.
+INTO_LIVE_TABLES = [
+    (["--consumer", "rb", "--schema", "public"], "is on the live search_path"),
+    (["--consumer", "public"], "is on the live search_path"),  # the default schema: its name
+    (["--consumer", "rb", "--like", "rb.t"], "is in --schema rb itself"),
+    (["--consumer", "rb", "--like", "no_such_table"], "no such table"),
+]
+
+
+@pytest.mark.parametrize(("options", "says"), INTO_LIVE_TABLES)
+async def test_a_rebuild_into_live_tables_is_refused(
+    settings: Settings, env: dict[str, str], database_url: str, options: list[str], says: str
+) -> None:
+    await publish_at(settings, list(count_events(3)), BASE)
+    await fetch(database_url, "CREATE SCHEMA rb")
+    await fetch(database_url, "CREATE TABLE rb.t (id int)")
+    result = run_cli(
+        ["replay", "--topic", env["CRONSTREAM_SYNC_TOPIC"], "--from-beginning", *options], env
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: ") and says in line, line
+    assert await fetch(database_url, "SELECT * FROM replays") == []
+
+
+async def test_an_unmigrated_database_is_one_line_naming_migrate(
+    settings: Settings, env: dict[str, str], database_url: str
+) -> None:
+    await publish_at(settings, list(count_events(3)), BASE)
+    await fetch(database_url, "DROP TABLE replays")
+    result = run_cli(["replay", "--topic", env["CRONSTREAM_SYNC_TOPIC"], "--from-beginning"], env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1].endswith("run 'cronstream migrate'"), result.stderr
+
+
 async def test_rebuild_from_offset_zero_gives_the_live_projection(
     settings: Settings,
     env: dict[str, str],
