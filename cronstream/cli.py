@@ -779,15 +779,8 @@ def jobs_list_command(ctx: typer.Context, jobs_file: JobsFileOption = None) -> N
     now = datetime.now(UTC)
 
     def last_run(name: str, tz: tzinfo) -> str:
-        last = latest.get(name)
-        if not last:
-            return "-"
-        text = (
-            f"{last['status']} {last['scheduled_for'].astimezone(tz).isoformat()}"
-            f" ({last['rows_emitted']} rows"
-            + (f", {last['rows_rejected']} rejected)" if last["rows_rejected"] else ")")
-        )
-        return f"{text}: {shown(last['error'] or '')}" if last["status"] == "failed" else text
+        last = status.last_run(latest.get(name), tz)
+        return last.describe() if last is not None else "-"
 
     for job in jobs:
         try:
@@ -891,10 +884,7 @@ def print_status(collected: status.Status) -> None:
     )
     for job in collected.jobs:
         last = job.last_run
-        last_text = "-"
-        if last is not None:
-            took = "" if last.duration_s is None else f", {last.duration_s:.1f}s"
-            last_text = f"{last.status} {last.scheduled_for.isoformat()} ({last.rows} rows{took})"
+        last_text = last.describe() if last is not None else "-"
         jobs.add_row(
             *texts(
                 job.name,
@@ -902,7 +892,7 @@ def print_status(collected: status.Status) -> None:
                 job.timezone or "-",
                 last_text,
                 job.next_run.isoformat() if job.next_run else "-",
-                job.problem or (last.error if last and last.error else ""),
+                job.problem or "",
             )
         )
     console.print(jobs)

@@ -77,6 +77,15 @@ class LastRun:
     duration_s: float | None
     error: str | None
 
+    def describe(self) -> str:
+        """One line, as `status`, `jobs list` and the page show it: status, scheduled time,
+        rows emitted and rejected, duration; a failed run's error after a colon."""
+        counts = f"{self.rows} rows" + (f", {self.rejected} rejected" if self.rejected else "")
+        if self.duration_s is not None:
+            counts += f", {self.duration_s:.1f}s"
+        text = f"{self.status} {self.scheduled_for.isoformat()} ({counts})"
+        return f"{text}: {self.error}" if self.error and self.status == "failed" else text
+
 
 @dataclass
 class JobStatus:
@@ -155,7 +164,7 @@ def job_statuses(loaded: Jobs, now: datetime) -> list[JobStatus]:
                 schedule=job.schedule.expression,
                 timezone=job.schedule.timezone,
                 enabled=job.enabled,
-                last_run=_last_run(loaded.latest.get(job.name), job.schedule.tz),
+                last_run=last_run(loaded.latest.get(job.name), job.schedule.tz),
                 next_run=upcoming,
                 problem=problem,
             )
@@ -167,7 +176,7 @@ def job_statuses(loaded: Jobs, now: datetime) -> list[JobStatus]:
                 schedule=None,
                 timezone=None,
                 enabled=False,
-                last_run=_last_run(loaded.latest.get(name), UTC),
+                last_run=last_run(loaded.latest.get(name), UTC),
                 next_run=None,
                 problem=f"not run: {reason}",
             )
@@ -175,7 +184,7 @@ def job_statuses(loaded: Jobs, now: datetime) -> list[JobStatus]:
     return found
 
 
-def _last_run(row: asyncpg.Record | None, tz: tzinfo) -> LastRun | None:
+def last_run(row: asyncpg.Record | None, tz: tzinfo) -> LastRun | None:
     """The newest run, its time in the job's zone as `next_run` is."""
     if row is None:
         return None

@@ -61,14 +61,7 @@ def _partition(p: Partition) -> str:
 
 
 def _job(job: JobStatus) -> str:
-    last = job.last_run
-    if last is None:
-        last_text = "-"
-    else:
-        took = f", {last.duration_s:.1f}s" if last.duration_s is not None else ""
-        last_text = f"{last.status} {_text(last.scheduled_for)} ({last.rows} rows{took})"
-        if last.error:
-            last_text += f": {last.error}"
+    last_text = job.last_run.describe() if job.last_run is not None else "-"
     upcoming = job.next_run if job.enabled else "disabled"
     return _row([job.name, job.schedule, job.timezone, last_text, upcoming, job.problem or ""])
 

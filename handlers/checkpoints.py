@@ -4,7 +4,8 @@ Per batch (which may span partitions), in one Postgres transaction:
 
 1. lock the checkpoint row of every (consumer, topic, partition) in the batch, in a
    fixed order (SELECT ... FOR UPDATE);
-2. drop records at or below their partition's checkpoint: already applied;
+2. drop records at or below their partition's checkpoint: already applied (except, in
+   a re-apply replay, those at or below `reapply_through`: applied again, once each);
 3. apply the rest through the handlers, one partition at a time in offset order;
    records that cannot be applied (undecodable, no handler, handler still failing
    after its retries) are sent to the dead-letter sink, which must be durable before

@@ -645,5 +645,5 @@ async def test_a_run_records_its_rejected_rows_and_a_missing_table_is_one_line(
     result = run_cli(["jobs", "list"], cli_env)
     assert result.returncode == 0, result.stderr
     lines = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if "│" in line}
-    assert "1 rejected)" in lines["notes"], lines["notes"]
+    assert "1 rejected" in lines["notes"], lines["notes"]
     assert "no_such_table" in lines["gone"], lines["gone"]
