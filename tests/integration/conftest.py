@@ -20,6 +20,7 @@ import pytest
 
 from cronstream import migrate
 from cronstream.settings import REPO_MIGRATIONS, Settings
+from tests.integration.handlers_under_test import COUNTS_TABLE
 from tests.integration.services import HOW_TO_START, Services, find
 
 TEMPLATE = "cronstream_template"
@@ -91,6 +92,15 @@ async def _drop_database(url: str, name: str) -> None:
                 await asyncio.sleep(0.1)
     finally:
         await admin.close()
+
+
+@pytest.fixture
+async def connection(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to this test's database, with the counting handler's table."""
+    connection = await asyncpg.connect(database_url)
+    await connection.execute(COUNTS_TABLE)
+    yield connection
+    await connection.close()
 
 
 @pytest.fixture(params=["batch", "faust"])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
 import asyncpg
 import pytest
@@ -17,18 +17,10 @@ from handlers.checkpoints import (
     RetryPolicy,
 )
 from handlers.registry import Handler
-from tests.integration.handlers_under_test import COUNTS_TABLE, count
+from tests.integration.handlers_under_test import count
 from tests.integration.workers import count_events
 
 TOPIC = "t.applier"
-
-
-@pytest.fixture
-async def connection(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    connection = await asyncpg.connect(database_url)
-    await connection.execute(COUNTS_TABLE)
-    yield connection
-    await connection.close()
 
 
 def records(types: Sequence[str]) -> list[Record]:

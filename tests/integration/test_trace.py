@@ -12,12 +12,11 @@ import socket
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-import pytest
 
 from cronstream import kafka
 from cronstream.envelope import Event
@@ -27,7 +26,7 @@ from handlers.checkpoints import BatchApplier, DeadLetter, Record, RetryPolicy
 from handlers.registry import Handler
 from tests.integration import handlers_under_test
 from tests.integration.conftest import run_cli
-from tests.integration.handlers_under_test import COUNTS_TABLE, HANDLER_LINE, logs_and_counts
+from tests.integration.handlers_under_test import HANDLER_LINE, logs_and_counts
 from tests.integration.kafka_helpers import wait_for
 from tests.integration.test_scheduler import add_job, scheduler
 from tests.integration.workers import WorkerProcess, create_counts_table, worker_env
@@ -124,14 +123,6 @@ async def test_post_events_trace_id_reaches_the_batch_line(
     finally:
         worker.stop()
     assert_traced(worker, trace_id)
-
-
-@pytest.fixture
-async def connection(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    connection = await asyncpg.connect(database_url)
-    await connection.execute(COUNTS_TABLE)
-    yield connection
-    await connection.close()
 
 
 def traced_record(partition: int, offset: int, trace_id: str | None) -> Record:
