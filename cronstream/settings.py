@@ -10,6 +10,9 @@ from urllib.parse import unquote, urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from cronstream.envelope import NAME_PATTERN
+from cronstream.formats import FORMATS, TopicFormat
+
 ENV_PREFIX = "CRONSTREAM_"
 REPO_MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -132,8 +135,11 @@ class Settings(BaseSettings):
     )
 
     sync_topic: str = Field("cronstream.sync_required", min_length=1)
-    external_topics: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="external change topics, comma-separated"
+    external_topics: Annotated[dict[str, TopicFormat], NoDecode] = Field(
+        default_factory=dict,
+        description="external change topics, comma-separated, each topic[:format[:entity]]: "
+        "format envelope (the default), debezium or cloudevents; entity overrides the "
+        "records' own (debezium, cloudevents)",
     )
     dlq_suffix: str = Field(".dlq", min_length=1)
     topic_partitions: int = Field(6, ge=1)
@@ -197,11 +203,18 @@ class Settings(BaseSettings):
         4 * 1_048_576, ge=1024, le=256 * 1_048_576, description="largest POST /events body"
     )
 
-    @field_validator("external_topics", "handlers", mode="before")
+    @field_validator("handlers", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
-            return [item.strip() for item in value.split(",") if item.strip()]
+            return _comma_list(value)
+        return value
+
+    @field_validator("external_topics", mode="before")
+    @classmethod
+    def _topic_formats(cls, value: object) -> object:
+        if isinstance(value, str):
+            return parse_topic_formats(value)
         return value
 
     @field_validator("database_url")
@@ -253,6 +266,16 @@ class Settings(BaseSettings):
     def database_url_redacted(self) -> str:
         return redact_url(self.database_dsn)
 
+    @model_validator(mode="after")
+    def _sync_topic_is_an_envelope_topic(self) -> Self:
+        given = self.external_topics.get(self.sync_topic)
+        if given is not None and given.name != "envelope":
+            raise SettingsError(
+                f"{env_var('external_topics')}: {self.sync_topic} is the sync_required topic "
+                f"({env_var('sync_topic')}), which carries envelopes, not {given.name}"
+            )
+        return self
+
     @property
     def input_topics(self) -> list[str]:
         """Every topic the workers consume: sync_required first, then the external ones."""
@@ -260,6 +283,37 @@ class Settings(BaseSettings):
 
     def dlq_topic(self, topic: str) -> str:
         return f"{topic}{self.dlq_suffix}"
+
+
+# Kafka's own rule for topic names.
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._\-]{1,249}")
+_ENTITY_NAME = re.compile(NAME_PATTERN)
+
+
+def _comma_list(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def parse_topic_formats(value: str) -> dict[str, TopicFormat]:
+    """`topic[:format[:entity]]`, comma-separated, as topic -> its format."""
+    formats: dict[str, TopicFormat] = {}
+    for item in _comma_list(value):
+        topic, _, rest = item.partition(":")
+        name, _, entity = rest.partition(":")
+        topic, name, entity = topic.strip(), name.strip() or "envelope", entity.strip()
+        if not _TOPIC_NAME.fullmatch(topic):
+            raise ValueError(f"'{item}': the topic name must be 1-249 of A-Z a-z 0-9 . _ -")
+        if name not in FORMATS:
+            raise ValueError(f"'{item}': unknown format '{name}' (use {', '.join(FORMATS)})")
+        if entity and (name == "envelope" or not _ENTITY_NAME.fullmatch(entity)):
+            raise ValueError(
+                f"'{item}': an entity is for debezium and cloudevents topics, and is made "
+                "of A-Z a-z 0-9 . _ -"
+            )
+        given = TopicFormat(name, entity or None)
+        if formats.setdefault(topic, given) != given:
+            raise ValueError(f"'{topic}' is given twice, with different formats")
+    return formats
 
 
 def env_var(field: str) -> str:

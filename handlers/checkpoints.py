@@ -43,7 +43,8 @@ import asyncpg
 from aiokafka.errors import KafkaError
 
 from cronstream.db import DatabaseUnavailable
-from cronstream.envelope import TRACE_HEADER, EnvelopeError, Event, decode
+from cronstream.envelope import TRACE_HEADER, EnvelopeError, Event
+from cronstream.formats import ENVELOPE, Decoder, TopicFormat
 from cronstream.logs import trace, trace_id_var
 from cronstream.queries import query
 from cronstream.untrusted import safe_text
@@ -122,6 +123,7 @@ class Outcome:
 
     applied_by_topic: Counter[str] = field(default_factory=Counter)
     duplicates_by_topic: Counter[str] = field(default_factory=Counter)
+    skipped_by_topic: Counter[str] = field(default_factory=Counter)  # records with no event
     dead_letters: list[DeadLetter] = field(default_factory=list)
     checkpoints: dict[TopicPartition, int] = field(default_factory=dict)
     trace_ids: dict[str, None] = field(default_factory=dict)  # an ordered set
@@ -140,6 +142,7 @@ class Outcome:
         return Outcome(
             applied_by_topic=self.applied_by_topic + later.applied_by_topic,
             duplicates_by_topic=self.duplicates_by_topic + later.duplicates_by_topic,
+            skipped_by_topic=self.skipped_by_topic + later.skipped_by_topic,
             dead_letters=self.dead_letters + later.dead_letters,
             checkpoints=self.checkpoints | later.checkpoints,
             trace_ids=self.trace_ids | later.trace_ids,
@@ -206,7 +209,9 @@ class BatchApplier:
         retry: RetryPolicy,
         handler_timeout: float = 60.0,
         reapply_through: Mapping[TopicPartition, int] | None = None,
+        formats: Mapping[str, TopicFormat] | None = None,
     ) -> None:
+        """`formats`: each input topic's format; a topic not named carries envelopes."""
         self.consumer = consumer
         self.route = route
         self.dead_letter = dead_letter
@@ -221,6 +226,10 @@ class BatchApplier:
         # `_reapplied` is how far a committed transaction of this process re-applied.
         self.reapply_through = dict(reapply_through or {})
         self._reapplied: dict[TopicPartition, int] = {}
+        self._decoders: dict[str, tuple[str, Decoder]] = {
+            topic: (given.what, given.decoder()) for topic, given in (formats or {}).items()
+        }
+        self._envelopes = (ENVELOPE.what, ENVELOPE.decoder())
 
     def _fresh(self, tp: TopicPartition, offset: int, checkpoint: int) -> bool:
         """Above the checkpoint, or in the range being re-applied and not re-applied yet."""
@@ -368,14 +377,23 @@ class BatchApplier:
     async def _apply_partition(
         self, connection: asyncpg.Connection, records: list[Record], outcome: Outcome
     ) -> None:
+        if not records:
+            return
+        what, decode = self._decoders.get(records[0].topic, self._envelopes)
         decoded: list[tuple[Record, Event]] = []
         for record in records:
             try:
-                decoded.append((record, decode(record.value)))
+                event = decode(record.value, record.key, record.headers)
             except EnvelopeError as error:
-                self._reject(outcome, record, f"invalid envelope: {error}", attempts=1)
+                self._reject(outcome, record, f"invalid {what}: {error}", attempts=1)
+                continue
             except Exception as error:  # e.g. RecursionError on absurdly nested JSON
                 self._reject(outcome, record, f"undecodable: {type(error).__name__}", attempts=1)
+                continue
+            if event is None:  # carries no event (a Debezium tombstone): acknowledged
+                outcome.skipped_by_topic[record.topic] += 1
+            else:
+                decoded.append((record, event))
         for run in _runs(decoded):
             event_type = run[0][1].type
             handler = self.route(run[0][0].topic, event_type)

@@ -1,4 +1,9 @@
-"""The built-in handler: upsert each entity's newest payload into entity_projection."""
+"""The built-in handler: upsert each entity's newest payload into entity_projection.
+
+An event whose type ends in `_deleted` or `.deleted` (a Debezium delete, a CloudEvents
+`com.example.customer.deleted`) marks the row deleted rather than removing it: the row
+keeps the delete's version, so an older change arriving late cannot resurrect it.
+"""
 
 from __future__ import annotations
 
@@ -43,7 +48,12 @@ async def project(events: Sequence[Event], connection: asyncpg.Connection) -> No
         [to_json(e.payload).decode() for e in rows],
         [e.id for e in rows],
         [e.source for e in rows],
+        [is_delete(e) for e in rows],
     )
+
+
+def is_delete(event: Event) -> bool:
+    return event.type.endswith(("_deleted", ".deleted"))
 
 
 def register(registry: Registry) -> None:

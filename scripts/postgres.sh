@@ -4,6 +4,8 @@
 # .cache/postgres. Run as root, the cluster runs as the postgres user; run as anyone
 # else, it runs as that user (initdb and pg_ctl need no privileges).
 #
+# wal_level=logical, and role cronstream has REPLICATION: a Debezium connector can
+# capture changes from it (tests/integration/test_debezium.py).
 # Auth: password (scram-sha-256) over TCP for role cronstream / password cronstream,
 # trust over the cluster's private Unix socket (`psql` below uses it: no password).
 #
@@ -113,12 +115,13 @@ up() {
       || die "initdb failed (see $HOME_DIR/initdb-$PORT.log)"
   fi
   pg pg_ctl -D "$DATA" -l "$LOG" -w -t 60 \
-      -o "-c listen_addresses=127.0.0.1 -p $PORT -k $RUN -c max_connections=200" start >/dev/null \
+      -o "-c listen_addresses=127.0.0.1 -p $PORT -k $RUN -c max_connections=200 -c wal_level=logical" \
+      start >/dev/null \
     || { tail -n 20 "$LOG" >&2; die "postgres did not start (see $LOG)"; }
   psql_super <<SQL
 SELECT 'CREATE ROLE cronstream LOGIN CREATEDB'
 WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'cronstream') \gexec
-ALTER ROLE cronstream PASSWORD '$PASSWORD';
+ALTER ROLE cronstream PASSWORD '$PASSWORD' REPLICATION;
 SELECT 'CREATE DATABASE cronstream OWNER cronstream'
 WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'cronstream') \gexec
 SQL

@@ -95,6 +95,7 @@ class BatchLoop:
             ),
             handler_timeout=settings.handler_timeout,
             reapply_through=reapply_through,
+            formats=settings.external_topics,
         )
         self.connection: asyncpg.Connection | None = None
 
@@ -207,6 +208,7 @@ def log_batch(records: int, outcome: Outcome) -> None:
             "applied": outcome.applied,
             "duplicates": outcome.duplicates,
             "dead_lettered": len(outcome.dead_letters),
+            "without_event": outcome.skipped_by_topic.total(),  # Debezium tombstones
             "trace_id": outcome.trace_id,
             **traced,
         },

@@ -23,7 +23,9 @@ from cronstream.settings import REPO_MIGRATIONS, Settings
 from tests.integration.handlers_under_test import COUNTS_TABLE
 from tests.integration.services import HOW_TO_START, Services, find
 
-TEMPLATE = "cronstream_template"
+# One template per test session, so that two sessions against the same services (two
+# checkouts, say) never rebuild each other's template mid-run.
+TEMPLATE = f"cronstream_template_{uuid.uuid4().hex[:8]}"
 
 
 def with_database(url: str, name: str) -> str:
@@ -47,6 +49,7 @@ def services() -> Iterator[Services]:
             pytest.fail(HOW_TO_START, pytrace=False)
         asyncio.run(_build_template(found.database_url))
         yield found
+        asyncio.run(_drop_database(found.database_url, TEMPLATE))
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 from cronstream.cli import app
 from cronstream.db import unavailable
+from cronstream.formats import TopicFormat
 from cronstream.settings import Settings, env_var, redact_url, scrub
 
 PASSWORD = "pw#S3cr/et?x"
@@ -15,11 +16,14 @@ PASSWORD = "pw#S3cr/et?x"
 
 def test_environment_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CRONSTREAM_KAFKA_BOOTSTRAP", "k1:9092,k2:9092")
-    monkeypatch.setenv("CRONSTREAM_EXTERNAL_TOPICS", "crm.changes, billing.changes,")
+    monkeypatch.setenv("CRONSTREAM_EXTERNAL_TOPICS", "crm.changes, dbz.public.customers:debezium,")
     monkeypatch.setenv("CRONSTREAM_BATCH_SIZE", "50")
     settings = Settings()
     assert settings.kafka_bootstrap == "k1:9092,k2:9092"
-    assert settings.external_topics == ["crm.changes", "billing.changes"]
+    assert settings.external_topics == {
+        "crm.changes": TopicFormat("envelope"),
+        "dbz.public.customers": TopicFormat("debezium"),
+    }
     assert settings.batch_size == 50
 
 

@@ -1,0 +1,150 @@
+"""Debezium change events (Kafka Connect's JsonConverter, schemas on or off) as events.
+
+A change record maps to an Event:
+
+- type: `<entity>_created`, `_updated`, `_deleted` or `_snapshot` (op c, u, d, r);
+- entity: `source.table`, or the topic's configured entity;
+- key: the record key's columns; one column as its text (as the scanners render a key
+  column), several as a compact JSON object in the key's column order;
+- version: `source.lsn` where the connector has one (Postgres); None elsewhere, and the
+  projection then orders a row's changes by occurred_at;
+- occurred_at: `source.ts_ms`;
+- payload: `after`, or `before` for a delete (`{}` when the connector sends none);
+- id: a UUID derived from (connector, db, table, position, op, key), so a re-delivered
+  change has the id it had; the position is the LSN, else the rest of `source`.
+
+A tombstone (the null value Debezium writes after a delete, for log compaction) maps to
+None: acknowledged and checkpointed, no event.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic_core import to_json
+
+from cronstream.envelope import (
+    BIGINT_MAX,
+    TRACE_HEADER,
+    EnvelopeError,
+    Event,
+    from_fields,
+    json_object,
+)
+
+DEBEZIUM_NAMESPACE = uuid.UUID("0b9c6c1e-3f1e-5b8a-9d0e-646562657a69")
+OP_TYPES = {"c": "created", "u": "updated", "d": "deleted", "r": "snapshot"}
+_NOT_MAPPED = {"t": "truncate", "m": "message"}
+
+
+def _unwrapped(data: dict[str, Any]) -> dict[str, Any]:
+    """The payload of a `{"schema": ..., "payload": ...}` wrapper (schemas enabled)."""
+    if data.keys() == {"schema", "payload"} and isinstance(data["schema"], dict):
+        payload = data["payload"]
+        if not isinstance(payload, dict):
+            raise EnvelopeError("payload", f"is JSON {type(payload).__name__}, not an object")
+        return payload
+    return data
+
+
+def _field(data: dict[str, Any], name: str, kind: type, where: str) -> Any:
+    value = data.get(name)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        found = "missing" if value is None else f"JSON {type(value).__name__}"
+        raise EnvelopeError(where, f"must be a {kind.__name__}, found {found}")
+    return value
+
+
+def key_text(columns: dict[str, Any]) -> str:
+    """A row key as text: one column as Postgres renders it with ::text, several as JSON."""
+    if len(columns) != 1:
+        return to_json(columns).decode()
+    [value] = columns.values()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int | float):
+        return str(value)
+    return to_json(value).decode()
+
+
+def _key(key: bytes | None) -> str:
+    if key is None:
+        raise EnvelopeError("<key>", "is empty (Debezium sends none for a table without a key)")
+    try:
+        columns = _unwrapped(json_object(key))
+    except EnvelopeError as error:
+        raise EnvelopeError("<key>", error.reason) from None
+    if not columns or any(value is None for value in columns.values()):
+        raise EnvelopeError("<key>", "has no column value")
+    return key_text(columns)
+
+
+def _trace_id(headers: Sequence[tuple[str, bytes]]) -> str | None:
+    for name, value in headers:
+        if name == TRACE_HEADER:
+            return value.decode(errors="replace")
+    return None
+
+
+class Adapter:
+    """Maps one Debezium record to an Event; `entity` overrides `source.table`."""
+
+    def __init__(self, entity: str | None = None) -> None:
+        self.entity = entity
+
+    def __call__(
+        self, value: bytes | None, key: bytes | None, headers: Sequence[tuple[str, bytes]]
+    ) -> Event | None:
+        if value is None:
+            return None  # a tombstone
+        change = _unwrapped(json_object(value))
+        op = change.get("op")
+        if op in _NOT_MAPPED:
+            raise EnvelopeError("op", f"'{op}' ({_NOT_MAPPED[op]}) events are not mapped")
+        if op not in OP_TYPES:
+            shown = "missing" if op is None else repr(op)[:40]
+            raise EnvelopeError("op", f"must be one of c, u, d, r, found {shown}")
+        source = _field(change, "source", dict, "source")
+        table = _field(source, "table", str, "source.table")
+        entity = self.entity or table
+        row_field = "before" if op == "d" else "after"
+        row = change.get(row_field)
+        if row is None and op != "d":
+            raise EnvelopeError(row_field, f"is missing in an '{op}' change")
+        if row is not None and not isinstance(row, dict):
+            raise EnvelopeError(row_field, f"is JSON {type(row).__name__}, not an object")
+        ts_ms = _field(source, "ts_ms", int, "source.ts_ms")
+        try:
+            occurred_at = datetime.fromtimestamp(ts_ms / 1000, UTC)
+        except (OverflowError, OSError, ValueError):
+            raise EnvelopeError("source.ts_ms", f"{ts_ms} is out of range") from None
+        version: int | None = None
+        if "lsn" in source:
+            version = _field(source, "lsn", int, "source.lsn")
+            if not 0 <= version <= BIGINT_MAX:
+                raise EnvelopeError("source.lsn", f"{version} is out of range")
+            position = str(version)
+        else:
+            position = to_json(
+                {name: item for name, item in source.items() if not name.startswith("ts_")}
+            ).decode()
+        row_key = _key(key)
+        connector = str(source.get("connector", ""))
+        where = [connector, str(source.get("db", "")), str(source.get("schema", "")), table]
+        change_id = "\x1f".join([*where, position, op, row_key])
+        return from_fields(
+            {
+                "id": str(uuid.uuid5(DEBEZIUM_NAMESPACE, change_id)),
+                "type": f"{entity}_{OP_TYPES[op]}",
+                "source": f"debezium/{connector}/{source.get('name', '')}"[:200],
+                "entity": entity,
+                "key": row_key,
+                "version": version,
+                "occurred_at": occurred_at,
+                "payload": row or {},
+                "trace_id": _trace_id(headers),
+            }
+        )
