@@ -19,6 +19,7 @@ None: acknowledged and checkpointed, no event.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -34,7 +35,10 @@ from cronstream.envelope import (
     from_fields,
     json_object,
 )
+from cronstream.untrusted import shown
 
+# The entity's own rule, shorter: "<entity>_snapshot" must fit a type's 200 characters.
+_ENTITY = re.compile(r"[A-Za-z0-9_.\-]{1,180}")
 DEBEZIUM_NAMESPACE = uuid.UUID("0b9c6c1e-3f1e-5b8a-9d0e-646562657a69")
 OP_TYPES = {"c": "created", "u": "updated", "d": "deleted", "r": "snapshot"}
 _NOT_MAPPED = {"t": "truncate", "m": "message"}
@@ -50,11 +54,14 @@ def _unwrapped(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+_KINDS = {int: "an integer", str: "a string", dict: "an object"}
+
+
 def _field(data: dict[str, Any], name: str, kind: type, where: str) -> Any:
     value = data.get(name)
     if not isinstance(value, kind) or isinstance(value, bool):
         found = "missing" if value is None else f"JSON {type(value).__name__}"
-        raise EnvelopeError(where, f"must be a {kind.__name__}, found {found}")
+        raise EnvelopeError(where, f"must be {_KINDS[kind]}, found {found}")
     return value
 
 
@@ -102,14 +109,22 @@ class Adapter:
             return None  # a tombstone
         change = _unwrapped(json_object(value))
         op = change.get("op")
+        if not isinstance(op, str | None):
+            raise EnvelopeError("op", f"must be a string, found JSON {type(op).__name__}")
         if op in _NOT_MAPPED:
             raise EnvelopeError("op", f"'{op}' ({_NOT_MAPPED[op]}) events are not mapped")
         if op not in OP_TYPES:
-            shown = "missing" if op is None else repr(op)[:40]
-            raise EnvelopeError("op", f"must be one of c, u, d, r, found {shown}")
+            found = "missing" if op is None else shown(repr(op))
+            raise EnvelopeError("op", f"must be one of c, u, d, r, found {found}")
         source = _field(change, "source", dict, "source")
         table = _field(source, "table", str, "source.table")
         entity = self.entity or table
+        if not _ENTITY.fullmatch(entity):
+            raise EnvelopeError(
+                "source.table",
+                f"'{shown(table)}' is not an entity name (1-180 of A-Z a-z 0-9 . _ -): "
+                "name one in CRONSTREAM_EXTERNAL_TOPICS as topic:debezium:<entity>",
+            )
         row_field = "before" if op == "d" else "after"
         row = change.get(row_field)
         if row is None and op != "d":
@@ -122,7 +137,7 @@ class Adapter:
         except (OverflowError, OSError, ValueError):
             raise EnvelopeError("source.ts_ms", f"{ts_ms} is out of range") from None
         version: int | None = None
-        if "lsn" in source:
+        if source.get("lsn") is not None:
             version = _field(source, "lsn", int, "source.lsn")
             if not 0 <= version <= BIGINT_MAX:
                 raise EnvelopeError("source.lsn", f"{version} is out of range")
