@@ -96,7 +96,12 @@ async def test_without_versions_time_orders_deletes_too(connection: asyncpg.Conn
 
 
 def debezium(op: str, row_id: int, lsn: int, **columns: Any) -> tuple[bytes, bytes]:
-    source = {"connector": "postgresql", "name": "dbz", "db": "shop", "schema": "public"}
+    source: dict[str, Any] = {
+        "connector": "postgresql",
+        "name": "dbz",
+        "db": "shop",
+        "schema": "public",
+    }
     source |= {"table": "customers", "lsn": lsn, "ts_ms": 1795000000000 + lsn, "txId": lsn}
     image = {"id": row_id, **columns}
     value = {

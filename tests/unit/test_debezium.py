@@ -42,7 +42,8 @@ def change(op: str, before: Any = None, after: Any = None, **source: Any) -> byt
 
 def with_schema(payload: bytes) -> bytes:
     # The wrapper JsonConverter writes with schemas.enable=true; the schema is not read.
-    return json.dumps({"schema": {"type": "struct", "fields": []}, "payload": json.loads(payload)})
+    wrapped = {"schema": {"type": "struct", "fields": []}, "payload": json.loads(payload)}
+    return json.dumps(wrapped).encode()
 
 
 KEY = b'{"id":7}'
