@@ -387,7 +387,10 @@ def worker_command(
         str | None,
         env_option(
             "external_topics",
-            help="External change topics to consume besides sync_required, comma-separated.",
+            help="External change topics to consume besides sync_required, comma-separated, "
+            "each topic[:format[:entity]]: format envelope (default), debezium or "
+            "cloudevents; entity overrides the records' own. Unhandled types go to the "
+            "projection, and a type ending in _deleted marks its row deleted.",
         ),
     ] = None,
     batch_size: Annotated[
@@ -638,6 +641,13 @@ def replay_command(
     settings = settings_of(ctx)
     if topic is None:
         fail("--topic is required", 2)
+    if topic not in settings.input_topics:
+        # Its format (envelope, debezium, cloudevents) and handlers come from the settings.
+        fail(
+            f"--topic '{shown(topic)}' is not an input topic: name it in "
+            f"{env_var('external_topics')} (with its format) or {env_var('sync_topic')}",
+            2,
+        )
     try:
         request = replay.check(
             topic=topic,

@@ -21,6 +21,7 @@ from cronstream.envelope import Event
 from cronstream.settings import Settings
 from handlers.projection import project
 from streams import deadletter
+from tests.integration.conftest import run_cli
 from tests.integration.kafka_helpers import read_all, wait_for
 from tests.integration.workers import WorkerProcess, checkpoints_at_end, worker_env
 
@@ -190,3 +191,26 @@ async def test_a_debezium_topic_projects_changes_acknowledges_tombstones_and_dea
     assert reasons.keys() == garbage.keys()
     for offset, reason in garbage.items():
         assert reason in reasons[offset].decode(), reasons[offset]
+
+    # A rebuild replays the topic through the same adapter into a schema of its own.
+    worker.stop()
+    rebuilt = run_cli(
+        ["replay", "--topic", topic, "--from-beginning", "--consumer", "rebuild.dbz"], worker.env
+    )
+    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+    connection = await asyncpg.connect(database_url)
+    try:
+        columns = "entity, key, version, deleted, payload"
+        live, rebuilt_table = "entity_projection", "rebuild_dbz.entity_projection"
+        differ = await connection.fetch(
+            f"(SELECT {columns} FROM {rebuilt_table} EXCEPT SELECT {columns} FROM {live}) "
+            f"UNION ALL (SELECT {columns} FROM {live} EXCEPT SELECT {columns} FROM {rebuilt_table})"
+        )
+        assert await connection.fetchval(f"SELECT count(*) FROM {rebuilt_table}") == 3
+    finally:
+        await connection.close()
+    assert differ == []
+    # A topic whose format the settings do not give is refused, not decoded as envelopes.
+    unknown = run_cli(["replay", "--topic", f"{topic}.x", "--from-beginning"], worker.env)
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip().endswith("or CRONSTREAM_SYNC_TOPIC"), unknown.stderr
