@@ -641,13 +641,6 @@ def replay_command(
     settings = settings_of(ctx)
     if topic is None:
         fail("--topic is required", 2)
-    if topic not in settings.input_topics:
-        # Its format (envelope, debezium, cloudevents) and handlers come from the settings.
-        fail(
-            f"--topic '{shown(topic)}' is not an input topic: name it in "
-            f"{env_var('external_topics')} (with its format) or {env_var('sync_topic')}",
-            2,
-        )
     try:
         request = replay.check(
             topic=topic,
@@ -665,6 +658,13 @@ def replay_command(
         )
     except replay.ReplayError as error:
         fail(str(error), 2)
+    if topic not in settings.input_topics:
+        # Its format (envelope, debezium, cloudevents) and handlers come from the settings.
+        fail(
+            f"--topic '{shown(topic)}' is not an input topic: name it in "
+            f"{env_var('external_topics')} (with its format) or {env_var('sync_topic')}",
+            2,
+        )
     modules = [*settings.handlers, *(handler_modules or [])]
     registry = build_registry(modules)
     try:
