@@ -43,6 +43,7 @@ class EnvelopeError(ValueError):
     def __init__(self, field: str, reason: str, others: int = 0) -> None:
         self.field = field
         self.reason = reason
+        self.others = others
         more = f" (and {others} more problem{'s' * (others > 1)})" if others else ""
         where = "the value" if field == WHOLE_VALUE else f"field '{field}':"
         super().__init__(f"{where} {reason}{more}")

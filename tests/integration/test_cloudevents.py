@@ -1,0 +1,144 @@
+"""A worker on a CloudEvents topic: binary and structured records, headers set by hand as
+the Kafka protocol binding lays them out, reach the projection; malformed ones reach the
+dead-letter topic, each with the reason naming the format and the field."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from cronstream import kafka
+from cronstream.settings import Settings
+from streams import deadletter
+from tests.integration.kafka_helpers import read_all, wait_for
+from tests.integration.workers import WorkerProcess, checkpoints_at_end, worker_env
+
+Headers = list[tuple[str, bytes]]
+Record = tuple[bytes | None, Headers]
+
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+STRUCTURED: Headers = [("content-type", b"application/cloudevents+json; charset=UTF-8")]
+
+
+def attributes(kind: str, key: int, version: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "specversion": "1.0",
+        "id": f"evt-{key}-{version}",
+        "source": "/crm",
+        "type": f"com.example.customer.{kind}",
+        "subject": str(key),
+        "time": f"2027-01-01T00:00:{version:02d}Z",
+        "entity": "customers",
+        "entityversion": version,
+    } | extra
+
+
+def binary(kind: str, key: int, version: int, data: Any = None, **extra: Any) -> Record:
+    headers = [(f"ce_{name}", str(value).encode()) for name, value in attributes(
+        kind, key, version, **extra
+    ).items()]  # fmt: skip
+    if data is None:
+        return None, headers
+    return json.dumps(data).encode(), [*headers, ("content-type", b"application/json")]
+
+
+def structured(kind: str, key: int, version: int, data: Any, headers: Headers) -> Record:
+    event = attributes(kind, key, version) | {"datacontenttype": "application/json", "data": data}
+    return json.dumps(event).encode(), headers
+
+
+@pytest.fixture
+def worker(
+    cli_env: dict[str, str], engine: str, topic: str, tmp_path: Path
+) -> Iterator[WorkerProcess]:
+    env = worker_env(cli_env, engine, CRONSTREAM_EXTERNAL_TOPICS=f"{topic}.ce:cloudevents")
+    process = WorkerProcess(env, tmp_path, "worker", args=["worker"])
+    yield process
+    process.stop()
+
+
+async def test_a_cloudevents_topic_projects_both_modes_and_dead_letters_malformed_records(
+    settings: Settings, database_url: str, worker: WorkerProcess
+) -> None:
+    topic = f"{settings.sync_topic}.ce"
+    # One key: every record in one partition, in this order, at these offsets.
+    records: list[Record] = [
+        binary("created", 1, 1, {"name": "Ada"}),
+        structured("updated", 1, 2, {"name": "Ada L."}, STRUCTURED),
+        structured("created", 2, 1, {"name": "Bo"}, []),  # no content-type header: forgiven
+        binary("deleted", 2, 2),  # binary mode, no value: no data
+        binary("created", 3, 1, {"name": "Cy"}, traceparent=f"00-{TRACE}-00f067aa0ba902b7-01"),
+        (b"[]", [("content-type", b"application/cloudevents-batch+json")]),
+        binary("created", 5, 1, {"name": "no subject"}, subject=""),
+        (json.dumps(attributes("created", 5, 1, specversion="0.3")).encode(), STRUCTURED),
+        (b"plain text", [*binary("created", 5, 1)[1], ("content-type", b"text/plain")]),
+        (None, [(n, b"\xff" if n == "ce_time" else v) for n, v in binary("created", 5, 1)[1]]),
+        (b'{"no": "cloud event"}', []),
+        structured("created", 4, 1, {"name": "after the garbage"}, STRUCTURED),
+    ]
+    garbage = {
+        5: "invalid CloudEvent: field '<content-type>': batches are not supported",
+        6: "invalid CloudEvent: field 'subject': String should have at least 1 character",
+        7: "invalid CloudEvent: field 'specversion': must be 1.0, found '0.3'",
+        8: "invalid CloudEvent: field 'datacontenttype': 'text/plain' is not JSON",
+        9: "invalid CloudEvent: field 'time': header ce_time is not UTF-8",
+        10: "invalid CloudEvent: field 'specversion': is missing: not a CloudEvent",
+    }
+    await kafka.ensure_topics(settings, [topic])
+    producer = kafka.producer(settings)
+    await producer.start()
+    try:
+        for value, headers in records:
+            await (await producer.send(topic, key=b"k", value=value, headers=headers))
+    finally:
+        await producer.stop()
+
+    worker.start()
+
+    async def at_end() -> bool:
+        assert worker.alive(), f"worker exited:\n{worker.logs()[-3000:]}"
+        return await checkpoints_at_end(settings, topic)
+
+    await wait_for(at_end, 30, "the CloudEvents topic's checkpoint to reach its end")
+    connection = await asyncpg.connect(database_url)
+    try:
+        projected = {
+            r["key"]: (r["version"], r["deleted"], json.loads(r["payload"]), r["event_id"])
+            for r in await connection.fetch(
+                "SELECT key, version, deleted, payload, event_id FROM entity_projection "
+                "WHERE entity = 'customers'"
+            )
+        }
+        times = dict(
+            await connection.fetch(
+                "SELECT key, occurred_at FROM entity_projection WHERE entity = 'customers'"
+            )
+        )
+        recorded = await connection.fetch('SELECT "offset", error FROM dead_letters')
+    finally:
+        await connection.close()
+    assert projected == {
+        "1": (2, False, {"name": "Ada L."}, "evt-1-2"),
+        "2": (2, True, {}, "evt-2-2"),
+        "3": (1, False, {"name": "Cy"}, "evt-3-1"),
+        "4": (1, False, {"name": "after the garbage"}, "evt-4-1"),
+    }
+    assert times["1"] == datetime(2027, 1, 1, 0, 0, 2, tzinfo=UTC)
+    # The traceparent extension's trace id is the event's: the batch line lists it.
+    assert any(TRACE in entry.get("trace_ids", []) for entry in worker.log_entries("batch applied"))
+
+    assert sorted(r["offset"] for r in recorded) == sorted(garbage)
+    letters = await read_all(settings, settings.dlq_topic(topic), expected=len(garbage))
+    reasons = {
+        int(dict(letter.headers)[deadletter.OFFSET]): dict(letter.headers)[deadletter.ERROR]
+        for letter in letters
+    }
+    assert reasons.keys() == garbage.keys()
+    for offset, reason in garbage.items():
+        assert reason in reasons[offset].decode(), reasons[offset]
