@@ -37,22 +37,20 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from cronstream.envelope import (
     BIGINT_MAX,
-    TRACE_HEADER,
     WHOLE_VALUE,
     EnvelopeError,
     Event,
+    Headers,
     from_fields,
+    header_trace_id,
     json_object,
 )
 from cronstream.untrusted import shown
-
-Headers = Sequence[tuple[str, bytes]]
 
 CONTENT_TYPE = "<content-type>"  # the `field` of an error about the content-type header
 STRUCTURED = "application/cloudevents+json"
@@ -184,18 +182,6 @@ def _trace_parent(value: Any) -> str | None:
     return trace_id
 
 
-def _trace_header(headers: Headers) -> str | None:
-    """Our trace_id header when usable as one; a bad one falls back to traceparent."""
-    for name, raw in headers:
-        if name == TRACE_HEADER:
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                return None
-            return text if 0 < len(text) <= 200 and "\x00" not in text else None
-    return None
-
-
 def _json_data(data: bytes, field: str, content_type: str | None) -> dict[str, Any]:
     """Data bytes that a JSON datacontenttype (or none, in binary mode) says are JSON."""
     try:
@@ -321,7 +307,7 @@ class Adapter:
             ),
             "entity": self.entity or _required(attributes, "entity", _NO_ENTITY),
             "version": _version(attributes.get("entityversion")),
-            "trace_id": _trace_header(headers) or _trace_parent(attributes.get("traceparent")),
+            "trace_id": header_trace_id(headers) or _trace_parent(attributes.get("traceparent")),
         }
 
 

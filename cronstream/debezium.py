@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,10 +28,11 @@ from pydantic_core import to_json
 
 from cronstream.envelope import (
     BIGINT_MAX,
-    TRACE_HEADER,
     EnvelopeError,
     Event,
+    Headers,
     from_fields,
+    header_trace_id,
     json_object,
 )
 from cronstream.untrusted import shown
@@ -89,22 +89,13 @@ def _key(key: bytes | None) -> str:
     return key_text(columns)
 
 
-def _trace_id(headers: Sequence[tuple[str, bytes]]) -> str | None:
-    for name, value in headers:
-        if name == TRACE_HEADER:
-            return value.decode(errors="replace")
-    return None
-
-
 class Adapter:
     """Maps one Debezium record to an Event; `entity` overrides `source.table`."""
 
     def __init__(self, entity: str | None = None) -> None:
         self.entity = entity
 
-    def __call__(
-        self, value: bytes | None, key: bytes | None, headers: Sequence[tuple[str, bytes]]
-    ) -> Event | None:
+    def __call__(self, value: bytes | None, key: bytes | None, headers: Headers) -> Event | None:
         if value is None:
             return None  # a tombstone
         change = _unwrapped(json_object(value))
@@ -160,6 +151,6 @@ class Adapter:
                 "version": version,
                 "occurred_at": occurred_at,
                 "payload": row or {},
-                "trace_id": _trace_id(headers),
+                "trace_id": header_trace_id(headers),
             }
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, NoReturn
 
@@ -30,6 +30,7 @@ SYNC_REQUIRED = "sync_required"
 TRACE_HEADER = "trace_id"
 TYPE_HEADER = "event_type"
 
+Headers = Sequence[tuple[str, bytes]]  # a Kafka record's headers, as the adapters get them
 NAME_PATTERN = r"^[A-Za-z0-9_.\-]+$"
 WHOLE_VALUE = "<value>"  # the `field` of an error about the value as a whole
 # Deeper JSON is refused: pydantic cannot serialize past about 255 levels, and a value a
@@ -153,6 +154,19 @@ def _raise_first(error: ValidationError) -> NoReturn:
     field = ".".join(str(part) for part in first["loc"]) or WHOLE_VALUE
     reason = first["msg"].removeprefix("Value error, ")
     raise EnvelopeError(field, reason, len(problems) - 1) from None
+
+
+def header_trace_id(headers: Headers) -> str | None:
+    """The record's `trace_id` header when usable as an event's trace id (UTF-8 text of
+    1 to 200 characters without NUL), else None: a bad header never fails the record."""
+    for name, raw in headers:
+        if name == TRACE_HEADER:
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return None
+            return text if 0 < len(text) <= 200 and "\x00" not in text else None
+    return None
 
 
 def new_trace_id() -> str:

@@ -9,16 +9,14 @@ raises EnvelopeError naming the field that cannot be mapped: that record is dead
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from cronstream import cloudevents, debezium
-from cronstream.envelope import Event, decode
+from cronstream.envelope import Event, Headers, decode
 
 FormatName = Literal["envelope", "debezium", "cloudevents"]
 FORMATS: tuple[FormatName, ...] = ("envelope", "debezium", "cloudevents")
-Headers = Sequence[tuple[str, bytes]]
 
 # What a dead letter calls a record it could not map: "invalid <what>: <field>: <reason>".
 _WHAT: dict[FormatName, str] = {

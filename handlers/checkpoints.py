@@ -43,7 +43,7 @@ import asyncpg
 from aiokafka.errors import KafkaError
 
 from cronstream.db import DatabaseUnavailable
-from cronstream.envelope import TRACE_HEADER, EnvelopeError, Event
+from cronstream.envelope import EnvelopeError, Event, header_trace_id
 from cronstream.formats import ENVELOPE, Decoder, TopicFormat
 from cronstream.logs import trace, trace_id_var
 from cronstream.queries import query
@@ -72,10 +72,7 @@ class Record(NamedTuple):
 
     @property
     def trace_id(self) -> str | None:
-        for name, value in self.headers:
-            if name == TRACE_HEADER:
-                return value.decode(errors="replace")
-        return None
+        return header_trace_id(self.headers)
 
 
 @dataclass(frozen=True)
