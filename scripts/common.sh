@@ -51,3 +51,27 @@ python_bin() {
   [ -x "$py" ] || die "no Python environment at $py: run 'make venv' first"
   echo "$py"
 }
+
+# require_java WHAT: a JDK 17 or newer on PATH, or one line saying how to get one.
+require_java() {
+  command -v java >/dev/null \
+    || die "java not found: install a JDK 17 or newer (apt-get install openjdk-17-jre-headless)"
+  local major
+  major=$(java -XshowSettings:properties -version 2>&1 | sed -n 's/.*java.specification.version = \([0-9]*\).*/\1/p')
+  [ "${major:-0}" -ge 17 ] || die "java $major found, $1 needs 17 or newer"
+}
+
+# fetch_jars POM LIBS WHAT LOG: the runtime jars of POM from Maven Central into LIBS,
+# once (a .complete marker says they all arrived).
+fetch_jars() {
+  local pom=$1 libs=$2 what=$3 log=$4
+  [ -f "$libs/.complete" ] && return 0
+  command -v mvn >/dev/null \
+    || die "mvn not found and the $what jars are not cached yet: install Maven (apt-get install maven)"
+  say "fetching the $what jars from Maven Central into $libs"
+  rm -rf "$libs"
+  mvn -q -B -f "$pom" dependency:copy-dependencies \
+      -DincludeScope=runtime -DoutputDirectory="$libs" >"$log" 2>&1 \
+    || die "mvn could not fetch the $what jars (see $log)"
+  touch "$libs/.complete"
+}

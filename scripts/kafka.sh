@@ -18,26 +18,6 @@ PIDFILE="$HOME_DIR/kafka-$PORT.pid"
 LOG="$HOME_DIR/kafka-$PORT.log"
 CONFIG="$HOME_DIR/server-$PORT.properties"
 
-require_java() {
-  command -v java >/dev/null \
-    || die "java not found: install a JDK 17 or newer (apt-get install openjdk-17-jre-headless)"
-  local major
-  major=$(java -XshowSettings:properties -version 2>&1 | sed -n 's/.*java.specification.version = \([0-9]*\).*/\1/p')
-  [ "${major:-0}" -ge 17 ] || die "java $major found, Kafka $KAFKA_VERSION needs 17 or newer"
-}
-
-fetch_jars() {
-  [ -f "$LIBS/.complete" ] && return 0
-  command -v mvn >/dev/null \
-    || die "mvn not found and Kafka jars are not cached yet: install Maven (apt-get install maven)"
-  say "kafka: fetching Apache Kafka $KAFKA_VERSION jars from Maven Central into $LIBS"
-  rm -rf "$LIBS"
-  mvn -q -B -f "$ROOT/scripts/kafka/pom.xml" dependency:copy-dependencies \
-      -DincludeScope=runtime -DoutputDirectory="$LIBS" >"$HOME_DIR/mvn.log" 2>&1 \
-    || die "mvn could not fetch the Kafka jars (see $HOME_DIR/mvn.log)"
-  touch "$LIBS/.complete"
-}
-
 write_config() {
   cat >"$CONFIG" <<PROPS
 process.roles=broker,controller
@@ -75,8 +55,8 @@ up() {
   for p in "$PORT" "$CONTROLLER_PORT"; do
     port_open "$p" && die "port $p is taken by another process: stop it, or set CRONSTREAM_KAFKA_PORT to a free port"
   done
-  require_java
-  fetch_jars
+  require_java "Kafka $KAFKA_VERSION"
+  fetch_jars "$ROOT/scripts/kafka/pom.xml" "$LIBS" "Apache Kafka $KAFKA_VERSION" "$HOME_DIR/mvn.log"
   write_config
   local cluster_id_file="$HOME_DIR/cluster-$PORT.id"
   # random-uuid prints log lines before the id; the id is the last line.

@@ -1,25 +1,28 @@
 #!/usr/bin/env bash
-# Local Kafka and Postgres for `make run` and `make test`.
+# Local Kafka and Postgres for `make run` and `make test`, and Kafka Connect with the
+# Debezium Postgres connector when asked for by name.
 #
-# usage: scripts/services.sh up|down|status [kafka] [postgres]
-# With no service named, acts on both.
+# usage: scripts/services.sh up|down|status [kafka] [postgres] [connect]
+# With no service named, up and status act on kafka and postgres; down stops all three
+# (connect first: it needs Kafka and Postgres to stop cleanly).
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
+usage="usage: scripts/services.sh up|down|status [kafka] [postgres] [connect]"
 action="${1:-}"
 shift || true
 services=("$@")
-[ ${#services[@]} -gt 0 ] || services=(kafka postgres)
 
 case "$action" in
-  up | down | status) ;;
-  *) die "usage: scripts/services.sh up|down|status [kafka] [postgres]" ;;
+  up | status) [ ${#services[@]} -gt 0 ] || services=(kafka postgres) ;;
+  down) [ ${#services[@]} -gt 0 ] || services=(connect kafka postgres) ;;
+  *) die "$usage" ;;
 esac
 
 rc=0
 for service in "${services[@]}"; do
   case "$service" in
-    kafka | postgres) "$ROOT/scripts/$service.sh" "$action" || rc=$? ;;
-    *) die "unknown service '$service' (expected kafka or postgres)" ;;
+    kafka | postgres | connect) "$ROOT/scripts/$service.sh" "$action" || rc=$? ;;
+    *) die "unknown service '$service' (expected kafka, postgres or connect)" ;;
   esac
 done
 exit $rc

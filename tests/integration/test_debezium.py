@@ -1,0 +1,505 @@
+"""A real Debezium Postgres connector, in Kafka Connect, feeding a worker's projection.
+
+Connect runs standalone (scripts/connect.sh), started here for this module unless
+CRONSTREAM_CONNECT_URL points at one already running. Each test captures a table of its
+own database with a connector of its own, makes changes of every kind, runs
+`cronstream worker` on the connector's topic and waits until `entity_projection` holds
+exactly the table: live rows as they are, deleted rows marked deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import asyncpg
+import pytest
+from aiokafka import ConsumerRecord
+
+from cronstream.settings import Settings
+from tests.integration.kafka_helpers import end_offsets, read_all, wait_for
+from tests.integration.services import Services
+from tests.integration.workers import ROOT, WorkerProcess, checkpoints, worker_env
+
+PLUGIN = "io.debezium.connector.postgresql.PostgresConnector"
+JSON_CONVERTER = "org.apache.kafka.connect.json.JsonConverter"
+TABLE = "customers"
+CREATE_TABLE = f"CREATE TABLE {TABLE} (id int PRIMARY KEY, name text, tier int)"
+
+
+@dataclass(frozen=True)
+class Connect:
+    url: str
+    pid: int | None  # the JVM's pid when this module started it, for its peak RSS
+
+
+def _connect_script(action: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(ROOT / "scripts" / "connect.sh"), action],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,  # the first start fetches the jars with mvn
+        check=False,
+    )
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    """The process's peak resident set (VmHWM), in MB; None once it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return None
+
+
+@pytest.fixture(scope="module")
+def connect(services: Services) -> Iterator[Connect]:
+    """Kafka Connect's REST URL: CRONSTREAM_CONNECT_URL's, or one started for this module."""
+    given = os.environ.get("CRONSTREAM_CONNECT_URL")
+    if given:
+        yield Connect(given.rstrip("/"), None)
+        return
+    env = os.environ | {"CRONSTREAM_KAFKA_BOOTSTRAP": services.kafka_bootstrap}
+    port = env.get("CRONSTREAM_CONNECT_PORT", "8083")
+    began = time.monotonic()
+    started = _connect_script("status", env).returncode != 0
+    if started:
+        up = _connect_script("up", env)
+        if up.returncode != 0:
+            pytest.fail(f"scripts/connect.sh up failed: {up.stderr.strip()}", pytrace=False)
+    home = Path(env.get("CRONSTREAM_CACHE_DIR", ROOT / ".cache")) / "connect"
+    pid = int((home / f"connect-{port}.pid").read_text())
+    ready = time.monotonic()
+    try:
+        yield Connect(f"http://127.0.0.1:{port}", pid)
+    finally:
+        rss = peak_rss_mb(pid)
+        tests_s = time.monotonic() - ready
+        print(
+            f"\nConnect up in {ready - began:.1f}s, Debezium tests {tests_s:.1f}s, "
+            f"Connect peak RSS {'unknown' if rss is None else f'{rss:.0f} MB'}"
+        )
+        if started:
+            _connect_script("down", env)
+
+
+# --- connectors over Connect's REST API ----------------------------------------------
+
+
+def connector_config(
+    database_url: str, slot: str, prefix: str, tables: list[str], schemas: bool = False
+) -> dict[str, str]:
+    """A Debezium Postgres connector on a database, its tables named schema.table."""
+    url = urlsplit(database_url)
+    enabled = "true" if schemas else "false"
+    return {
+        "connector.class": PLUGIN,
+        "tasks.max": "1",
+        "plugin.name": "pgoutput",
+        "database.hostname": url.hostname or "127.0.0.1",
+        "database.port": str(url.port or 5432),
+        "database.user": url.username or "",
+        "database.password": url.password or "",
+        "database.dbname": url.path.lstrip("/"),
+        "topic.prefix": prefix,
+        "slot.name": slot,
+        "publication.name": slot,
+        # Filtered: the publication lists only our tables, which must exist already.
+        "publication.autocreate.mode": "filtered",
+        "table.include.list": ",".join(tables),
+        "snapshot.mode": "initial",
+        "key.converter": JSON_CONVERTER,
+        "key.converter.schemas.enable": enabled,
+        "value.converter": JSON_CONVERTER,
+        "value.converter.schemas.enable": enabled,
+    }
+
+
+async def _rest(
+    session: aiohttp.ClientSession, method: str, url: str, body: Any = None
+) -> tuple[int, Any]:
+    async with session.request(method, url, json=body) as response:
+        text = await response.text()
+        return response.status, json.loads(text) if text else None
+
+
+async def _config_errors(
+    session: aiohttp.ClientSession, connect_url: str, config: dict[str, str]
+) -> list[str]:
+    """What Connect's validation finds wrong with a config (a failed create may answer
+    only with an internal error: Connect 4.1 does when Debezium cannot log in)."""
+    _, body = await _rest(
+        session, "PUT", f"{connect_url}/connector-plugins/PostgresConnector/config/validate", config
+    )
+    values = [entry.get("value") or {} for entry in (body or {}).get("configs", [])]
+    return [f"{v.get('name')}: {'; '.join(v['errors'])}" for v in values if v.get("errors")]
+
+
+async def post_connector(connect_url: str, name: str, config: dict[str, str]) -> None:
+    """Register a connector; a refusal fails with Connect's reasons."""
+    async with aiohttp.ClientSession() as session:
+        status, body = await _rest(
+            session, "POST", f"{connect_url}/connectors", {"name": name, "config": config}
+        )
+        if status != 201:
+            errors = await _config_errors(session, connect_url, {"name": name, **config})
+            raise AssertionError(f"creating connector {name}: HTTP {status} {body}; {errors}")
+
+
+async def wait_until_running(connect_url: str, name: str, deadline_s: float = 60) -> None:
+    """Wait until a connector's task runs; a failed task fails at once, with its trace."""
+    async with aiohttp.ClientSession() as session:
+        last: Any = None
+
+        async def running() -> bool:
+            nonlocal last
+            _, last = await _rest(session, "GET", f"{connect_url}/connectors/{name}/status")
+            tasks = (last or {}).get("tasks") or []
+            failed = [t for t in tasks if t.get("state") == "FAILED"]
+            assert not failed, f"connector {name}'s task failed:\n{failed[0].get('trace')}"
+            return bool(tasks) and all(t.get("state") == "RUNNING" for t in tasks)
+
+        try:
+            await wait_for(running, deadline_s, f"connector {name}'s task to run")
+        except AssertionError as error:
+            raise AssertionError(f"{error}; last status: {last}") from None
+
+
+async def remove_connector(
+    connect_url: str, name: str, database_url: str, deadline_s: float = 60
+) -> None:
+    """Delete a connector, then its replication slot (a database with one cannot be dropped)
+    and its publication."""
+    async with aiohttp.ClientSession() as session:
+        status, body = await _rest(session, "DELETE", f"{connect_url}/connectors/{name}")
+        assert status in (204, 404), f"deleting connector {name}: HTTP {status} {body}"
+
+        async def gone() -> bool:
+            status, _ = await _rest(session, "GET", f"{connect_url}/connectors/{name}")
+            return status == 404
+
+        await wait_for(gone, deadline_s, f"connector {name} to go")
+    connection = await asyncpg.connect(database_url)
+    try:
+        # The task's replication connection may outlive the connector by a moment.
+        async def slot_idle() -> bool:
+            active = await connection.fetchval(
+                "SELECT active FROM pg_replication_slots WHERE slot_name = $1", name
+            )
+            return active is not True
+
+        await wait_for(slot_idle, deadline_s, f"replication slot {name} to be released")
+        await connection.execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+            "WHERE slot_name = $1",
+            name,
+        )
+        await connection.execute(f"DROP PUBLICATION IF EXISTS {name}")
+    finally:
+        await connection.close()
+
+
+@asynccontextmanager
+async def debezium_connector(
+    connect_url: str, database_url: str, tables: list[str], schemas: bool = False
+) -> AsyncIterator[str]:
+    """A running connector on `tables` for the duration; yields its topic prefix."""
+    name = f"cs_{uuid.uuid4().hex[:12]}"  # the connector's, slot's and publication's name
+    prefix = f"dbz.{name}"
+    config = connector_config(database_url, name, prefix, tables, schemas)
+    await post_connector(connect_url, name, config)  # nothing to remove when refused
+    try:
+        await wait_until_running(connect_url, name)
+        yield prefix
+    finally:
+        await remove_connector(connect_url, name, database_url)
+
+
+# --- the table, and what Debezium and the worker made of it ---------------------------
+
+
+@dataclass
+class Changes:
+    """Changes made to the table, counting the records Debezium writes for them."""
+
+    connection: asyncpg.Connection
+    records: int = 0
+    ever: set[int] = field(default_factory=set)  # every id that ever had a row
+
+    async def insert(self, *rows: tuple[int, str, int]) -> None:
+        await self.connection.executemany(f"INSERT INTO {TABLE} VALUES ($1, $2, $3)", rows)
+        self.records += len(rows)
+        self.ever |= {row[0] for row in rows}
+
+    async def update(self, row_id: int, name: str, tier: int) -> None:
+        done = await self.connection.execute(
+            f"UPDATE {TABLE} SET name = $2, tier = $3 WHERE id = $1", row_id, name, tier
+        )
+        self.records += int(done.split()[-1])
+
+    async def delete(self, row_id: int) -> None:
+        done = await self.connection.execute(f"DELETE FROM {TABLE} WHERE id = $1", row_id)
+        self.records += 2 * int(done.split()[-1])  # the delete and its tombstone
+
+    async def table(self) -> dict[str, dict[str, Any]]:
+        rows = await self.connection.fetch(f"SELECT id, name, tier FROM {TABLE}")
+        return {str(row["id"]): dict(row) for row in rows}
+
+
+async def projection(database_url: str) -> tuple[dict[str, dict[str, Any]], set[str]]:
+    """The projection's live rows by key, and its deleted keys."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        rows = await connection.fetch(
+            "SELECT key, payload, deleted FROM entity_projection WHERE entity = $1", TABLE
+        )
+    finally:
+        await connection.close()
+    live = {row["key"]: json.loads(row["payload"]) for row in rows if not row["deleted"]}
+    return live, {row["key"] for row in rows if row["deleted"]}
+
+
+async def projection_versions(database_url: str) -> dict[str, int]:
+    connection = await asyncpg.connect(database_url)
+    try:
+        rows = await connection.fetch(
+            "SELECT key, version FROM entity_projection WHERE entity = $1", TABLE
+        )
+    finally:
+        await connection.close()
+    return {row["key"]: row["version"] for row in rows}
+
+
+async def wait_for_projection(
+    database_url: str, changes: Changes, worker: WorkerProcess, deadline_s: float
+) -> None:
+    """Wait until the projection is the table: same live rows, every other id deleted."""
+    seen: tuple[dict[str, dict[str, Any]], set[str]] = ({}, set())
+
+    async def equal() -> bool:
+        nonlocal seen
+        if not worker.alive():  # not an AssertionError: the timeout's report would hide it
+            raise RuntimeError(f"the worker exited:\n{worker.logs()[-3000:]}")
+        seen = await projection(database_url)
+        table = await changes.table()
+        gone = {str(i) for i in changes.ever} - set(table)
+        return seen == (table, gone)
+
+    try:
+        await wait_for(equal, deadline_s, "the projection to equal the table")
+    except AssertionError:
+        table = await changes.table()
+        live, deleted = seen
+        differ = {k: (live.get(k), table.get(k)) for k in set(live) | set(table)}
+        differ = {k: pair for k, pair in differ.items() if pair[0] != pair[1]}
+        raise AssertionError(
+            f"projection != table after {deadline_s}s: (projection, table) by key: "
+            f"{dict(list(differ.items())[:10])}; deleted in projection: {sorted(deleted)}"
+        ) from None
+
+
+async def wait_for_records(settings: Settings, topic: str, count: int, deadline_s: float) -> None:
+    async def written() -> bool:
+        return sum((await end_offsets(settings, topic)).values()) >= count
+
+    await wait_for(written, deadline_s, f"{count} records on {topic}")
+
+
+async def wait_for_checkpoint_at_end(settings: Settings, topic: str, deadline_s: float) -> None:
+    """Wait until the worker's checkpoint is the last offset: tombstones included."""
+
+    async def at_end() -> bool:
+        ends = await end_offsets(settings, topic)
+        return ends == {p: o + 1 for p, o in (await checkpoints(settings, topic)).items()}
+
+    await wait_for(at_end, deadline_s, f"the checkpoint of {topic} to reach its last record")
+
+
+async def dead_letters(database_url: str) -> list[str]:
+    connection = await asyncpg.connect(database_url)
+    try:
+        return [str(dict(row)) for row in await connection.fetch("SELECT * FROM dead_letters")]
+    finally:
+        await connection.close()
+
+
+def debezium_worker(
+    cli_env: dict[str, str], engine: str, topic: str, log_dir: Path
+) -> WorkerProcess:
+    env = worker_env(cli_env, engine, CRONSTREAM_EXTERNAL_TOPICS=f"{topic}:debezium")
+    return WorkerProcess(env, log_dir, "worker", args=["worker"])
+
+
+def lsns_by_row(records: list[ConsumerRecord[bytes, bytes]]) -> dict[str, list[int]]:
+    """source.lsn of each row's changes, in topic order (tombstones have none)."""
+    found: dict[str, list[int]] = {}
+    for record in records:
+        if record.value is not None:
+            key = str(json.loads(record.key)["id"])
+            found.setdefault(key, []).append(json.loads(record.value)["source"]["lsn"])
+    return found
+
+
+@asynccontextmanager
+async def source_table(database_url: str) -> AsyncIterator[Changes]:
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.execute(CREATE_TABLE)
+        yield Changes(connection)
+    finally:
+        await connection.close()
+
+
+# --- the tests ----------------------------------------------------------------------
+
+
+async def test_every_kind_of_change_reaches_the_projection(
+    connect: Connect,
+    settings: Settings,
+    database_url: str,
+    cli_env: dict[str, str],
+    tmp_path: Path,
+    engine: str,
+) -> None:
+    began = time.monotonic()
+    async with source_table(database_url) as changes:
+        # Rows that exist before the connector: its snapshot reads them (op r).
+        await changes.insert(*[(i, f"before-{i}", 1) for i in range(1, 6)])
+        async with debezium_connector(connect.url, database_url, [f"public.{TABLE}"]) as prefix:
+            topic = f"{prefix}.public.{TABLE}"
+            await wait_for_records(settings, topic, changes.records, 60)  # the snapshot
+            await changes.insert(*[(i, f"new-{i}", 2) for i in range(6, 11)])
+            await changes.update(1, "renamed", 1)
+            await changes.update(2, "before-2", 3)
+            await changes.delete(3)
+            await changes.delete(6)
+            await changes.insert((3, "back again", 4))  # a deleted id re-inserted
+            async with changes.connection.transaction():  # several rows in one transaction
+                await changes.insert((11, "in a transaction", 5))
+                await changes.update(4, "first of two", 5)
+                await changes.update(4, "second of two", 6)  # one row twice
+                await changes.delete(5)
+                await changes.update(7, "same transaction", 5)
+            await changes.delete(8)
+            await changes.delete(9)
+            await changes.insert((9, "nine again", 7))
+            await changes.update(9, "nine renamed", 7)
+            records = await read_all(settings, topic, changes.records)
+            assert len(records) == changes.records
+
+            worker = debezium_worker(cli_env, engine, topic, tmp_path)
+            worker.start()
+            try:
+                await wait_for_projection(database_url, changes, worker, 90)
+                # And live, while the worker runs: a delete, a re-create, an update.
+                await changes.delete(10)
+                await changes.insert((6, "six again", 8))
+                await changes.update(2, "live", 8)
+                await wait_for_projection(database_url, changes, worker, 60)
+                await wait_for_records(settings, topic, changes.records, 30)
+                await wait_for_checkpoint_at_end(settings, topic, 60)
+            finally:
+                worker.stop()
+            records = await read_all(settings, topic, changes.records)
+
+    # The projection orders a row's changes by source.lsn: it must grow with each one,
+    # across transactions and within one (row 4, updated twice in a transaction).
+    lsns = lsns_by_row(records)
+    for key, seq in lsns.items():
+        assert seq == sorted(set(seq)), f"row {key}: source.lsn {seq} does not increase"
+    assert len(lsns["4"]) == 3 and len(lsns["9"]) == 4, lsns
+    assert await projection_versions(database_url) == {k: seq[-1] for k, seq in lsns.items()}
+    tombstones = [r for r in records if r.value is None]
+    assert len(tombstones) == 6, "one tombstone per delete"
+    ops = [json.loads(r.value)["op"] for r in records if r.value is not None]
+    assert ops[:5] == ["r"] * 5 and set(ops[5:]) == {"c", "u", "d"}, ops
+    assert await dead_letters(database_url) == [], "tombstones are no dead letters"
+    print(f"\nrow 4's source.lsn (snapshot, then two updates in one transaction): {lsns['4']}")
+    print(f"{len(records)} Debezium records, {engine} engine: {time.monotonic() - began:.1f}s")
+
+
+async def make_changes(changes: Changes, rng: random.Random, stop: asyncio.Event) -> int:
+    """Random inserts, updates and deletes, single and in transactions, until `stop`."""
+    rounds = 0
+    next_id = max(changes.ever) + 1
+    while not stop.is_set():
+        rounds += 1
+        live = [int(k) for k in await changes.table()]
+        async with changes.connection.transaction():
+            for _ in range(rng.randint(1, 4)):
+                roll = rng.random()
+                if roll < 0.5 and live:
+                    await changes.update(rng.choice(live), f"r{rounds}", rng.randint(1, 9))
+                elif roll < 0.7 and live:
+                    victim = rng.choice(live)
+                    live.remove(victim)
+                    await changes.delete(victim)
+                else:
+                    # A new id, or a deleted one back.
+                    dead = sorted(changes.ever - set(live))
+                    new_id = rng.choice(dead) if dead and rng.random() < 0.5 else next_id
+                    next_id = max(next_id, new_id + 1)
+                    live.append(new_id)
+                    await changes.insert((new_id, f"i{rounds}", rng.randint(1, 9)))
+        await asyncio.sleep(rng.uniform(0, 0.05))
+    return rounds
+
+
+async def test_worker_killed_mid_stream_still_ends_equal(
+    connect: Connect,
+    settings: Settings,
+    database_url: str,
+    cli_env: dict[str, str],
+    tmp_path: Path,
+    engine: str,
+) -> None:
+    rng = random.Random(20261127)
+    began = time.monotonic()
+    async with source_table(database_url) as changes:
+        await changes.insert(*[(i, f"before-{i}", 1) for i in range(1, 31)])
+        async with debezium_connector(connect.url, database_url, [f"public.{TABLE}"]) as prefix:
+            topic = f"{prefix}.public.{TABLE}"
+            await wait_for_records(settings, topic, changes.records, 60)
+            worker = debezium_worker(cli_env, engine, topic, tmp_path)
+            stop = asyncio.Event()
+            changing = asyncio.create_task(make_changes(changes, rng, stop))
+            try:
+                worker.start()
+                for _ in range(2):
+                    await wait_for(worker.applied_a_batch, 60, "the worker to apply a batch")
+                    await asyncio.sleep(rng.uniform(0, 0.5))
+                    worker.kill()
+                    worker.start()
+                await wait_for(worker.applied_a_batch, 60, "the restarted worker to apply")
+                await asyncio.sleep(1)  # a little more stream for the last worker
+                stop.set()
+                rounds = await changing
+                await wait_for_records(settings, topic, changes.records, 60)
+                await wait_for_projection(database_url, changes, worker, 90)
+                await wait_for_checkpoint_at_end(settings, topic, 60)
+            finally:
+                stop.set()
+                worker.stop()
+                if not changing.done():
+                    changing.cancel()
+    assert await dead_letters(database_url) == []
+    print(
+        f"\n{rounds} transactions, {changes.records} records, 2 SIGKILLs, {engine} engine: "
+        f"{time.monotonic() - began:.1f}s"
+    )
