@@ -90,6 +90,7 @@ async def upsert(connection: asyncpg.Connection, events: list[dict[str, Any]]) -
         [json.dumps(e["payload"]) for e in rows],
         [e["id"] for e in rows],
         [e["source"] for e in rows],
+        [e["type"].endswith(("_deleted", ".deleted")) for e in rows],
     )
 
 

@@ -372,6 +372,18 @@ EngineOption = Annotated[
 ]
 
 
+ExternalTopicsOption = Annotated[
+    str | None,
+    env_option(
+        "external_topics",
+        help="External change topics to consume besides sync_required, comma-separated, "
+        "each topic[:format[:entity]]: format envelope (default), debezium or "
+        "cloudevents; entity overrides the records' own. Unhandled types go to the "
+        "projection, and a type ending in _deleted or .deleted marks its row deleted.",
+    ),
+]
+
+
 @app.command("worker")
 def worker_command(
     ctx: typer.Context,
@@ -383,16 +395,7 @@ def worker_command(
             f"Also read, comma-separated, from {env_var('handlers')}.",
         ),
     ] = None,
-    external_topics: Annotated[
-        str | None,
-        env_option(
-            "external_topics",
-            help="External change topics to consume besides sync_required, comma-separated, "
-            "each topic[:format[:entity]]: format envelope (default), debezium or "
-            "cloudevents; entity overrides the records' own. Unhandled types go to the "
-            "projection, and a type ending in _deleted marks its row deleted.",
-        ),
-    ] = None,
+    external_topics: ExternalTopicsOption = None,
     batch_size: Annotated[
         int | None,
         env_option(
@@ -585,6 +588,7 @@ def replay_command(
             f"Also read, comma-separated, from {env_var('handlers')}.",
         ),
     ] = None,
+    external_topics: ExternalTopicsOption = None,
     consumer: Annotated[
         str | None,
         typer.Option(
@@ -638,6 +642,8 @@ def replay_command(
     (SIGINT/SIGTERM stop after the in-flight batch; the hint says how to resume);
     2 invalid options.
     """
+    if external_topics is not None:  # the topic's format, as the worker reads it
+        ctx.obj["external_topics"] = external_topics
     settings = settings_of(ctx)
     if topic is None:
         fail("--topic is required", 2)
@@ -658,12 +664,11 @@ def replay_command(
         )
     except replay.ReplayError as error:
         fail(str(error), 2)
-    if topic not in settings.input_topics:
-        # Its format (envelope, debezium, cloudevents) and handlers come from the settings.
-        fail(
-            f"--topic '{shown(topic)}' is not an input topic: name it in "
-            f"{env_var('external_topics')} (with its format) or {env_var('sync_topic')}",
-            2,
+    if topic not in settings.input_topics:  # a dead-letter topic, say
+        typer.echo(
+            f"note: {topic} is not named in {env_var('external_topics')} (--external-topics): "
+            "its records are read as envelopes",
+            err=True,
         )
     modules = [*settings.handlers, *(handler_modules or [])]
     registry = build_registry(modules)

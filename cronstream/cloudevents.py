@@ -105,7 +105,8 @@ def _content_type(headers: Headers) -> str | None:
     found = [raw for name, raw in headers if name.lower() == "content-type"]
     if len(found) > 1:
         raise EnvelopeError(CONTENT_TYPE, f"is set by {len(found)} headers, expected one")
-    return _header_text("content-type", found[0], CONTENT_TYPE) if found else None
+    text = _header_text("content-type", found[0], CONTENT_TYPE) if found else ""
+    return text if text.strip() else None  # an empty header says nothing
 
 
 def _binary_attributes(headers: Headers) -> dict[str, str]:
@@ -154,7 +155,8 @@ def _version(value: Any) -> int | None:
         return None
     if isinstance(value, str) and _DIGITS.fullmatch(value):
         # Length first: int() of thousands of digits is slow, and refused past 4300.
-        number = int(value) if len(value) <= 19 else BIGINT_MAX + 1
+        digits = value.lstrip("0") or "0"
+        number = int(digits) if len(digits) <= 19 else BIGINT_MAX + 1
     elif isinstance(value, int) and not isinstance(value, bool):
         number = value
     else:

@@ -1,6 +1,6 @@
 """Input formats: how a record of an input topic becomes the `Event` handlers receive.
 
-Each topic has one format (settings: CRONSTREAM_EXTERNAL_TOPICS=topic:format[:entity]).
+Each topic has one format (settings: CRONSTREAM_EXTERNAL_TOPICS=topic[:format[:entity]]).
 `envelope` is cronstream's own; `debezium` and `cloudevents` are adapters
 (cronstream/debezium.py, cronstream/cloudevents.py). A decoder returns the event, or None
 for a record that carries none and is acknowledged as is (a Debezium tombstone), or

@@ -10,7 +10,6 @@ from urllib.parse import unquote, urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from cronstream.envelope import NAME_PATTERN
 from cronstream.formats import FORMATS, TopicFormat
 
 ENV_PREFIX = "CRONSTREAM_"
@@ -285,9 +284,10 @@ class Settings(BaseSettings):
         return f"{topic}{self.dlq_suffix}"
 
 
-# Kafka's own rule for topic names.
+# Kafka's own rule for topic names ("." and ".." excepted, below).
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._\-]{1,249}")
-_ENTITY_NAME = re.compile(NAME_PATTERN)
+# An entity's rule, and short enough for "<entity>_snapshot" to fit an event type.
+_ENTITY_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,180}")
 
 
 def _comma_list(value: str) -> list[str]:
@@ -298,18 +298,21 @@ def parse_topic_formats(value: str) -> dict[str, TopicFormat]:
     """`topic[:format[:entity]]`, comma-separated, as topic -> its format."""
     formats: dict[str, TopicFormat] = {}
     for item in _comma_list(value):
-        topic, _, rest = item.partition(":")
-        name, _, entity = rest.partition(":")
-        topic, name, entity = topic.strip(), name.strip() or "envelope", entity.strip()
-        if not _TOPIC_NAME.fullmatch(topic):
+        parts = [part.strip() for part in item.split(":")]
+        if len(parts) > 3:
+            raise ValueError(
+                f"'{item}': expected topic[:format[:entity]], found {len(parts)} parts"
+            )
+        topic, name, entity = [*parts, "", ""][:3]
+        name = name or "envelope"
+        if not _TOPIC_NAME.fullmatch(topic) or topic in (".", ".."):
             raise ValueError(f"'{item}': the topic name must be 1-249 of A-Z a-z 0-9 . _ -")
         if name not in FORMATS:
             raise ValueError(f"'{item}': unknown format '{name}' (use {', '.join(FORMATS)})")
-        if entity and (name == "envelope" or not _ENTITY_NAME.fullmatch(entity)):
-            raise ValueError(
-                f"'{item}': an entity is for debezium and cloudevents topics, and is made "
-                "of A-Z a-z 0-9 . _ -"
-            )
+        if entity and name == "envelope":
+            raise ValueError(f"'{item}': an entity is for debezium and cloudevents topics")
+        if entity and not _ENTITY_NAME.fullmatch(entity):
+            raise ValueError(f"'{item}': the entity must be 1-180 of A-Z a-z 0-9 . _ -")
         given = TopicFormat(name, entity or None)
         if formats.setdefault(topic, given) != given:
             raise ValueError(f"'{topic}' is given twice, with different formats")

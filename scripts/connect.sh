@@ -52,12 +52,14 @@ up() {
   fetch_jars "$POM" "$LIBS" "Kafka Connect $KAFKA_VERSION and Debezium $DEBEZIUM_VERSION" "$HOME_DIR/mvn.log"
   write_config
   say "connect: starting Kafka Connect $KAFKA_VERSION with Debezium $DEBEZIUM_VERSION on $URL, Kafka $BOOTSTRAP (log: $LOG)"
-  nohup java -Xms256m -Xmx"$HEAP" -XX:+UseG1GC -Djava.awt.headless=true \
+  local python
+  python=$(python_bin)  # before the JVM starts: without it, readiness cannot be told
+  nohup java -Xmx"$HEAP" -XX:+UseG1GC -Djava.awt.headless=true \
     -Dlog4j2.configurationFile="$ROOT/scripts/connect/log4j2.properties" \
     -cp "$LIBS/*" org.apache.kafka.connect.cli.ConnectStandalone "$CONFIG" >>"$LOG" 2>&1 </dev/null &
   echo $! >"$PIDFILE"
   # Ready means the REST API lists the Debezium connector, not merely an open port.
-  if ! "$(python_bin)" "$ROOT/scripts/connect/ready.py" "$URL" "$PIDFILE" 120; then
+  if ! "$python" "$ROOT/scripts/connect/ready.py" "$URL" "$PIDFILE" 120; then
     tail -n 20 "$LOG" >&2
     stop_pid "$PIDFILE" connect 30
     die "kafka connect did not become ready on $URL (full log: $LOG)"

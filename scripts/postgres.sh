@@ -101,6 +101,8 @@ up() {
   install_postgres
   if running; then
     say "postgres: already running (127.0.0.1:$PORT)"
+    [ "$(psql_super -tA -c 'SHOW wal_level')" = logical ] \
+      || say "postgres: warning: it runs without wal_level=logical (started by an older version of this script), which Debezium needs: restart it with 'scripts/services.sh down postgres' and 'make services'"
     return 0
   fi
   port_open "$PORT" && die "port $PORT is taken by another process: stop it, set CRONSTREAM_PG_PORT to a free port, or point CRONSTREAM_DATABASE_URL at that server"

@@ -18,11 +18,19 @@ case "$action" in
   *) die "$usage" ;;
 esac
 
-rc=0
+# Dependency order, whatever order they were named in: Connect needs Kafka and Postgres.
+order=(postgres kafka connect)
+[ "$action" = down ] && order=(connect kafka postgres)
 for service in "${services[@]}"; do
   case "$service" in
-    kafka | postgres | connect) "$ROOT/scripts/$service.sh" "$action" || rc=$? ;;
+    kafka | postgres | connect) ;;
     *) die "unknown service '$service' (expected kafka, postgres or connect)" ;;
   esac
+done
+
+rc=0
+for service in "${order[@]}"; do
+  [[ " ${services[*]} " == *" $service "* ]] || continue
+  "$ROOT/scripts/$service.sh" "$action" || rc=$?
 done
 exit $rc

@@ -381,6 +381,14 @@ async def _check_schema(connection: asyncpg.Connection, schema: str, like: Seque
             raise ReplayError(f"--like '{shown(table)}': no such table in the live schema")
         if home == schema:
             raise ReplayError(f"--like '{shown(table)}' is in --schema {schema} itself")
+        copy = f"{quote(schema)}.{quote(table.split('.')[-1])}"
+        missing = await connection.fetchval(query("replay_missing_columns"), quote(table), copy)
+        if missing:
+            raise ReplayError(
+                f"{schema}.{table.split('.')[-1]} lacks column(s) {', '.join(missing)} of the "
+                f"live {table} (migrated since this rebuild began): drop schema {schema}, or "
+                "give another --schema, and rebuild from the start"
+            )
 
 
 async def prepare_schema(connection: asyncpg.Connection, schema: str, like: Sequence[str]) -> None:

@@ -30,6 +30,16 @@ SELECT current_schemas(false)
 SELECT n.nspname FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
 WHERE c.oid = to_regclass($1)
 
+-- replay_missing_columns --
+-- Columns of the live table $1 that its rebuild copy $2 lacks; none when no copy exists.
+SELECT coalesce(array_agg(live.attname::text ORDER BY live.attnum), '{}')
+FROM pg_attribute AS live
+WHERE live.attrelid = to_regclass($1) AND live.attnum > 0 AND NOT live.attisdropped
+  AND to_regclass($2) IS NOT NULL
+  AND NOT EXISTS (SELECT FROM pg_attribute AS copy
+                  WHERE copy.attrelid = to_regclass($2) AND copy.attname = live.attname
+                    AND copy.attnum > 0 AND NOT copy.attisdropped)
+
 -- replay_search_path --
 SELECT current_setting('search_path')
 

@@ -17,7 +17,7 @@ from cronstream import kafka
 from cronstream.settings import Settings
 from streams import deadletter
 from tests.integration.kafka_helpers import read_all, wait_for
-from tests.integration.workers import WorkerProcess, checkpoints_at_end, worker_env
+from tests.integration.workers import WorkerProcess, checkpoints_at_end, external_worker
 
 Headers = list[tuple[str, bytes]]
 Record = tuple[bytes | None, Headers]
@@ -57,8 +57,7 @@ def structured(kind: str, key: int, version: int, data: Any, headers: Headers) -
 def worker(
     cli_env: dict[str, str], engine: str, topic: str, tmp_path: Path
 ) -> Iterator[WorkerProcess]:
-    env = worker_env(cli_env, engine, CRONSTREAM_EXTERNAL_TOPICS=f"{topic}.ce:cloudevents")
-    process = WorkerProcess(env, tmp_path, "worker", args=["worker"])
+    process = external_worker(cli_env, engine, f"{topic}.ce:cloudevents", tmp_path)
     yield process
     process.stop()
 

@@ -31,7 +31,7 @@ from aiokafka import ConsumerRecord
 from cronstream.settings import Settings
 from tests.integration.kafka_helpers import end_offsets, read_all, wait_for
 from tests.integration.services import Services
-from tests.integration.workers import ROOT, WorkerProcess, checkpoints, worker_env
+from tests.integration.workers import ROOT, WorkerProcess, checkpoints, external_worker
 
 PLUGIN = "io.debezium.connector.postgresql.PostgresConnector"
 JSON_CONVERTER = "org.apache.kafka.connect.json.JsonConverter"
@@ -339,13 +339,6 @@ async def dead_letters(database_url: str) -> list[str]:
         await connection.close()
 
 
-def debezium_worker(
-    cli_env: dict[str, str], engine: str, topic: str, log_dir: Path
-) -> WorkerProcess:
-    env = worker_env(cli_env, engine, CRONSTREAM_EXTERNAL_TOPICS=f"{topic}:debezium")
-    return WorkerProcess(env, log_dir, "worker", args=["worker"])
-
-
 def lsns_by_row(records: list[ConsumerRecord[bytes, bytes]]) -> dict[str, list[int]]:
     """source.lsn of each row's changes, in topic order (tombstones have none)."""
     found: dict[str, list[int]] = {}
@@ -403,7 +396,7 @@ async def test_every_kind_of_change_reaches_the_projection(
             records = await read_all(settings, topic, changes.records)
             assert len(records) == changes.records
 
-            worker = debezium_worker(cli_env, engine, topic, tmp_path)
+            worker = external_worker(cli_env, engine, f"{topic}:debezium", tmp_path)
             worker.start()
             try:
                 await wait_for_projection(database_url, changes, worker, 90)
@@ -476,7 +469,7 @@ async def test_worker_killed_mid_stream_still_ends_equal(
         async with debezium_connector(connect.url, database_url, [f"public.{TABLE}"]) as prefix:
             topic = f"{prefix}.public.{TABLE}"
             await wait_for_records(settings, topic, changes.records, 60)
-            worker = debezium_worker(cli_env, engine, topic, tmp_path)
+            worker = external_worker(cli_env, engine, f"{topic}:debezium", tmp_path)
             stop = asyncio.Event()
             changing = asyncio.create_task(make_changes(changes, rng, stop))
             try:

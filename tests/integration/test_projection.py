@@ -23,7 +23,7 @@ from handlers.projection import project
 from streams import deadletter
 from tests.integration.conftest import run_cli
 from tests.integration.kafka_helpers import read_all, wait_for
-from tests.integration.workers import WorkerProcess, checkpoints_at_end, worker_env
+from tests.integration.workers import WorkerProcess, checkpoints_at_end, external_worker
 
 T0 = datetime(2027, 1, 1, tzinfo=UTC)
 
@@ -118,8 +118,7 @@ def debezium(op: str, row_id: int, lsn: int, **columns: Any) -> tuple[bytes, byt
 def worker(
     cli_env: dict[str, str], engine: str, topic: str, tmp_path: Path
 ) -> Iterator[WorkerProcess]:
-    env = worker_env(cli_env, engine, CRONSTREAM_EXTERNAL_TOPICS=f"{topic}.dbz:debezium")
-    process = WorkerProcess(env, tmp_path, "worker", args=["worker"])
+    process = external_worker(cli_env, engine, f"{topic}.dbz:debezium", tmp_path)
     yield process
     process.stop()
 
@@ -210,7 +209,22 @@ async def test_a_debezium_topic_projects_changes_acknowledges_tombstones_and_dea
     finally:
         await connection.close()
     assert differ == []
-    # A topic whose format the settings do not give is refused, not decoded as envelopes.
-    unknown = run_cli(["replay", "--topic", f"{topic}.x", "--from-beginning"], worker.env)
-    assert unknown.returncode == 2
-    assert unknown.stderr.strip().endswith("or CRONSTREAM_SYNC_TOPIC"), unknown.stderr
+    # A rebuild schema older than a migration of its tables is refused, not half-applied.
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.execute("ALTER TABLE rebuild_dbz.entity_projection DROP COLUMN deleted")
+    finally:
+        await connection.close()
+    resumed = run_cli(
+        ["replay", "--topic", topic, "--from-beginning", "--consumer", "rebuild.dbz"], worker.env
+    )
+    assert resumed.returncode == 2, resumed.stdout + resumed.stderr
+    assert "rebuild_dbz.entity_projection lacks column(s) deleted" in resumed.stderr
+
+    # A topic the settings do not name (its dead-letter topic) is read as envelopes.
+    dlq = run_cli(
+        ["replay", "--topic", settings.dlq_topic(topic), "--from-beginning", "--dry-run"],
+        worker.env,
+    )
+    assert dlq.returncode == 0, dlq.stderr
+    assert "its records are read as envelopes" in dlq.stderr

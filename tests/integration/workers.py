@@ -135,6 +135,13 @@ class WorkerProcess:
         )
 
 
+def external_worker(base: dict[str, str], engine: str, topics: str, log_dir: Path) -> WorkerProcess:
+    """A worker with the built-in handlers only, consuming `topics` too
+    (CRONSTREAM_EXTERNAL_TOPICS, e.g. "t.dbz:debezium")."""
+    env = worker_env(base, engine, CRONSTREAM_EXTERNAL_TOPICS=topics)
+    return WorkerProcess(env, log_dir, "worker", args=["worker"])
+
+
 def workers(env: dict[str, str], log_dir: Path, count: int) -> list[WorkerProcess]:
     return [WorkerProcess(env, log_dir, f"worker{n}") for n in range(count)]
 

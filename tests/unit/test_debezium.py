@@ -115,6 +115,14 @@ def test_a_connector_without_an_lsn_has_no_version_and_an_id_from_its_position()
     assert event.id != moved.id
 
 
+def test_microseconds_are_used_where_the_connector_sends_them() -> None:
+    event = Adapter()(change("c", after=ROW, ts_us=1795000000123456), KEY, [])
+    assert event is not None
+    assert event.occurred_at == datetime(2026, 11, 18, 11, 6, 40, 123456, tzinfo=UTC)
+    late = Adapter()(change("c", after=ROW, ts_ms=253402300799999), KEY, [])
+    assert late is not None and late.occurred_at.microsecond == 999000  # exact, no float
+
+
 def test_the_topic_entity_overrides_the_table() -> None:
     event = Adapter("customer")(change("c", after=ROW), KEY, [])
     assert event is not None
@@ -150,6 +158,7 @@ BAD = [
     (change("c", after=[1, 2]), KEY, "after"),
     (change("c", after=ROW, ts_ms="soon"), KEY, "source.ts_ms"),
     (change("c", after=ROW, ts_ms=10**20), KEY, "source.ts_ms"),
+    (change("c", after=ROW, ts_us=10**30), KEY, "source.ts_us"),
     (change("c", after=ROW, lsn="0/1A2B"), KEY, "source.lsn"),
     (change("c", after=ROW, lsn=-1), KEY, "source.lsn"),
     (change("c", after=ROW, lsn=True), KEY, "source.lsn"),

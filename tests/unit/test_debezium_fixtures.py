@@ -4,7 +4,7 @@ recorded by its capture.py), with the JsonConverter's schemas off and on."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ import pytest
 from cronstream.debezium import Adapter
 from cronstream.envelope import Event
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "debezium"
 
 # fixture -> (type, key, payload) of the event it must become
@@ -58,7 +59,7 @@ def test_a_recorded_change_maps_to_its_event(name: str, schemas: str) -> None:
     assert (event.type, event.key, event.payload) == EXPECTED[name]
     assert event.entity == recorded["table"]
     assert event.version == recorded["lsn"]
-    assert event.occurred_at == datetime.fromtimestamp(recorded["ts_ms"] / 1000, UTC)
+    assert event.occurred_at == EPOCH + timedelta(microseconds=recorded["ts_us"])
     assert event.source == f"debezium/postgresql/{recorded['name']}"
     assert mapped(name + schemas).id == event.id  # re-delivered, the same id
 
