@@ -454,6 +454,9 @@ async def make_changes(changes: Changes, rng: random.Random, stop: asyncio.Event
     return rounds
 
 
+# The batch engine only: the adapter runs inside the applier both engines share, the
+# faust engine's record path is covered above and its crash safety by test_exactly_once.
+@pytest.mark.parametrize("engine", ["batch"])
 async def test_worker_killed_mid_stream_still_ends_equal(
     connect: Connect,
     settings: Settings,
