@@ -23,6 +23,16 @@ pid_alive() {
   [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null
 }
 
+# report_status NAME FILE WHAT: one line on whether the process in FILE runs; 1 if not.
+report_status() {
+  if pid_alive "$2"; then
+    echo "$1: running (pid $(cat "$2"), $3)"
+  else
+    echo "$1: stopped"
+    return 1
+  fi
+}
+
 # stop_pid FILE NAME TIMEOUT: SIGTERM, wait up to TIMEOUT seconds, then SIGKILL.
 stop_pid() {
   local file=$1 name=$2 timeout=$3 pid

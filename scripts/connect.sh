@@ -67,18 +67,9 @@ up() {
   say "connect: ready on $URL"
 }
 
-status() {
-  if pid_alive "$PIDFILE"; then
-    echo "connect: running (pid $(cat "$PIDFILE"), Kafka Connect $KAFKA_VERSION, Debezium $DEBEZIUM_VERSION, $URL)"
-  else
-    echo "connect: stopped"
-    return 1
-  fi
-}
-
 case "${1:-}" in
   up) up ;;
   down) stop_pid "$PIDFILE" connect 60 ;;
-  status) status ;;
+  status) report_status connect "$PIDFILE" "Kafka Connect $KAFKA_VERSION, Debezium $DEBEZIUM_VERSION, $URL" ;;
   *) die "usage: scripts/connect.sh up|down|status" ;;
 esac

@@ -78,18 +78,9 @@ up() {
   say "kafka: ready on 127.0.0.1:$PORT"
 }
 
-status() {
-  if pid_alive "$PIDFILE"; then
-    echo "kafka: running (pid $(cat "$PIDFILE"), Apache Kafka $KAFKA_VERSION, 127.0.0.1:$PORT)"
-  else
-    echo "kafka: stopped"
-    return 1
-  fi
-}
-
 case "${1:-}" in
   up) up ;;
   down) stop_pid "$PIDFILE" kafka 60 ;;
-  status) status ;;
+  status) report_status kafka "$PIDFILE" "Apache Kafka $KAFKA_VERSION, 127.0.0.1:$PORT" ;;
   *) die "usage: scripts/kafka.sh up|down|status" ;;
 esac

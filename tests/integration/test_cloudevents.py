@@ -16,8 +16,8 @@ import pytest
 from cronstream import kafka
 from cronstream.settings import Settings
 from streams import deadletter
-from tests.integration.kafka_helpers import read_all, wait_for
-from tests.integration.workers import WorkerProcess, checkpoints_at_end, external_worker
+from tests.integration.kafka_helpers import read_all
+from tests.integration.workers import WorkerProcess, external_worker, wait_until_at_end
 
 Headers = list[tuple[str, bytes]]
 Record = tuple[bytes | None, Headers]
@@ -99,12 +99,7 @@ async def test_a_cloudevents_topic_projects_both_modes_and_dead_letters_malforme
         await producer.stop()
 
     worker.start()
-
-    async def at_end() -> bool:
-        assert worker.alive(), f"worker exited:\n{worker.logs()[-3000:]}"
-        return await checkpoints_at_end(settings, topic)
-
-    await wait_for(at_end, 30, "the CloudEvents topic's checkpoint to reach its end")
+    await wait_until_at_end(settings, worker, topic, 30)
     connection = await asyncpg.connect(database_url)
     try:
         projected = {

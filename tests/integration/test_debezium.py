@@ -264,26 +264,21 @@ class Changes:
 
 async def projection(database_url: str) -> tuple[dict[str, dict[str, Any]], set[str]]:
     """The projection's live rows by key, and its deleted keys."""
-    connection = await asyncpg.connect(database_url)
-    try:
-        rows = await connection.fetch(
-            "SELECT key, payload, deleted FROM entity_projection WHERE entity = $1", TABLE
-        )
-    finally:
-        await connection.close()
+    rows = await projection_rows(database_url)
     live = {row["key"]: json.loads(row["payload"]) for row in rows if not row["deleted"]}
     return live, {row["key"] for row in rows if row["deleted"]}
 
 
-async def projection_versions(database_url: str) -> dict[str, int]:
+async def projection_rows(database_url: str) -> list[asyncpg.Record]:
     connection = await asyncpg.connect(database_url)
     try:
-        rows = await connection.fetch(
-            "SELECT key, version FROM entity_projection WHERE entity = $1", TABLE
+        rows: list[asyncpg.Record] = await connection.fetch(
+            "SELECT key, version, payload, deleted FROM entity_projection WHERE entity = $1",
+            TABLE,
         )
+        return rows
     finally:
         await connection.close()
-    return {row["key"]: row["version"] for row in rows}
 
 
 async def wait_for_projection(
@@ -417,7 +412,8 @@ async def test_every_kind_of_change_reaches_the_projection(
     for key, seq in lsns.items():
         assert seq == sorted(set(seq)), f"row {key}: source.lsn {seq} does not increase"
     assert len(lsns["4"]) == 3 and len(lsns["9"]) == 4, lsns
-    assert await projection_versions(database_url) == {k: seq[-1] for k, seq in lsns.items()}
+    versions = {row["key"]: row["version"] for row in await projection_rows(database_url)}
+    assert versions == {k: seq[-1] for k, seq in lsns.items()}
     tombstones = [r for r in records if r.value is None]
     assert len(tombstones) == 6, "one tombstone per delete"
     ops = [json.loads(r.value)["op"] for r in records if r.value is not None]

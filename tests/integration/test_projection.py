@@ -22,8 +22,8 @@ from cronstream.settings import Settings
 from handlers.projection import project
 from streams import deadletter
 from tests.integration.conftest import run_cli
-from tests.integration.kafka_helpers import read_all, wait_for
-from tests.integration.workers import WorkerProcess, checkpoints_at_end, external_worker
+from tests.integration.kafka_helpers import read_all
+from tests.integration.workers import WorkerProcess, external_worker, wait_until_at_end
 
 T0 = datetime(2027, 1, 1, tzinfo=UTC)
 
@@ -160,12 +160,7 @@ async def test_a_debezium_topic_projects_changes_acknowledges_tombstones_and_dea
         await producer.stop()
 
     worker.start()
-
-    async def at_end() -> bool:
-        assert worker.alive(), f"worker exited:\n{worker.logs()[-3000:]}"
-        return await checkpoints_at_end(settings, topic)
-
-    await wait_for(at_end, 60, "the Debezium topic's checkpoint to reach its end")
+    await wait_until_at_end(settings, worker, topic, 60)
     connection = await asyncpg.connect(database_url)
     try:
         projected = {

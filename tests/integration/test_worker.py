@@ -19,10 +19,10 @@ from tests.integration.workers import (
     WorkerProcess,
     applied_counts,
     assert_exactly_once,
-    checkpoints_at_end,
     count_events,
     create_counts_table,
     publish,
+    wait_until_at_end,
     worker_env,
 )
 
@@ -40,11 +40,7 @@ def worker(env: dict[str, str], tmp_path: Path) -> Iterator[WorkerProcess]:
 
 
 async def wait_until_applied(settings: Settings, worker: WorkerProcess, seconds: float) -> None:
-    async def done() -> bool:
-        assert worker.alive(), f"worker exited:\n{worker.logs()[-3000:]}"
-        return await checkpoints_at_end(settings, settings.sync_topic)
-
-    await wait_for(done, seconds, "checkpoints to reach the log end")
+    await wait_until_at_end(settings, worker, settings.sync_topic, seconds)
 
 
 async def test_events_are_applied_once_and_projected(

@@ -20,7 +20,7 @@ from cronstream import kafka
 from cronstream.envelope import Event
 from cronstream.settings import Settings
 from tests.integration.handlers_under_test import COUNTS_TABLE
-from tests.integration.kafka_helpers import end_offsets
+from tests.integration.kafka_helpers import end_offsets, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 HANDLERS = "tests.integration.handlers_under_test"
@@ -230,6 +230,18 @@ async def checkpoints_at_end(settings: Settings, topic: str) -> bool:
     ends = await end_offsets(settings, topic)
     done = await checkpoints(settings, topic)
     return all(end == 0 or done.get(p) == end - 1 for p, end in ends.items())
+
+
+async def wait_until_at_end(
+    settings: Settings, worker: WorkerProcess, topic: str, seconds: float
+) -> None:
+    """Wait until `worker` checkpointed all of `topic`; fail at once, with its log, if it exits."""
+
+    async def at_end() -> bool:
+        assert worker.alive(), f"worker exited:\n{worker.logs()[-3000:]}"
+        return await checkpoints_at_end(settings, topic)
+
+    await wait_for(at_end, seconds, f"the checkpoints of {topic} to reach its end")
 
 
 def assert_exactly_once(counts: dict[str, int], ids: list[str]) -> None:
