@@ -21,7 +21,9 @@ def newest_per_key(events: Sequence[Event]) -> list[Event]:
     """One event per (entity, key): the one the projection would keep.
 
     Postgres refuses an upsert that touches one row twice, and ordering here by
-    the same rule as the SQL keeps the result independent of batch boundaries.
+    the same rule as the SQL keeps the result independent of batch boundaries, as long
+    as a key's events all carry a version or none do (the rule is not transitive across
+    the two kinds; README "External change events" asks for one kind per entity).
     """
     newest: dict[tuple[str, str], Event] = {}
     for event in events:
