@@ -15,9 +15,12 @@ import pytest
 
 from cronstream import kafka
 from cronstream.settings import Settings
-from streams import deadletter
-from tests.integration.kafka_helpers import read_all
-from tests.integration.workers import WorkerProcess, external_worker, wait_until_at_end
+from tests.integration.workers import (
+    WorkerProcess,
+    assert_dead_lettered,
+    external_worker,
+    wait_until_at_end,
+)
 
 Headers = list[tuple[str, bytes]]
 Record = tuple[bytes | None, Headers]
@@ -128,11 +131,4 @@ async def test_a_cloudevents_topic_projects_both_modes_and_dead_letters_malforme
     assert any(TRACE in entry.get("trace_ids", []) for entry in worker.log_entries("batch applied"))
 
     assert sorted(r["offset"] for r in recorded) == sorted(garbage)
-    letters = await read_all(settings, settings.dlq_topic(topic), expected=len(garbage))
-    reasons = {
-        int(dict(letter.headers)[deadletter.OFFSET]): dict(letter.headers)[deadletter.ERROR]
-        for letter in letters
-    }
-    assert reasons.keys() == garbage.keys()
-    for offset, reason in garbage.items():
-        assert reason in reasons[offset].decode(), reasons[offset]
+    await assert_dead_lettered(settings, topic, garbage)

@@ -20,10 +20,13 @@ from cronstream import kafka
 from cronstream.envelope import Event
 from cronstream.settings import Settings
 from handlers.projection import project
-from streams import deadletter
 from tests.integration.conftest import run_cli
-from tests.integration.kafka_helpers import read_all
-from tests.integration.workers import WorkerProcess, external_worker, wait_until_at_end
+from tests.integration.workers import (
+    WorkerProcess,
+    assert_dead_lettered,
+    external_worker,
+    wait_until_at_end,
+)
 
 T0 = datetime(2027, 1, 1, tzinfo=UTC)
 
@@ -180,14 +183,7 @@ async def test_a_debezium_topic_projects_changes_acknowledges_tombstones_and_dea
     }
     # Tombstones are neither applied nor dead-lettered; garbage is, each with its reason.
     assert sorted(r["offset"] for r in recorded) == sorted(garbage)
-    letters = await read_all(settings, settings.dlq_topic(topic), expected=len(garbage))
-    reasons = {
-        int(dict(letter.headers)[deadletter.OFFSET]): dict(letter.headers)[deadletter.ERROR]
-        for letter in letters
-    }
-    assert reasons.keys() == garbage.keys()
-    for offset, reason in garbage.items():
-        assert reason in reasons[offset].decode(), reasons[offset]
+    await assert_dead_lettered(settings, topic, garbage)
 
     # A rebuild replays the topic through the same adapter into a schema of its own.
     worker.stop()

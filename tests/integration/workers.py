@@ -19,8 +19,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from cronstream import kafka
 from cronstream.envelope import Event
 from cronstream.settings import Settings
+from streams import deadletter
 from tests.integration.handlers_under_test import COUNTS_TABLE
-from tests.integration.kafka_helpers import end_offsets, wait_for
+from tests.integration.kafka_helpers import end_offsets, read_all, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 HANDLERS = "tests.integration.handlers_under_test"
@@ -242,6 +243,19 @@ async def wait_until_at_end(
         return await checkpoints_at_end(settings, topic)
 
     await wait_for(at_end, seconds, f"the checkpoints of {topic} to reach its end")
+
+
+async def assert_dead_lettered(settings: Settings, topic: str, reasons: dict[int, str]) -> None:
+    """`topic`'s dead-letter topic holds the records at exactly these offsets, each with
+    an error that contains its reason."""
+    letters = await read_all(settings, settings.dlq_topic(topic), expected=len(reasons))
+    found = {
+        int(dict(letter.headers)[deadletter.OFFSET]): dict(letter.headers)[deadletter.ERROR]
+        for letter in letters
+    }
+    assert found.keys() == reasons.keys(), found
+    for offset, reason in reasons.items():
+        assert reason in found[offset].decode(), found[offset]
 
 
 def assert_exactly_once(counts: dict[str, int], ids: list[str]) -> None:
