@@ -1,7 +1,7 @@
 FROM python:3.11-slim
 WORKDIR /app
 COPY . .
-# Editable, so `cronstream migrate` finds the project's migrations/ folder.
-RUN pip install --no-cache-dir -e .
+# The migrations and SQL ship inside the package: no editable install needed.
+RUN pip install --no-cache-dir .
 USER nobody
 ENTRYPOINT ["cronstream"]

@@ -32,9 +32,9 @@ from bench.common import Arm, Stopwatch, dump, fresh_database, process_cpu, rati
 from bench.faust_agent import PROGRESS_TABLE
 from cronstream import kafka
 from cronstream.envelope import Event
+from cronstream.schedulers.jobs import ScanConfig
+from cronstream.schedulers.scanner import Scanner
 from cronstream.settings import Settings
-from schedulers.jobs import ScanConfig
-from schedulers.scanner import Scanner
 
 ROOT = Path(__file__).resolve().parent.parent
 POLL = 0.02

@@ -27,14 +27,14 @@ from rich.text import Text
 from cronstream import http, kafka, logs, migrate, publish, shutdown, status
 from cronstream.db import DatabaseUnavailable, connect
 from cronstream.envelope import SYNC_REQUIRED, EnvelopeError, Event, encoded, json_object
+from cronstream.handlers import projection
+from cronstream.handlers.registry import Registry, RegistryError, load_modules
+from cronstream.schedulers.cron import CronError, Schedule
+from cronstream.schedulers.jobs import JobError
+from cronstream.schedulers.service import Scheduler
 from cronstream.settings import Settings, SettingsError, env_var
+from cronstream.streams import replay, worker
 from cronstream.untrusted import shown
-from handlers import projection
-from handlers.registry import Registry, RegistryError, load_modules
-from schedulers.cron import CronError, Schedule
-from schedulers.jobs import JobError
-from schedulers.service import Scheduler
-from streams import replay, worker
 
 T = TypeVar("T")
 
@@ -143,7 +143,8 @@ def migrate_command(
         Path | None,
         env_option(
             "migrations_dir",
-            help="Folder of NNNN_name.sql files. (default: the project's migrations/)",
+            help="Folder of NNNN_name.sql files. "
+            "(default: the migrations packaged with cronstream, the repository's migrations/)",
         ),
     ] = None,
 ) -> None:

@@ -1,5 +1,9 @@
 """Versioned plain-SQL migrations: migrations/NNNN_name.sql, applied in order.
 
+The repository's migrations/ folder ships inside the package as cronstream/migrations
+(a symlink in the repository, package data in the wheel): PACKAGED_MIGRATIONS, read
+with importlib.resources, so an installed cronstream needs no checkout.
+
 Each applied file is recorded in schema_migrations with its SHA-256, so a file edited
 after it was applied is refused instead of silently diverging. Runs take a Postgres
 advisory lock, so concurrent `cronstream migrate` calls apply each file once. A dry run
@@ -12,11 +16,14 @@ import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from importlib import resources
+from importlib.resources.abc import Traversable
 
 import asyncpg
 
 from cronstream.queries import query
+
+PACKAGED_MIGRATIONS: Traversable = resources.files("cronstream") / "migrations"
 
 _FILENAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
@@ -47,12 +54,13 @@ class Applied:
     checksum: str
 
 
-def load(directory: Path) -> list[Migration]:
-    """Read every migration file in `directory`, ordered by version."""
+def load(directory: Traversable) -> list[Migration]:
+    """Read every migration file in `directory` (a Path, or packaged), ordered by version."""
     if not directory.is_dir():
         raise MigrationError(f"migrations directory {directory} does not exist")
     found: dict[int, Migration] = {}
-    for path in sorted(directory.glob("*.sql")):
+    files = (entry for entry in directory.iterdir() if entry.name.endswith(".sql"))
+    for path in sorted(files, key=lambda entry: entry.name):
         match = _FILENAME.match(path.name)
         if match is None:
             raise MigrationError(f"{path.name}: migration files are named NNNN_lowercase_name.sql")
@@ -108,10 +116,16 @@ async def _applied(connection: asyncpg.Connection) -> list[Applied]:
 
 
 async def migrate(
-    connection: asyncpg.Connection, directory: Path, *, dry_run: bool = False
+    connection: asyncpg.Connection,
+    directory: Traversable | None = None,
+    *,
+    dry_run: bool = False,
 ) -> list[Migration]:
-    """Apply pending migrations (or only list them with dry_run, writing nothing); return them."""
-    migrations = load(directory)
+    """Apply pending migrations (or only list them with dry_run, writing nothing); return them.
+
+    `directory` None: the packaged migrations.
+    """
+    migrations = load(PACKAGED_MIGRATIONS if directory is None else directory)
     if dry_run:
         exists = await connection.fetchval(query("migrations_table_exists"))
         return pending(migrations, await _applied(connection) if exists else [])

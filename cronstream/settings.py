@@ -13,7 +13,6 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from cronstream.formats import FORMATS, TopicFormat
 
 ENV_PREFIX = "CRONSTREAM_"
-REPO_MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 # A query parameter: `?password=...`, `&sslpassword=...`, or a name percent-encoded
 # (`passwor%64`), which drivers decode; a value runs to the next `&`, as drivers read it.
@@ -122,7 +121,9 @@ class Settings(BaseSettings):
         SecretStr("postgresql://cronstream:cronstream@127.0.0.1:5432/cronstream"),
         description="PostgreSQL URL; its password is never logged",
     )
-    migrations_dir: Path = REPO_MIGRATIONS
+    migrations_dir: Path | None = Field(
+        None, description="folder of NNNN_name.sql files (default: the packaged migrations)"
+    )
     jobs_file: Path | None = Field(None, description="TOML file of cron jobs")
     run_retention: float = Field(
         14.0,

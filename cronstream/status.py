@@ -25,13 +25,13 @@ from aiokafka.errors import KafkaError
 
 from cronstream import db, kafka
 from cronstream.queries import query
+from cronstream.schedulers import runs
+from cronstream.schedulers.cron import CronError
+from cronstream.schedulers.engine import Job
+from cronstream.schedulers.jobs import JobError, load_file, load_table, merge
+from cronstream.schedulers.leader import LEADER_APPLICATION
 from cronstream.settings import Settings
 from cronstream.untrusted import shown
-from schedulers import runs
-from schedulers.cron import CronError
-from schedulers.engine import Job
-from schedulers.jobs import JobError, load_file, load_table, merge
-from schedulers.leader import LEADER_APPLICATION
 
 SERVICE_TIMEOUT = 5.0  # seconds for each of Postgres and Kafka
 LATEST_DEAD_LETTERS = 20

@@ -45,10 +45,10 @@ from aiokafka.errors import KafkaError
 from cronstream.db import DatabaseUnavailable
 from cronstream.envelope import EnvelopeError, Event, header_trace_id
 from cronstream.formats import ENVELOPE, Decoder, TopicFormat
+from cronstream.handlers.registry import Handler, describe
 from cronstream.logs import trace, trace_id_var
 from cronstream.queries import query
 from cronstream.untrusted import safe_text
-from handlers.registry import Handler, describe
 
 log = logging.getLogger(__name__)
 

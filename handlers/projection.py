@@ -13,8 +13,8 @@ import asyncpg
 from pydantic_core import to_json
 
 from cronstream.envelope import SYNC_REQUIRED, Event
+from cronstream.handlers.registry import Registry
 from cronstream.queries import query
-from handlers.registry import Registry
 
 
 def newest_per_key(events: Sequence[Event]) -> list[Event]:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
-from schedulers.cron import CronError, Schedule
+from cronstream.schedulers.cron import CronError, Schedule
 
 log = logging.getLogger(__name__)
 

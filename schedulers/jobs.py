@@ -37,9 +37,9 @@ import asyncpg
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from cronstream.queries import query
+from cronstream.schedulers.cron import CronError, Schedule, shortest_interval
+from cronstream.schedulers.engine import Job
 from cronstream.untrusted import shown
-from schedulers.cron import CronError, Schedule, shortest_interval
-from schedulers.engine import Job
 
 # fullmatch, not `$`: `$` also matches before a trailing newline.
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")

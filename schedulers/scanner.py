@@ -54,8 +54,8 @@ from cronstream.envelope import (
     sync_event_id,
 )
 from cronstream.queries import query
+from cronstream.schedulers.jobs import JobError, ScanConfig, quote
 from cronstream.untrusted import safe_text
-from schedulers.jobs import JobError, ScanConfig, quote
 
 log = logging.getLogger(__name__)
 

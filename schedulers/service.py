@@ -27,14 +27,14 @@ from aiokafka import AIOKafkaProducer
 
 from cronstream import db, kafka, metrics
 from cronstream.envelope import new_trace_id
+from cronstream.handlers.checkpoints import RetryPolicy
 from cronstream.logs import trace, trace_id_var
+from cronstream.schedulers.engine import Clock, Engine, Job, SystemClock
+from cronstream.schedulers.jobs import JobError, load_file, load_table, merge, scan_config
+from cronstream.schedulers.leader import Leadership
+from cronstream.schedulers.runs import Runs
+from cronstream.schedulers.scanner import Scanner
 from cronstream.settings import Settings
-from handlers.checkpoints import RetryPolicy
-from schedulers.engine import Clock, Engine, Job, SystemClock
-from schedulers.jobs import JobError, load_file, load_table, merge, scan_config
-from schedulers.leader import Leadership
-from schedulers.runs import Runs
-from schedulers.scanner import Scanner
 
 log = logging.getLogger(__name__)
 

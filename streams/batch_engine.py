@@ -36,12 +36,12 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.errors import IllegalStateError, KafkaError
 
 from cronstream import db, kafka, metrics
+from cronstream.handlers.checkpoints import Outcome, Record
+from cronstream.handlers.registry import Registry
 from cronstream.kafka_health import HEALTH, Degraded, Recovered
 from cronstream.settings import Settings
-from handlers.checkpoints import Outcome, Record
-from handlers.registry import Registry
-from streams.batches import BatchLoop, log_batch, settle
-from streams.positions import read_checkpoints, report_ahead
+from cronstream.streams.batches import BatchLoop, log_batch, settle
+from cronstream.streams.positions import read_checkpoints, report_ahead
 
 log = logging.getLogger(__name__)
 

@@ -20,10 +20,7 @@ import asyncpg
 
 from cronstream import db, metrics
 from cronstream.envelope import new_trace_id
-from cronstream.logs import trace
-from cronstream.settings import Settings
-from cronstream.untrusted import safe_text
-from handlers.checkpoints import (
+from cronstream.handlers.checkpoints import (
     BatchApplier,
     Outcome,
     Record,
@@ -32,9 +29,12 @@ from handlers.checkpoints import (
     TopicPartition,
     is_outage,
 )
-from handlers.projection import project
-from handlers.registry import Handler, Registry
-from streams.deadletter import DeadLetterProducer
+from cronstream.handlers.projection import project
+from cronstream.handlers.registry import Handler, Registry
+from cronstream.logs import trace
+from cronstream.settings import Settings
+from cronstream.streams.deadletter import DeadLetterProducer
+from cronstream.untrusted import safe_text
 
 log = logging.getLogger(__name__)
 

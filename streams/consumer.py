@@ -15,7 +15,7 @@ from faust.transport.drivers.aiokafka import Consumer
 from faust.types import TP
 
 from cronstream.settings import Settings
-from streams.positions import read_checkpoints_patiently, report_ahead, rewinds
+from cronstream.streams.positions import read_checkpoints_patiently, report_ahead, rewinds
 
 
 def checkpoint_consumer(settings: Settings) -> type[Consumer]:

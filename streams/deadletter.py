@@ -9,9 +9,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from cronstream import kafka
+from cronstream.handlers.checkpoints import DeadLetter, DeadLettersNotSent
 from cronstream.settings import Settings
 from cronstream.untrusted import safe_bytes
-from handlers.checkpoints import DeadLetter, DeadLettersNotSent
 
 # Long enough for any message, short enough that the headers never push a record that
 # fit its topic over the broker's size limit.

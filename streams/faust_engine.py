@@ -27,11 +27,11 @@ from faust.streams import Stream
 from faust.types import TP, EventT, StreamT
 
 from cronstream import http, kafka, metrics, shutdown
+from cronstream.handlers.checkpoints import Outcome, Record
+from cronstream.handlers.registry import Registry
 from cronstream.settings import Settings
-from handlers.checkpoints import Outcome, Record
-from handlers.registry import Registry
-from streams import consumer
-from streams.batches import BatchLoop, log_batch
+from cronstream.streams import consumer
+from cronstream.streams.batches import BatchLoop, log_batch
 
 log = logging.getLogger(__name__)
 

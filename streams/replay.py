@@ -49,13 +49,13 @@ from aiokafka.errors import OffsetOutOfRangeError
 
 from cronstream import db, kafka
 from cronstream.envelope import Event
+from cronstream.handlers.checkpoints import Outcome, Record, Router, is_outage
+from cronstream.handlers.registry import Handler, Registry
 from cronstream.queries import query
 from cronstream.settings import Settings
+from cronstream.streams.batch_engine import to_record
+from cronstream.streams.batches import BatchLoop, router, settle
 from cronstream.untrusted import safe_text, shown
-from handlers.checkpoints import Outcome, Record, Router, is_outage
-from handlers.registry import Handler, Registry
-from streams.batch_engine import to_record
-from streams.batches import BatchLoop, router, settle
 
 log = logging.getLogger(__name__)
 

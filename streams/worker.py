@@ -10,9 +10,9 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from cronstream import http, kafka, shutdown
+from cronstream.handlers.registry import Registry
 from cronstream.settings import Settings
-from handlers.registry import Registry
-from streams.batch_engine import BatchEngine
+from cronstream.streams.batch_engine import BatchEngine
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def run(settings: Settings, registry: Registry, companion: Companion | None = No
     try:
         loop.run_until_complete(kafka.ensure_topics(settings, topics))
         if settings.engine == "faust":
-            from streams import faust_engine  # faust is slow to import; only when chosen
+            from cronstream.streams import faust_engine  # faust is slow to import; only when chosen
 
             faust_engine.run(settings, registry, loop, companion)
             return

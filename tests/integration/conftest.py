@@ -19,7 +19,7 @@ import asyncpg
 import pytest
 
 from cronstream import migrate
-from cronstream.settings import REPO_MIGRATIONS, Settings
+from cronstream.settings import Settings
 from tests.integration.handlers_under_test import COUNTS_TABLE
 from tests.integration.services import HOW_TO_START, Services, find
 
@@ -37,7 +37,7 @@ async def _build_template(admin_url: str) -> None:
     await _admin(admin_url, f"CREATE DATABASE {TEMPLATE}")
     template = await asyncpg.connect(with_database(admin_url, TEMPLATE))
     try:
-        await migrate.migrate(template, REPO_MIGRATIONS)
+        await migrate.migrate(template)
     finally:
         await template.close()
 
@@ -146,6 +146,15 @@ def environment(settings: Settings) -> dict[str, str]:
         "CRONSTREAM_HTTP_PORT": "0",
     }
     return env
+
+
+def copy_migrations(directory: Path) -> Path:
+    """The packaged migrations copied into a new `directory`, for a test to add to or edit."""
+    directory.mkdir()
+    for entry in migrate.PACKAGED_MIGRATIONS.iterdir():
+        if entry.name.endswith(".sql"):
+            (directory / entry.name).write_bytes(entry.read_bytes())
+    return directory
 
 
 def run_cli(

@@ -11,7 +11,7 @@ from pathlib import Path
 import asyncpg
 
 from cronstream.envelope import Event
-from handlers.registry import Registry
+from cronstream.handlers.registry import Registry
 
 COUNTS_TABLE = """
 CREATE TABLE IF NOT EXISTS event_counts (

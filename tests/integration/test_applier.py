@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 from aiokafka.errors import KafkaTimeoutError
 
-from handlers.checkpoints import (
+from cronstream.handlers.checkpoints import (
     BatchApplier,
     DeadLetter,
     DeadLettersNotSent,
@@ -16,7 +16,7 @@ from handlers.checkpoints import (
     Record,
     RetryPolicy,
 )
-from handlers.registry import Handler
+from cronstream.handlers.registry import Handler
 from tests.integration.handlers_under_test import count
 from tests.integration.workers import count_events
 

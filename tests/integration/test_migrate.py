@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 from cronstream import migrate
-from cronstream.settings import REPO_MIGRATIONS
-from tests.integration.conftest import run_cli
+from tests.integration.conftest import copy_migrations, run_cli
 
 SCHEMA = """
 SELECT table_name, column_name, data_type, is_nullable, column_default
@@ -62,7 +60,7 @@ async def test_dry_run_lists_pending_and_applies_nothing(
     try:
         result = run_cli(["migrate", "--dry-run"], cli_env)
         assert result.returncode == 0, result.stderr
-        expected = [m.filename for m in migrate.load(REPO_MIGRATIONS)]
+        expected = [m.filename for m in migrate.load(migrate.PACKAGED_MIGRATIONS)]
         assert result.stdout.split() == expected
         tables = await connection.fetchval(
             "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"
@@ -76,7 +74,7 @@ async def test_dry_run_does_not_wait_for_the_migration_lock(
     database_url: str, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
     directory = tmp_path / "migrations"
-    shutil.copytree(REPO_MIGRATIONS, directory)
+    copy_migrations(directory)
     (directory / "9001_more.sql").write_text("CREATE TABLE more (id int);\n")
     holder = await asyncpg.connect(database_url)
     try:
@@ -94,7 +92,7 @@ async def test_migration_file_that_is_not_utf8_is_named(
     database_url: str, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
     directory = tmp_path / "migrations"
-    shutil.copytree(REPO_MIGRATIONS, directory)
+    copy_migrations(directory)
     (directory / "9001_latin1.sql").write_bytes(b"-- caf\xe9\nSELECT 1;\n")
     result = run_cli(["migrate", "--migrations-dir", str(directory)], cli_env)
     assert result.returncode == 1
@@ -106,7 +104,7 @@ async def test_edited_applied_migration_is_refused_by_name(
     database_url: str, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
     directory = tmp_path / "migrations"
-    shutil.copytree(REPO_MIGRATIONS, directory)
+    copy_migrations(directory)
     env = cli_env | {"CRONSTREAM_MIGRATIONS_DIR": str(directory)}
     (directory / "0001_init.sql").write_text(
         (directory / "0001_init.sql").read_text() + "\n-- an innocent edit\n"
@@ -120,7 +118,7 @@ async def test_failing_migration_rolls_back_and_names_the_file(
     database_url: str, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
     directory = tmp_path / "migrations"
-    shutil.copytree(REPO_MIGRATIONS, directory)
+    copy_migrations(directory)
     (directory / "9001_broken.sql").write_text(
         "CREATE TABLE half_done (id int);\nSELECT * FROM no_such_table;\n"
     )
@@ -142,9 +140,9 @@ async def test_concurrent_migrations_apply_each_file_once(database_url: str) -> 
     await (await fresh_database(database_url)).close()
     connections = [await asyncpg.connect(database_url) for _ in range(4)]
     try:
-        results = await asyncio.gather(*(migrate.migrate(c, REPO_MIGRATIONS) for c in connections))
+        results = await asyncio.gather(*(migrate.migrate(c) for c in connections))
         applied = sorted(m.filename for result in results for m in result)
-        assert applied == [m.filename for m in migrate.load(REPO_MIGRATIONS)]
+        assert applied == [m.filename for m in migrate.load(migrate.PACKAGED_MIGRATIONS)]
     finally:
         for connection in connections:
             await connection.close()

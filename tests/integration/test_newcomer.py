@@ -24,12 +24,12 @@ from tests.integration.workers import (
 )
 
 BATCH_LINE = re.compile(
-    r"^info    streams\.batches: batch applied: (\d+) records, (\d+) applied, "
+    r"^info    cronstream\.streams\.batches: batch applied: (\d+) records, (\d+) applied, "
     r"(\d+) duplicates, (\d+) dead-lettered( trace_ids=.*)? trace_id=\w+$"
 )
 # Text lines start with the level and the logger's name.
 TEXT_LINE = re.compile(r"^(debug|info|warning|error|critical) +([\w.]+): ")
-OURS = ("cronstream", "schedulers", "streams", "handlers", "tests")
+OURS = ("cronstream", "tests")
 
 
 @pytest.fixture

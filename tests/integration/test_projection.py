@@ -18,8 +18,8 @@ import pytest
 
 from cronstream import kafka
 from cronstream.envelope import Event
+from cronstream.handlers.projection import project
 from cronstream.settings import Settings
-from handlers.projection import project
 from tests.integration.conftest import run_cli
 from tests.integration.workers import (
     WorkerProcess,

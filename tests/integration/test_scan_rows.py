@@ -13,9 +13,9 @@ from aiokafka.errors import MessageSizeTooLargeError
 
 from cronstream import kafka
 from cronstream.envelope import decode
+from cronstream.schedulers.jobs import JobError, ScanConfig
+from cronstream.schedulers.scanner import Scanner
 from cronstream.settings import Settings
-from schedulers.jobs import JobError, ScanConfig
-from schedulers.scanner import Scanner
 from tests.integration.kafka_helpers import read_all, wait_for
 
 # A text key that may be NULL, so flag and watermark mode can meet the keys they refuse.
@@ -143,7 +143,7 @@ async def test_a_bad_row_is_recorded_and_the_rows_around_it_are_emitted(
     for statement in (before, bad_row, after):  # one transaction each: ordered xids
         await db.execute(statement)
     config = CONFIGS[mode]
-    caplog.set_level(logging.INFO, logger="schedulers.scanner")
+    caplog.set_level(logging.INFO, logger="cronstream.schedulers.scanner")
 
     first = await scan(db, producer, settings, config)
 

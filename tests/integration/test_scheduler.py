@@ -17,11 +17,11 @@ from aiokafka import AIOKafkaProducer
 from cronstream import kafka
 from cronstream.envelope import decode
 from cronstream.queries import query
+from cronstream.schedulers.jobs import ScanConfig
+from cronstream.schedulers.runs import Runs
+from cronstream.schedulers.scanner import Scanner
+from cronstream.schedulers.service import LISTEN_APPLICATION
 from cronstream.settings import Settings
-from schedulers.jobs import ScanConfig
-from schedulers.runs import Runs
-from schedulers.scanner import Scanner
-from schedulers.service import LISTEN_APPLICATION
 from tests.integration.conftest import run_cli
 from tests.integration.kafka_helpers import read_all, wait_for
 from tests.integration.workers import WorkerProcess, worker_env

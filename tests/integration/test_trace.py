@@ -20,10 +20,10 @@ import asyncpg
 
 from cronstream import kafka
 from cronstream.envelope import Event
+from cronstream.handlers.checkpoints import BatchApplier, DeadLetter, Record, RetryPolicy
+from cronstream.handlers.registry import Handler
 from cronstream.logs import trace, trace_id_var
 from cronstream.settings import Settings
-from handlers.checkpoints import BatchApplier, DeadLetter, Record, RetryPolicy
-from handlers.registry import Handler
 from tests.integration import handlers_under_test
 from tests.integration.conftest import run_cli
 from tests.integration.handlers_under_test import HANDLER_LINE, logs_and_counts

@@ -11,9 +11,9 @@ import pytest
 
 from cronstream import kafka
 from cronstream.envelope import Event
+from cronstream.handlers.checkpoints import DeadLetter, Record
 from cronstream.settings import Settings
-from handlers.checkpoints import DeadLetter, Record
-from streams import deadletter
+from cronstream.streams import deadletter
 from tests.integration.kafka_helpers import read_all, wait_for
 from tests.integration.workers import (
     WorkerProcess,

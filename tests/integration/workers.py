@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from cronstream import kafka
 from cronstream.envelope import Event
 from cronstream.settings import Settings
-from streams import deadletter
+from cronstream.streams import deadletter
 from tests.integration.handlers_under_test import COUNTS_TABLE
 from tests.integration.kafka_helpers import end_offsets, read_all, wait_for
 

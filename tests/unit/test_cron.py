@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cronstream.cli import app
-from schedulers.cron import CronError, Schedule, shortest_interval
+from cronstream.schedulers.cron import CronError, Schedule, shortest_interval
 
 
 def fires(expression: str, tz: str, after: str, count: int) -> list[str]:

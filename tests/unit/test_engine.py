@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from croniter import croniter
 
-import schedulers.cron
-from schedulers.cron import CronError, Schedule
-from schedulers.engine import Engine, Job, MisfirePolicy, plan
+import cronstream.schedulers.cron
+from cronstream.schedulers.cron import CronError, Schedule
+from cronstream.schedulers.engine import Engine, Job, MisfirePolicy, plan
 
 START = datetime(2027, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -78,7 +78,7 @@ class CountingCroniter(croniter):  # type: ignore[misc]
 @pytest.fixture
 def steps(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[CountingCroniter]]:
     """Counts the schedule's steps: the cost of planning, measured without a clock."""
-    monkeypatch.setattr(schedulers.cron, "croniter", CountingCroniter)
+    monkeypatch.setattr(cronstream.schedulers.cron, "croniter", CountingCroniter)
     CountingCroniter.steps = 0
     yield CountingCroniter
 

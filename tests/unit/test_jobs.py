@@ -9,7 +9,15 @@ import pytest
 from typer.testing import CliRunner
 
 from cronstream.cli import app
-from schedulers.jobs import JobError, load_file, merge, quote, row_job, scan_config, to_job
+from cronstream.schedulers.jobs import (
+    JobError,
+    load_file,
+    merge,
+    quote,
+    row_job,
+    scan_config,
+    to_job,
+)
 
 SCAN = {"mode": "flag", "table": "customers"}
 

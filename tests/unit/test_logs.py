@@ -61,7 +61,7 @@ def record(name: str, level: int, msg: str, *args: object, **extra: object) -> l
 def test_text_shows_the_batch_counts() -> None:
     line = logs.TextFormatter().format(
         record(
-            "streams.batches",
+            "cronstream.streams.batches",
             logging.INFO,
             "batch applied: %d records, %d applied, %d duplicates, %d dead-lettered",
             5,
@@ -76,7 +76,7 @@ def test_text_shows_the_batch_counts() -> None:
     )
     # The message carries the counts; the same values are not repeated as key=value.
     assert line == (
-        "info    streams.batches: batch applied: 5 records, 4 applied, 1 duplicates, "
+        "info    cronstream.streams.batches: batch applied: 5 records, 4 applied, 1 duplicates, "
         "0 dead-lettered"
     )
 
@@ -102,7 +102,12 @@ def test_default_level_quiets_the_libraries_not_ours_nor_the_users() -> None:
     for name in ("aiokafka.consumer.group_coordinator", "faust.transport", "mode.services"):
         assert not logging.getLogger(name).isEnabledFor(logging.INFO), name
         assert logging.getLogger(name).isEnabledFor(logging.WARNING), name
-    for name in ("cronstream.cli", "schedulers.service", "streams.batches", "handlers.x"):
+    for name in (
+        "cronstream.cli",
+        "cronstream.schedulers.service",
+        "cronstream.streams.batches",
+        "cronstream.handlers.x",
+    ):
         assert logging.getLogger(name).isEnabledFor(logging.INFO), name
     # A user's handler module logs at the chosen level too.
     assert logging.getLogger("myapp.handlers").isEnabledFor(logging.INFO)
@@ -110,14 +115,18 @@ def test_default_level_quiets_the_libraries_not_ours_nor_the_users() -> None:
 
 def test_debug_brings_everything_back() -> None:
     logs.configure("debug", "text")
-    for name in ("aiokafka.consumer.group_coordinator", "faust.transport", "streams.batches"):
+    for name in (
+        "aiokafka.consumer.group_coordinator",
+        "faust.transport",
+        "cronstream.streams.batches",
+    ):
         assert logging.getLogger(name).isEnabledFor(logging.DEBUG), name
 
 
 def test_a_higher_level_applies_to_the_libraries_too() -> None:
     logs.configure("ERROR", "json")
     assert not logging.getLogger("aiokafka").isEnabledFor(logging.WARNING)
-    assert not logging.getLogger("streams.batches").isEnabledFor(logging.WARNING)
+    assert not logging.getLogger("cronstream.streams.batches").isEnabledFor(logging.WARNING)
 
 
 RETRIED: list[tuple[str, tuple[object, ...]]] = [
@@ -311,7 +320,7 @@ NOT_AN_OUTAGE: list[tuple[str, int, str, tuple[object, ...]]] = [
     ("aiokafka", logging.ERROR, "Topic %s is not authorized for this client", ("t",)),
     ("aiokafka.consumer.fetcher", logging.WARNING, "Not authorized to read from topic %s.", ("t",)),
     ("aiokafka.consumer.fetcher", logging.DEBUG, "Failed fetch messages from %s: %s", (1, "x")),
-    ("streams.batches", logging.ERROR, "Failed fetch messages from %s: %s", (1, "x")),
+    ("cronstream.streams.batches", logging.ERROR, "Failed fetch messages from %s: %s", (1, "x")),
 ]
 
 

@@ -21,11 +21,11 @@ from aiokafka import TopicPartition
 from prometheus_client import REGISTRY
 
 from cronstream import metrics
+from cronstream.handlers.checkpoints import DeadLetter, Outcome, Record
+from cronstream.handlers.registry import Registry
 from cronstream.settings import Settings
-from handlers.checkpoints import DeadLetter, Outcome, Record
-from handlers.registry import Registry
-from streams.batch_engine import BatchEngine
-from streams.batches import BatchLoop
+from cronstream.streams.batch_engine import BatchEngine
+from cronstream.streams.batches import BatchLoop
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -233,7 +233,7 @@ async def test_lag_never_holds_up_the_poll_loop() -> None:
 def test_faust_lag_is_measured_after_each_batch_for_its_partitions() -> None:
     from faust.types import TP
 
-    from streams.faust_engine import record_lag
+    from cronstream.streams.faust_engine import record_lag
 
     topic = f"t-{uuid.uuid4().hex}"
     events = [

@@ -4,8 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from cronstream.migrate import Applied, Migration, MigrationError, load, pending
-from cronstream.settings import REPO_MIGRATIONS
+from cronstream.migrate import (
+    PACKAGED_MIGRATIONS,
+    Applied,
+    Migration,
+    MigrationError,
+    load,
+    pending,
+)
 
 
 def write(directory: Path, files: dict[str, str]) -> Path:
@@ -76,6 +82,13 @@ def test_new_file_numbered_before_applied_ones_is_refused() -> None:
 
 
 def test_repository_migrations_load() -> None:
-    migrations = load(REPO_MIGRATIONS)
+    migrations = load(PACKAGED_MIGRATIONS)
     assert migrations[0].filename == "0001_init.sql"
     assert [m.version for m in migrations] == list(range(1, len(migrations) + 1))
+
+
+def test_packaged_migrations_are_the_repository_folder() -> None:
+    """cronstream/migrations links to the repository's migrations/ (and ships as package data)."""
+    repository = Path(__file__).resolve().parents[2] / "migrations"
+    packaged = {entry.name: entry.read_bytes() for entry in PACKAGED_MIGRATIONS.iterdir()}
+    assert packaged == {path.name: path.read_bytes() for path in repository.iterdir()}

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cronstream.cli import app
-from streams.replay import (
+from cronstream.streams.replay import (
     PartitionPlan,
     ReplayError,
     check,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from faust.types import TP
 
-from streams.positions import rewinds
+from cronstream.streams.positions import rewinds
 
 
 def test_only_partitions_committed_beyond_checkpoint_plus_one_are_rewound() -> None:
