@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.common import Arm, Stopwatch
 from cronstream import kafka
-from cronstream.queries import query
+from cronstream.handlers.sql import query
 from cronstream.settings import Settings
 
 CHECKPOINT_UPSERT = """

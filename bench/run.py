@@ -200,7 +200,7 @@ async def scan_emit_arm(settings: Settings, n: int) -> Arm:
             config = ScanConfig(mode="flag", table="bench_rows", entity="item")
             scanner = Scanner("bench", config, connection, producer, topic, "bench")
             watch = Stopwatch()
-            emitted = await scanner.run()
+            emitted = await scanner.scan()
             arm = watch.stop(emitted)
             left = await connection.fetchval("SELECT count(*) FROM bench_rows WHERE needs_sync")
             if emitted != n or left:

@@ -9,11 +9,11 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
-from typing import IO, Annotated, Any, Literal, NoReturn, TypeVar
+from typing import IO, Annotated, Any, Literal, NoReturn
 
 import asyncpg
 import typer
@@ -23,22 +23,39 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperGroup
 
-from cronstream import http, kafka, logs, migrate, publish, shutdown, status
-from cronstream.db import DatabaseUnavailable, connect
+from cronstream import kafka, logs, migrate, publish, shutdown, status
+from cronstream.db import connection
 from cronstream.envelope import SYNC_REQUIRED, EnvelopeError, Event, encoded, json_object
+from cronstream.errors import START_SERVICES, CronstreamError, problems
 from cronstream.handlers import projection
-from cronstream.handlers.registry import Registry, RegistryError, load_modules
+from cronstream.handlers.registry import Registry, load_modules
 from cronstream.schedulers.cron import CronError, Schedule
-from cronstream.schedulers.jobs import JobError
 from cronstream.schedulers.service import Scheduler
 from cronstream.settings import Settings, SettingsError, env_var
 from cronstream.streams import replay, worker
 from cronstream.untrusted import shown
 
-T = TypeVar("T")
+
+class Commands(TyperGroup):
+    """The command group that ends any command failing with a known error in one line."""
+
+    def invoke(self, ctx: Any) -> Any:  # typer's own click Context
+        try:
+            return super().invoke(ctx)
+        except CronstreamError as error:
+            fail(error.cli_line(), error.exit_code)
+        except KafkaError as error:
+            fail(f"Kafka: {type(error).__name__}: {error} ({START_SERVICES})")
+        except asyncpg.UndefinedTableError as error:
+            fail(f"Postgres: {error}: the database is not migrated; run 'cronstream migrate'")
+        except asyncpg.InsufficientPrivilegeError as error:
+            fail(f"Postgres: {error}")
+
 
 app = typer.Typer(
+    cls=Commands,
     help="cronstream: cron-driven Postgres scanners feeding Kafka, and stream workers that "
     "apply events to Postgres exactly once with checkpoints.\n\n"
     "Every option that has an environment variable names it; all variables start "
@@ -107,29 +124,13 @@ def settings_of(ctx: typer.Context) -> Settings:
     try:
         return Settings(**ctx.obj)
     except ValidationError as error:
-        # Only pydantic's messages: its str() would quote the value, a password perhaps.
-        problems = "; ".join(
-            (f"{env_var(str(e['loc'][0]))}: " if e["loc"] else "")
-            + e["msg"].removeprefix("Value error, ")
-            for e in error.errors()
-        )
-        fail(f"invalid settings: {problems}", 2)
-
-
-def run(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine, turning unreachable services into one clear error line."""
-    try:
-        return asyncio.run(coroutine)
-    except SettingsError as error:  # found only when used, e.g. an SSL file that will not load
-        fail(f"invalid settings: {error}", 2)
-    except DatabaseUnavailable as error:
-        fail(f"{error} (start local services with 'make services')")
-    except KafkaError as error:
-        fail(f"Kafka: {type(error).__name__}: {error} (start local services with 'make services')")
-    except asyncpg.UndefinedTableError as error:
-        fail(f"Postgres: {error}: the database is not migrated; run 'cronstream migrate'")
-    except asyncpg.InsufficientPrivilegeError as error:
-        fail(f"Postgres: {error}")
+        found = problems(error)
+        raise SettingsError(
+            "; ".join(
+                (f"{env_var(field.split('.')[0])}: " if field else "") + message
+                for field, message in found
+            )
+        ) from None
 
 
 @app.command("migrate")
@@ -157,16 +158,10 @@ def migrate_command(
     directory = migrations_dir or settings.migrations_dir
 
     async def apply() -> list[migrate.Migration]:
-        connection = await connect(settings)
-        try:
-            return await migrate.migrate(connection, directory, dry_run=dry_run)
-        finally:
-            await connection.close()
+        async with connection(settings) as db:
+            return await migrate.migrate(db, directory, dry_run=dry_run)
 
-    try:
-        done = run(apply())
-    except migrate.MigrationError as error:
-        fail(str(error))
+    done = asyncio.run(apply())
     if dry_run:
         for migration in done:
             typer.echo(migration.filename)
@@ -265,8 +260,8 @@ def publish_command(
         if entity is None or key is None:
             fail("a single event needs --entity and --key (or use --file)", 2)
         record = single_event(event_type, entity, key, payload, version, trace_id, source)
-        outcome = run(send_all(settings, target, iter([record]), 1, False))
-        report(target, outcome, skipped=0)
+        result = asyncio.run(send_all(settings, target, iter([record]), 1, False))
+        report(target, result, skipped=0)
         return
     # Validated records wait here, so what is sent is exactly what was checked.
     with open_input(file) as stream, tempfile.SpooledTemporaryFile(max_size=64 << 20) as spool:
@@ -289,8 +284,10 @@ def publish_command(
             typer.echo("nothing to publish")
             return
         show = progress and sys.stderr.isatty()
-        outcome = run(send_all(settings, target, publish.spooled(spool), checked.valid, show))
-    report(target, outcome, skipped=checked.invalid)
+        result = asyncio.run(
+            send_all(settings, target, publish.spooled(spool), checked.valid, show)
+        )
+    report(target, result, skipped=checked.invalid)
 
 
 def single_event(
@@ -328,27 +325,23 @@ async def send_all(
     records: Iterator[publish.Record],
     total: int,
     show_progress: bool,
-) -> publish.Outcome:
+) -> publish.PublishResult:
     await kafka.ensure_topics(settings, [topic])
-    producer = kafka.producer(settings)
-    await producer.start()
-    try:
+    async with kafka.started(kafka.producer(settings)) as producer:
         with progress_bar(show_progress) as bar:
             task = bar.add_task("publish", total=total)
             return await publish.send(producer, topic, records, lambda n: bar.advance(task, n))
-    finally:
-        await producer.stop()
 
 
-def report(topic: str, outcome: publish.Outcome, skipped: int) -> None:
-    partitions = ", ".join(f"{p}: {n}" for p, n in sorted(outcome.partitions.items()))
+def report(topic: str, result: publish.PublishResult, skipped: int) -> None:
+    partitions = ", ".join(f"{p}: {n}" for p, n in sorted(result.partitions.items()))
     typer.echo(
-        f"sent {outcome.sent}, skipped {skipped}, failed {len(outcome.failed)}, "
+        f"sent {result.sent}, skipped {skipped}, failed {len(result.failed)}, "
         f"topic {topic}, partitions {{{partitions}}}"
     )
-    for failure in outcome.failed[:MAX_LISTED_ERRORS]:
+    for failure in result.failed[:MAX_LISTED_ERRORS]:
         typer.echo(f"failed: {failure}", err=True)
-    if outcome.failed:
+    if result.failed:
         raise typer.Exit(1)
 
 
@@ -356,10 +349,7 @@ def build_registry(modules: list[str]) -> Registry:
     """The built-in handlers plus those of the user's modules."""
     registry = Registry()
     projection.register(registry)
-    try:
-        load_modules(registry, modules)
-    except RegistryError as error:
-        fail(str(error), 2)
+    load_modules(registry, modules)
     return registry
 
 
@@ -435,21 +425,7 @@ def worker_command(
             "handled_types": registry.types(),
         },
     )
-    run_worker(settings, registry)
-
-
-def run_worker(
-    settings: Settings, registry: Registry, companion: worker.Companion | None = None
-) -> None:
-    """The worker until a signal stops it; unreachable services end it with one line."""
-    try:
-        worker.run(settings, registry, companion)
-    except DatabaseUnavailable as error:
-        fail(f"{error} (start local services with 'make services')")
-    except KafkaError as error:
-        fail(f"Kafka: {type(error).__name__}: {error} (start local services with 'make services')")
-    except http.PortInUse as error:
-        fail(str(error))
+    worker.run_worker(settings, registry)
 
 
 JobsFileOption = Annotated[
@@ -466,10 +442,7 @@ def make_scheduler(ctx: typer.Context, jobs_file: Path | None) -> Scheduler:
     if jobs_file is not None:
         ctx.obj["jobs_file"] = jobs_file
     settings = settings_of(ctx)
-    try:
-        return Scheduler(settings, settings.jobs_file)
-    except JobError as error:
-        fail(str(error), 2)
+    return Scheduler(settings, settings.jobs_file)
 
 
 @app.command("scheduler")
@@ -483,18 +456,18 @@ def scheduler_command(ctx: typer.Context, jobs_file: JobsFileOption = None) -> N
     """
     scheduler = make_scheduler(ctx, jobs_file)
 
-    def stop() -> None:
-        if not scheduler.stop.is_set():
-            scheduler.stop.set()
+    def on_signal() -> None:
+        if not scheduler.stopping.is_set():
+            scheduler.stopping.set()
             shutdown.start_watchdog(scheduler.settings.shutdown_timeout)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop)
+            loop.add_signal_handler(signum, on_signal)
         await scheduler.run()
 
-    run(main())
+    asyncio.run(main())
     logging.getLogger(__name__).info("scheduler stopped", extra={"node": scheduler.node})
 
 
@@ -518,7 +491,7 @@ def run_command(
     scheduler = make_scheduler(ctx, jobs_file)
     settings = scheduler.settings
     registry = build_registry([*settings.handlers, *(handler_modules or [])])
-    run_worker(settings, registry, companion=scheduler.run)
+    worker.run_worker(settings, registry, companion=scheduler.run)
 
 
 @contextmanager
@@ -648,23 +621,20 @@ def replay_command(
     settings = settings_of(ctx)
     if topic is None:
         fail("--topic is required", 2)
-    try:
-        request = replay.check(
-            topic=topic,
-            live_group=settings.consumer_group,
-            partitions=partitions,
-            from_offset=from_offset,
-            from_time=from_time,
-            from_beginning=from_beginning,
-            to_offset=to_offset,
-            to_time=to_time,
-            consumer=consumer,
-            schema=schema,
-            like=like or (),
-            rate_limit=rate_limit,
-        )
-    except replay.ReplayError as error:
-        fail(str(error), 2)
+    request = replay.check(
+        topic=topic,
+        live_group=settings.consumer_group,
+        partitions=partitions,
+        from_offset=from_offset,
+        from_time=from_time,
+        from_beginning=from_beginning,
+        to_offset=to_offset,
+        to_time=to_time,
+        consumer=consumer,
+        schema=schema,
+        like=like or (),
+        rate_limit=rate_limit,
+    )
     if topic not in settings.input_topics:  # a dead-letter topic, say
         typer.echo(
             f"note: {topic} is not named in {env_var('external_topics')} (--external-topics): "
@@ -673,31 +643,29 @@ def replay_command(
         )
     modules = [*settings.handlers, *(handler_modules or [])]
     registry = build_registry(modules)
-    try:
-        plan = run(replay.plan(settings, request))
-    except replay.ReplayError as error:
-        fail(str(error), 2)
+    plan = asyncio.run(replay.plan(settings, request))
     for line in plan.lines():
         typer.echo(line, err=not dry_run)
     if dry_run:
         return
 
     async def main() -> replay.Progress:
-        stop = asyncio.Event()
+        stopping = asyncio.Event()
 
-        def stopping(signum: signal.Signals) -> None:
-            if not stop.is_set():
+        def on_signal(signum: signal.Signals) -> None:
+            if not stopping.is_set():
                 logging.getLogger(__name__).info("%s received: stopping the replay", signum.name)
                 shutdown.start_watchdog(settings.shutdown_timeout)
-                stop.set()
+                stopping.set()
 
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stopping, signum)
+            loop.add_signal_handler(signum, on_signal, signum)
         with replay_progress(plan.total) as on_progress:
-            return await replay.Replay(settings, registry, plan, modules, stop, on_progress).run()
+            replaying = replay.Replay(settings, registry, plan, modules, stopping, on_progress)
+            return await replaying.run()
 
-    done = run(main())
+    done = asyncio.run(main())
     typer.echo(done.summary(request.topic))
     if done.status == "failed":
         fail(f"replay {done.replay_id} failed: {shown(done.error or '')}")
@@ -746,10 +714,7 @@ def jobs_next_command(
     once right after the jump, once in a repeated hour; a job with a wildcard or step in
     the hour field follows elapsed time.
     """
-    try:
-        schedule = Schedule(expression, tz)
-    except CronError as error:
-        fail(str(error), 2)
+    schedule = Schedule(expression, tz)
     if start is None:
         after = datetime.now(UTC)
     else:
@@ -759,10 +724,7 @@ def jobs_next_command(
             fail(f"--from '{shown(start)}' is not an ISO 8601 time", 2)
         if after.tzinfo is None:
             fail(f"--from '{shown(start)}' needs a UTC offset, e.g. {shown(start)}+00:00", 2)
-    try:
-        instants = schedule.fire_times(after, count)
-    except CronError as error:  # e.g. none left before year 9999
-        fail(str(error), 2)
+    instants = schedule.fire_times(after, count)  # a CronError when none is left before 9999
     for instant in instants:
         typer.echo(instant.astimezone(schedule.tz).isoformat())
 
@@ -777,19 +739,13 @@ def jobs_list_command(ctx: typer.Context, jobs_file: JobsFileOption = None) -> N
         ctx.obj["jobs_file"] = jobs_file
     settings = settings_of(ctx)
 
-    try:
-        from_file = status.file_jobs(settings.jobs_file)  # a bad file needs no database
-    except JobError as error:
-        fail(str(error), 2)
+    from_file = status.file_jobs(settings.jobs_file)  # a bad file needs no database
 
     async def collect() -> status.Jobs:
-        connection = await connect(settings)
-        try:
-            return await status.load_jobs(connection, from_file)
-        finally:
-            await connection.close()
+        async with connection(settings) as db:
+            return await status.load_jobs(db, from_file)
 
-    loaded = run(collect())
+    loaded = asyncio.run(collect())
     jobs, invalid, latest = loaded.jobs, loaded.invalid, loaded.latest
     table = Table("job", "schedule", "zone", "misfire", "enabled", "last run", "next run")
     now = datetime.now(UTC)
@@ -842,7 +798,7 @@ def status_command(
     settings = settings_of(ctx)
     # The error line below says what aiokafka's own connection errors would repeat.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    collected = run(status.collect(settings, settings.jobs_file))
+    collected = asyncio.run(status.collect(settings, settings.jobs_file))
     if as_json:
         typer.echo(json.dumps(collected.to_json(), indent=2))
     else:
@@ -853,7 +809,7 @@ def status_command(
         fail(
             "unreachable: "
             + "; ".join(f"{name} ({why})" for name, why in reasons)
-            + (" (start local services with 'make services')" if down else "")
+            + (f" ({START_SERVICES})" if down else "")
         )
     if collected.jobs_error:
         fail(collected.jobs_error, 2)

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import asyncpg
 
+from cronstream.errors import START_SERVICES, CronstreamError
 from cronstream.settings import Settings, scrub
 
 CONNECT_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
-class DatabaseUnavailable(Exception):
+class DatabaseUnavailable(CronstreamError):
     """Postgres could not be reached or refused the credentials."""
+
+    retriable = True
+
+    def cli_line(self) -> str:
+        return f"{self} ({START_SERVICES})"
 
 
 def unavailable(settings: Settings, error: BaseException) -> DatabaseUnavailable:
@@ -33,6 +42,19 @@ async def connect(
         )
     except (*CONNECT_ERRORS, ValueError) as error:  # ValueError: a URL the driver misreads
         raise unavailable(settings, error) from None
+
+
+@asynccontextmanager
+async def connection(
+    settings: Settings, server_settings: dict[str, str] | None = None
+) -> AsyncIterator[asyncpg.Connection]:
+    """A connection for the block, closed after it whatever happens; `timeout` bounds
+    the goodbye so a server gone silent cannot hold up the exit."""
+    opened = await connect(settings, server_settings)
+    try:
+        yield opened
+    finally:
+        await opened.close(timeout=5)
 
 
 async def pool(settings: Settings, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:

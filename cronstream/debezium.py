@@ -19,7 +19,6 @@ None: acknowledged and checkpointed, no event.
 
 from __future__ import annotations
 
-import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -35,11 +34,9 @@ from cronstream.envelope import (
     header_trace_id,
     json_object,
 )
+from cronstream.names import ENTITY_NAME
 from cronstream.untrusted import shown
 
-# The entity's own rule, shorter: "<entity>_snapshot" must fit a type's 200 characters
-# (settings check a configured entity by the same rule).
-_ENTITY = re.compile(r"[A-Za-z0-9_.\-]{1,180}")
 DEBEZIUM_NAMESPACE = uuid.UUID("0b9c6c1e-3f1e-5b8a-9d0e-646562657a69")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 OP_TYPES = {"c": "created", "u": "updated", "d": "deleted", "r": "snapshot"}
@@ -127,7 +124,7 @@ class Adapter:
         source = _field(change, "source", dict, "source")
         table = _field(source, "table", str, "source.table")
         entity = self.entity or table
-        if not _ENTITY.fullmatch(entity):
+        if not ENTITY_NAME.fullmatch(entity):
             raise EnvelopeError(
                 "source.table",
                 f"'{shown(table)}' is not an entity name (1-180 of A-Z a-z 0-9 . _ -): "

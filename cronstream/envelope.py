@@ -23,6 +23,9 @@ from pydantic import (
     field_validator,
 )
 
+from cronstream.errors import CronstreamError, problems
+from cronstream.names import NAME_PATTERN
+
 # uuid5 namespace for deterministic sync_required ids: the same (entity, key, version)
 # always yields the same id, so a re-emit after a crash is recognisably the same event.
 SYNC_NAMESPACE = uuid.UUID("6f1c1b1e-4c2a-5d7e-9a40-63726f6e7374")
@@ -31,15 +34,16 @@ TRACE_HEADER = "trace_id"
 TYPE_HEADER = "event_type"
 
 Headers = Sequence[tuple[str, bytes]]  # a Kafka record's headers, as the adapters get them
-NAME_PATTERN = r"^[A-Za-z0-9_.\-]+$"
 WHOLE_VALUE = "<value>"  # the `field` of an error about the value as a whole
 # Deeper JSON is refused: pydantic cannot serialize past about 255 levels, and a value a
 # worker takes must re-encode (dead letters, handlers, publish).
 MAX_DEPTH = 200
 
 
-class EnvelopeError(ValueError):
+class EnvelopeError(CronstreamError, ValueError):
     """An input is not a valid envelope; `field` names the first bad field."""
+
+    exit_code = 2
 
     def __init__(self, field: str, reason: str, others: int = 0) -> None:
         self.field = field
@@ -149,11 +153,9 @@ def sync_event_id(entity: str, key: str, version: int | str | None) -> str:
 
 
 def _raise_first(error: ValidationError) -> NoReturn:
-    problems = error.errors()
-    first = problems[0]
-    field = ".".join(str(part) for part in first["loc"]) or WHOLE_VALUE
-    reason = first["msg"].removeprefix("Value error, ")
-    raise EnvelopeError(field, reason, len(problems) - 1) from None
+    found = problems(error)
+    field, reason = found[0]
+    raise EnvelopeError(field or WHOLE_VALUE, reason, len(found) - 1) from None
 
 
 def header_trace_id(headers: Headers) -> str | None:

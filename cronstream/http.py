@@ -34,6 +34,7 @@ from aiokafka.errors import KafkaError
 
 from cronstream import db, kafka, publish, status, status_page
 from cronstream.envelope import WHOLE_VALUE, EnvelopeError, json_object, strict_loads
+from cronstream.errors import CronstreamError
 from cronstream.settings import Settings, env_var
 from cronstream.untrusted import shown
 
@@ -55,7 +56,7 @@ READY_CACHE_SECONDS = 1.0  # probes share one check: a probe storm costs no conn
 JSON_TYPES = ("application/json", "text/json")
 
 
-class PortInUse(Exception):
+class PortInUse(CronstreamError):
     """The HTTP surface could not bind its address; the message names the variable."""
 
 
@@ -152,11 +153,8 @@ class Surface:
     async def _postgres(self) -> str | None:
         try:
             async with asyncio.timeout(CHECK_TIMEOUT):
-                connection = await db.connect(self.settings)
-                try:
+                async with db.connection(self.settings) as connection:
                     await connection.fetchval("SELECT 1")
-                finally:
-                    await connection.close(timeout=1)
         except TimeoutError:
             return f"no answer within {CHECK_TIMEOUT:g}s"
         except (db.DatabaseUnavailable, *db.CONNECT_ERRORS) as error:
@@ -251,7 +249,7 @@ class Surface:
         try:
             async with asyncio.timeout(self.settings.request_timeout + CHECK_TIMEOUT):
                 producer = await self._producer()
-                outcome = await publish.send(
+                result = await publish.send(
                     producer, self.settings.sync_topic, (record for _, record in records)
                 )
         except (TimeoutError, KafkaError, OSError) as error:
@@ -259,12 +257,12 @@ class Surface:
             log.warning("POST /events: Kafka unavailable: %s", reason)
             await self._drop_producer(producer)
             return _errors(503, [f"Kafka unavailable: {shown(reason)}"], **unavailable)
-        if outcome.failed:
-            log.warning("POST /events: %d of %d not sent", len(outcome.failed), len(records))
+        if result.failed:
+            log.warning("POST /events: %d of %d not sent", len(result.failed), len(records))
             # After a refused batch aiokafka's idempotent producer may never send to that
             # partition again: the next request gets a new one.
             await self._drop_producer(producer)
-            body = {"errors": outcome.failed[:MAX_LISTED_ERRORS], "sent": outcome.sent}
+            body = {"errors": result.failed[:MAX_LISTED_ERRORS], "sent": result.sent}
             return _json(503, body, **unavailable)
         return _json(202, {"ids": [event_id for event_id, _ in records]})
 

@@ -1,14 +1,18 @@
-"""Kafka clients built from Settings: connection options, the producer, topic creation."""
+"""Kafka clients built from Settings: connection options, the producer, topic creation,
+and the one way records are sent: all of a batch, waiting for every ack."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ssl
-from typing import Any
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
 
 from cronstream.settings import Settings, SettingsError, env_var
 
@@ -65,12 +69,99 @@ def producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
     return AIOKafkaProducer(**(options | overrides))
 
 
+class Client(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+C = TypeVar("C", bound=Client)
+
+
+@contextlib.asynccontextmanager
+async def started(client: C) -> AsyncIterator[C]:
+    """`client` started for the block and stopped after it. A start that fails or is
+    cancelled stops it too, and an error of the block is not hidden by one of stop()."""
+    try:
+        await client.start()
+        yield client
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await client.stop()
+        raise
+    await client.stop()
+
+
+class Admin:
+    """aiokafka's admin client (`client`), started and stopped like the other clients."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.client = AIOKafkaAdminClient(**connection_options(settings))
+
+    async def start(self) -> None:
+        await self.client.start()
+
+    async def stop(self) -> None:
+        await self.client.close()  # the admin client closes rather than stops
+
+
+@dataclass(frozen=True)
+class Message:
+    """One record to send."""
+
+    topic: str
+    value: bytes | None
+    key: bytes | None = None
+    headers: Sequence[tuple[str, bytes]] = ()
+
+
+@dataclass
+class Delivery:
+    """What became of a batch, by each message's index in it: acknowledged (with the
+    partition it landed in), refused by the client unsent, or sent and not acknowledged."""
+
+    acked: dict[int, int] = field(default_factory=dict)
+    refused: dict[int, KafkaError] = field(default_factory=dict)
+    failed: dict[int, BaseException] = field(default_factory=dict)
+
+    def errors(self) -> list[tuple[int, BaseException]]:
+        """Every message not acknowledged and why, in batch order."""
+        return sorted({**self.failed, **self.refused}.items())
+
+
+async def send(producer: AIOKafkaProducer, messages: Sequence[Message]) -> Delivery:
+    """Send `messages` in order and wait for every ack (the producer's acks=all).
+
+    Never raises for a message: a record the client refuses before sending (too large)
+    is `refused` and the rest go on; any other refusal (Kafka unreachable) stops the
+    sending, and that message and all after it are `failed` with its error.
+    """
+    delivery = Delivery()
+    pending: list[tuple[int, asyncio.Future[Any]]] = []
+    for index, message in enumerate(messages):
+        try:
+            future = await producer.send(
+                message.topic, value=message.value, key=message.key, headers=list(message.headers)
+            )
+        except MessageSizeTooLargeError as error:  # over max_request_size: never left
+            delivery.refused[index] = error
+            continue
+        except KafkaError as error:
+            delivery.failed.update(dict.fromkeys(range(index, len(messages)), error))
+            break
+        pending.append((index, future))
+    results = await asyncio.gather(*(future for _, future in pending), return_exceptions=True)
+    for (index, _), result in zip(pending, results, strict=True):
+        if isinstance(result, BaseException):
+            delivery.failed[index] = result
+        else:
+            delivery.acked[index] = result.partition
+    return delivery
+
+
 async def ensure_topics(settings: Settings, topics: list[str]) -> list[str]:
     """Create the topics that do not exist yet; return the names created."""
-    admin = AIOKafkaAdminClient(**connection_options(settings))
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
+    async with started(Admin(settings)) as admin:
+        existing = set(await admin.client.list_topics())
         missing = [topic for topic in dict.fromkeys(topics) if topic not in existing]
         if not missing:
             return []
@@ -80,7 +171,5 @@ async def ensure_topics(settings: Settings, topics: list[str]) -> list[str]:
         ]
         # Another process may create one between our list and our create.
         with contextlib.suppress(TopicAlreadyExistsError):
-            await admin.create_topics(new)
+            await admin.client.create_topics(new)
         return missing
-    finally:
-        await admin.close()

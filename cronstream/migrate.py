@@ -21,14 +21,15 @@ from importlib.resources.abc import Traversable
 
 import asyncpg
 
-from cronstream.queries import query
+from cronstream.errors import CronstreamError
+from cronstream.sql import query
 
 PACKAGED_MIGRATIONS: Traversable = resources.files("cronstream") / "migrations"
 
 _FILENAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 
-class MigrationError(Exception):
+class MigrationError(CronstreamError):
     """The migrations on disk and in the database disagree, or a file is malformed."""
 
 

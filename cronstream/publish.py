@@ -9,16 +9,17 @@ read once (stdin included).
 
 from __future__ import annotations
 
-import asyncio
 import pickle
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any
+from itertools import islice
+from typing import IO
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
+from cronstream import kafka
 from cronstream.envelope import (
     WHOLE_VALUE,
     EnvelopeError,
@@ -29,7 +30,7 @@ from cronstream.envelope import (
     json_object,
     new_trace_id,
 )
-from cronstream.kafka import MAX_REQUEST_SIZE
+from cronstream.kafka import MAX_REQUEST_SIZE, Message
 
 # Sends awaited together; bounds memory while keeping the producer's pipeline full.
 WINDOW = 2000
@@ -62,7 +63,7 @@ class Checked:
 
 
 @dataclass
-class Outcome:
+class PublishResult:
     sent: int = 0
     partitions: Counter[int] = field(default_factory=Counter)
     failed: list[str] = field(default_factory=list)
@@ -141,27 +142,19 @@ async def send(
     topic: str,
     records: Iterable[Record],
     on_progress: Callable[[int], None] = lambda _: None,
-) -> Outcome:
-    """Send records in order; each is awaited until Kafka acknowledged it (acks=all)."""
-    outcome = Outcome()
-    window: list[tuple[int, asyncio.Future[Any]]] = []
-
-    async def drain() -> None:
-        results = await asyncio.gather(*(future for _, future in window), return_exceptions=True)
-        for (line, _), result in zip(window, results, strict=True):
-            if isinstance(result, BaseException):
-                outcome.failed.append(f"line {line}: {type(result).__name__}: {result}")
-            else:
-                outcome.sent += 1
-                outcome.partitions[result.partition] += 1
+) -> PublishResult:
+    """Send records in order, WINDOW at a time, each acknowledged by Kafka (acks=all)."""
+    result = PublishResult()
+    pending = iter(records)
+    while window := list(islice(pending, WINDOW)):
+        delivery = await kafka.send(
+            producer, [Message(topic, item.value, item.key, item.headers) for item in window]
+        )
+        result.sent += len(delivery.acked)
+        result.partitions.update(delivery.acked.values())
+        result.failed += [
+            f"line {window[index].line}: {type(error).__name__}: {error}"
+            for index, error in delivery.errors()
+        ]
         on_progress(len(window))
-        window.clear()
-
-    for item in records:
-        future = await producer.send(topic, value=item.value, key=item.key, headers=item.headers)
-        window.append((item.line, future))
-        if len(window) >= WINDOW:
-            await drain()
-    if window:
-        await drain()
-    return outcome
+    return result

@@ -10,7 +10,9 @@ from urllib.parse import unquote, urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from cronstream.errors import CronstreamError
 from cronstream.formats import FORMATS, TopicFormat
+from cronstream.names import ENTITY_NAME
 
 ENV_PREFIX = "CRONSTREAM_"
 
@@ -21,8 +23,13 @@ _QUERY_PARAM = re.compile(r"([?&][^=&?]*=)([^&]*)")
 _KEYWORD_SECRET = re.compile(r"(?i)(\b[a-z]*password\s*=\s*)('(?:[^'\\]|\\.)*'?|\S*)")
 
 
-class SettingsError(ValueError):
+class SettingsError(CronstreamError, ValueError):
     """A setting cannot be used; the message names its CRONSTREAM_* variable."""
+
+    exit_code = 2
+
+    def cli_line(self) -> str:
+        return f"invalid settings: {self}"
 
 
 def _userinfo_end(url: str) -> int:
@@ -287,8 +294,6 @@ class Settings(BaseSettings):
 
 # Kafka's own rule for topic names ("." and ".." excepted, below).
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._\-]{1,249}")
-# An entity's rule, and short enough for "<entity>_snapshot" to fit an event type.
-_ENTITY_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,180}")
 
 
 def _comma_list(value: str) -> list[str]:
@@ -312,7 +317,7 @@ def parse_topic_formats(value: str) -> dict[str, TopicFormat]:
             raise ValueError(f"'{item}': unknown format '{name}' (use {', '.join(FORMATS)})")
         if entity and name == "envelope":
             raise ValueError(f"'{item}': an entity is for debezium and cloudevents topics")
-        if entity and not _ENTITY_NAME.fullmatch(entity):
+        if entity and not ENTITY_NAME.fullmatch(entity):
             raise ValueError(f"'{item}': the entity must be 1-180 of A-Z a-z 0-9 . _ -")
         given = TopicFormat(name, entity or None)
         if formats.setdefault(topic, given) != given:

@@ -13,7 +13,6 @@ unreachable one is named in `Status.unreachable` while the rest is still shown.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
@@ -24,13 +23,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from cronstream import db, kafka
-from cronstream.queries import query
 from cronstream.schedulers import runs
 from cronstream.schedulers.cron import CronError
 from cronstream.schedulers.engine import Job
 from cronstream.schedulers.jobs import JobError, load_file, load_table, merge
 from cronstream.schedulers.leader import LEADER_APPLICATION
 from cronstream.settings import Settings
+from cronstream.sql import query
 from cronstream.untrusted import shown
 
 SERVICE_TIMEOUT = 5.0  # seconds for each of Postgres and Kafka
@@ -232,8 +231,7 @@ def _reason(error: BaseException, settings: Settings) -> str:
 
 
 async def _from_postgres(settings: Settings, jobs_file: Path | None, status: Status) -> None:
-    connection = await db.connect(settings)
-    try:
+    async with db.connection(settings) as connection:
         for row in await connection.fetch(query("status_checkpoints")):
             status.partitions.append(
                 Partition(row["consumer"], row["topic"], row["partition"], row["offset"])
@@ -267,15 +265,12 @@ async def _from_postgres(settings: Settings, jobs_file: Path | None, status: Sta
             status.jobs_error = str(error)
             from_file = []
         status.jobs = job_statuses(await load_jobs(connection, from_file), status.collected_at)
-    finally:
-        await connection.close(timeout=1)
 
 
 async def _from_kafka(settings: Settings, status: Status) -> None:
     """Log start and end of every partition shown, plus the live group's own partitions."""
-    consumer = AIOKafkaConsumer(**kafka.connection_options(settings))  # no group: reads only
-    try:
-        await consumer.start()  # inside: a cancelled start must still stop it
+    reader = AIOKafkaConsumer(**kafka.connection_options(settings))  # no group: reads only
+    async with kafka.started(reader) as consumer:
         # One metadata request for every topic (never creates one); the consumer's own
         # `topics()` fetches the same but keeps the partitions to itself.
         cluster = await consumer._client.fetch_all_metadata()
@@ -288,9 +283,6 @@ async def _from_kafka(settings: Settings, status: Status) -> None:
         ]
         starts = await consumer.beginning_offsets(partitions) if partitions else {}
         ends = await consumer.end_offsets(partitions) if partitions else {}
-    finally:
-        with contextlib.suppress(Exception):
-            await consumer.stop()
     group = settings.consumer_group
     known = {(p.consumer, p.topic, p.partition) for p in status.partitions}
     for tp in partitions:

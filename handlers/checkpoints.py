@@ -33,21 +33,22 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
 from operator import attrgetter, itemgetter
-from typing import NamedTuple, cast
+from typing import Any, NamedTuple, cast
 
 import asyncpg
 from aiokafka.errors import KafkaError
 
-from cronstream.db import DatabaseUnavailable
 from cronstream.envelope import EnvelopeError, Event, header_trace_id
+from cronstream.errors import CronstreamError
 from cronstream.formats import ENVELOPE, Decoder, TopicFormat
 from cronstream.handlers.registry import Handler, describe
+from cronstream.handlers.sql import query
 from cronstream.logs import trace, trace_id_var
-from cronstream.queries import query
+from cronstream.retry import RetryPolicy
 from cronstream.untrusted import safe_text
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,19 @@ class Record(NamedTuple):
         return header_trace_id(self.headers)
 
 
+def consumed(message: Any, headers: Iterable[tuple[str, bytes | None]]) -> Record:
+    """A record as a Kafka client consumed it (aiokafka's ConsumerRecord, faust's
+    Message: the same attributes), with its headers as bytes."""
+    return Record(
+        message.topic,
+        message.partition,
+        message.offset,
+        message.value,
+        message.key,
+        tuple((name, value or b"") for name, value in headers),  # a header may have no value
+    )
+
+
 @dataclass(frozen=True)
 class DeadLetter:
     record: Record
@@ -94,23 +108,14 @@ DeadLetterSink = Callable[[Sequence[DeadLetter]], Awaitable[None]]
 raises DeadLettersNotSent, naming those that were, when some were not."""
 
 
-class DeadLettersNotSent(Exception):
+class DeadLettersNotSent(CronstreamError):
     """Some dead letters were not sent (Kafka unavailable); `sent` were."""
+
+    retriable = True
 
     def __init__(self, sent: Sequence[DeadLetter], cause: BaseException) -> None:
         super().__init__(f"{type(cause).__name__}: {cause}")
         self.sent = list(sent)
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 3
-    backoff: float = 0.2
-    backoff_max: float = 10.0
-
-    def delay(self, attempt: int) -> float:
-        """Seconds to wait after failed attempt number `attempt` (1-based)."""
-        return float(min(self.backoff * 2 ** (attempt - 1), self.backoff_max))
 
 
 @dataclass
@@ -147,8 +152,10 @@ class Outcome:
         )
 
 
-class Outage(Exception):
+class Outage(CronstreamError):
     """Postgres or Kafka unavailable mid-batch; nothing of the batch was committed. Retry it."""
+
+    retriable = True
 
 
 # Raised inside a handler, these say the database is busy, not that the events are bad.
@@ -170,12 +177,13 @@ _OUTAGES = (
     asyncpg.TooManyConnectionsError,
     asyncpg.QueryCanceledError,  # statement_timeout outside a handler
     KafkaError,  # the dead-letter producer; its size error is handled where it is sent
-    DatabaseUnavailable,
 )
 
 
 def is_outage(error: BaseException) -> bool:
-    return isinstance(error, (Outage, *_OUTAGES))
+    """Our own retriable errors (Outage, DatabaseUnavailable, ...) or a driver's."""
+    retriable = isinstance(error, CronstreamError) and error.retriable
+    return retriable or isinstance(error, _OUTAGES)
 
 
 def _by_partition(records: Sequence[Record]) -> dict[TopicPartition, list[Record]]:
@@ -450,7 +458,7 @@ class BatchApplier:
                 },
             )
             if attempt < self.retry.attempts:
-                await asyncio.sleep(self.retry.delay(attempt))
+                await self.retry.wait(attempt)
         message = f"handler {describe(handler)} failed: {type(error).__name__}: {error}"
         self._reject(outcome, record, message, self.retry.attempts)
 

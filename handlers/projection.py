@@ -14,7 +14,7 @@ from pydantic_core import to_json
 
 from cronstream.envelope import SYNC_REQUIRED, Event
 from cronstream.handlers.registry import Registry
-from cronstream.queries import query
+from cronstream.handlers.sql import query
 
 
 def newest_per_key(events: Sequence[Event]) -> list[Event]:

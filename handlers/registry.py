@@ -9,6 +9,7 @@ from typing import Protocol
 import asyncpg
 
 from cronstream.envelope import Event
+from cronstream.errors import CronstreamError
 
 
 class Handler(Protocol):
@@ -22,8 +23,10 @@ class Handler(Protocol):
     async def __call__(self, events: Sequence[Event], connection: asyncpg.Connection) -> None: ...
 
 
-class RegistryError(Exception):
+class RegistryError(CronstreamError):
     """A handler registration or a handler module is invalid."""
+
+    exit_code = 2
 
 
 def describe(handler: Handler) -> str:

@@ -32,6 +32,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
+from cronstream.errors import CronstreamError
 from cronstream.untrusted import shown
 
 ALIASES = {"@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually"}
@@ -45,8 +46,10 @@ SECOND = timedelta(seconds=1)
 REFERENCE = datetime(2000, 1, 1, tzinfo=UTC)
 
 
-class CronError(ValueError):
+class CronError(CronstreamError, ValueError):
     """An expression or time zone that cannot be scheduled."""
+
+    exit_code = 2
 
 
 def zone(name: str) -> ZoneInfo:

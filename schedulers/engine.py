@@ -130,10 +130,10 @@ class Engine:
     """Plans and starts ticks for a set of jobs; the caller decides when to step."""
 
     def __init__(
-        self, clock: Clock, run: Runner, skip: Skipper, report: Reporter = _log_only
+        self, clock: Clock, run_tick: Runner, skip: Skipper, report: Reporter = _log_only
     ) -> None:
         self.clock = clock
-        self.run = run
+        self.run_tick = run_tick
         self.skip = skip
         self.report = report
         self.jobs: dict[str, Job] = {}
@@ -208,7 +208,7 @@ class Engine:
             for tick in ticks:
                 await self.skip(job, tick, "previous run still running")
             return
-        self.running[job.name] = asyncio.create_task(self._run(job, ticks))
+        self.running[job.name] = asyncio.create_task(self._run_ticks(job, ticks))
 
     def trigger(self, name: str) -> None:
         """Run a job now, outside its schedule (a NOTIFY); once more if it is running."""
@@ -219,16 +219,18 @@ class Engine:
         if current is not None and not current.done():
             self.rerun.add(name)  # the running scan may have passed the change already
             return
-        self.running[name] = asyncio.create_task(self._run(job, [self.clock.now()], jitter=False))
+        self.running[name] = asyncio.create_task(
+            self._run_ticks(job, [self.clock.now()], jitter=False)
+        )
 
-    async def _run(self, job: Job, ticks: list[datetime], jitter: bool = True) -> None:
+    async def _run_ticks(self, job: Job, ticks: list[datetime], jitter: bool = True) -> None:
         delay = job.jitter_for(ticks[0]) if jitter else timedelta(0)
         if delay:
             await asyncio.sleep(delay.total_seconds())
         while ticks:
             tick = ticks.pop(0)
             try:
-                await self.run(job, tick)
+                await self.run_tick(job, tick)
             except Exception:
                 log.exception(
                     "job %s: run for %s failed",

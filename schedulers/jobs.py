@@ -25,8 +25,6 @@ name, even an invalid row: that job is then not scheduled at all (and says why).
 
 from __future__ import annotations
 
-import json
-import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
@@ -36,32 +34,34 @@ from typing import Annotated, Any, Literal
 import asyncpg
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from cronstream.queries import query
+from cronstream import names
+from cronstream.envelope import EnvelopeError, json_object
+from cronstream.errors import CronstreamError, problems
 from cronstream.schedulers.cron import CronError, Schedule, shortest_interval
 from cronstream.schedulers.engine import Job
+from cronstream.schedulers.sql import query
 from cronstream.untrusted import shown
 
-# fullmatch, not `$`: `$` also matches before a trailing newline.
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 MAX_GRACE = 31 * 86_400.0  # seconds
 MAX_JITTER = 86_400.0  # seconds
 
 
-class JobError(ValueError):
+class JobError(CronstreamError, ValueError):
     """A job definition that cannot be scheduled; the message names the job and field."""
+
+    exit_code = 2
 
 
 def identifier(value: str) -> str:
     """Accept `name` or `schema.name` made of plain SQL identifiers; refuse anything else."""
-    parts = value.split(".")
-    if len(parts) > 2 or not all(_IDENTIFIER.fullmatch(part) for part in parts):
-        raise ValueError(f"'{shown(value)}' is not a plain SQL identifier (letters, digits, _)")
+    if not names.is_identifier(value):
+        raise ValueError(f"'{shown(value)}' {names.NOT_AN_IDENTIFIER}")
     return value
 
 
 def quote(name: str) -> str:
     """Quote a validated identifier (schema-qualified allowed) for use in SQL text."""
-    return ".".join('"' + part.replace('"', '""') + '"' for part in identifier(name).split("."))
+    return names.quote(identifier(name))
 
 
 Identifier = Annotated[str, AfterValidator(identifier)]
@@ -74,7 +74,7 @@ class ScanConfig(BaseModel):
 
     mode: Literal["flag", "watermark", "outbox"]
     table: Identifier
-    entity: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]+$", max_length=200)] | None = None
+    entity: Annotated[str, Field(pattern=names.NAME_PATTERN, max_length=200)] | None = None
     key_column: Identifier = "id"
     flag_column: Identifier = "needs_sync"
     watermark_column: Identifier = "changed_xid"
@@ -103,7 +103,7 @@ class JobSpec(BaseModel):
 
 def to_job(name: str, fields: object, origin: str) -> Job:
     """A validated Job; a JobError naming the job and the field otherwise."""
-    if not _IDENTIFIER.fullmatch(name.replace("-", "_").replace(".", "_")):
+    if not names.is_identifier(name.replace("-", "_").replace(".", "_"), qualified=False):
         raise JobError(
             f"job '{shown(name)}' ({origin}): names use letters, digits, '_', '-', '.' (at most 63)"
         )
@@ -114,9 +114,8 @@ def to_job(name: str, fields: object, origin: str) -> Job:
         spec = JobSpec.model_validate(fields)
         schedule = Schedule(spec.schedule, spec.timezone)
     except ValidationError as error:
-        problem = error.errors()[0]
-        field = ".".join(str(part) for part in problem["loc"]) or "fields"
-        raise JobError(f"{where}: {shown(field)}: {problem['msg']}") from None
+        field, message = problems(error)[0]
+        raise JobError(f"{where}: {shown(field or 'fields')}: {message}") from None
     except CronError as error:
         raise JobError(f"{where}: schedule: {error}") from None
     if spec.jitter:
@@ -193,11 +192,9 @@ def row_job(row: Mapping[str, Any]) -> Job:
     """A cron_jobs row as a Job: its columns define it, `config` carries only `scan`."""
     where = f"job '{row['name']}' (cron_jobs)"
     try:
-        config = json.loads(row["config"])
-    except (ValueError, RecursionError):  # jsonb is valid JSON, but may nest too deeply
-        raise JobError(f"{where}: config: not readable JSON (nested too deeply?)") from None
-    if not isinstance(config, dict):
-        raise JobError(f"{where}: config: must be a JSON object")
+        config = json_object(row["config"])
+    except EnvelopeError as error:  # jsonb is JSON, but maybe no object, or nested too deeply
+        raise JobError(f"{where}: config: {error.reason}") from None
     extra = sorted(set(config) - {"scan"})
     if extra:
         # The row's columns must win: a config {"enabled": true} must not revive it.

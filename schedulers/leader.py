@@ -18,7 +18,8 @@ import logging
 import asyncpg
 
 from cronstream import db
-from cronstream.queries import query
+from cronstream.retry import pause
+from cronstream.schedulers.sql import query
 from cronstream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -34,10 +35,10 @@ class Leadership:
         self.poll_seconds = poll_seconds
         self.connection: asyncpg.Connection | None = None
 
-    async def acquire(self, stop: asyncio.Event) -> bool:
-        """Wait until this process leads (True) or `stop` is set (False)."""
+    async def acquire(self, stopping: asyncio.Event) -> bool:
+        """Wait until this process leads (True) or `stopping` is set (False)."""
         announced = False
-        while not stop.is_set():
+        while not stopping.is_set():
             try:
                 if self.connection is None or self.connection.is_closed():
                     self.connection = await db.connect(
@@ -51,8 +52,7 @@ class Leadership:
             except (db.DatabaseUnavailable, *db.CONNECT_ERRORS) as error:
                 log.warning("leader election: %s", error)
                 self._drop()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.poll_seconds)
+            await pause(self.poll_seconds, stopping)
         return False
 
     async def still_held(self) -> bool:

@@ -12,7 +12,7 @@ from datetime import datetime
 
 import asyncpg
 
-from cronstream.queries import query
+from cronstream.schedulers.sql import query
 
 
 def run_id(job: str, tick: datetime) -> str:

@@ -29,7 +29,6 @@ until a later version of the row is emitted.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import json
@@ -43,7 +42,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
 
-from cronstream import metrics
+from cronstream import kafka, metrics
 from cronstream.envelope import (
     MAX_DEPTH,
     SYNC_REQUIRED,
@@ -53,8 +52,9 @@ from cronstream.envelope import (
     strict_loads,
     sync_event_id,
 )
-from cronstream.queries import query
+from cronstream.kafka import Message
 from cronstream.schedulers.jobs import JobError, ScanConfig, quote
+from cronstream.schedulers.sql import query
 from cronstream.untrusted import safe_text
 
 log = logging.getLogger(__name__)
@@ -206,7 +206,7 @@ class Scanner:
                 f"job '{self.job}': {self.config.table}.{column} is {found}, not {expected}"
             )
 
-    async def run(self, should_stop: Callable[[], bool] = lambda: False) -> int:
+    async def scan(self, should_stop: Callable[[], bool] = lambda: False) -> int:
         """Scan until no rows are left (or `should_stop` after a page); rows emitted.
 
         Rows rejected are counted in `self.rejected`.
@@ -353,19 +353,23 @@ class Scanner:
         Returns the rows Kafka took and the ones the producer refused as too large. Any
         other failure (Kafka unreachable, say) raises: nothing of the page is marked.
         """
-        pending: list[tuple[Row, asyncio.Future[Any]]] = []
-        refused: list[Row] = []
-        for row in rows:
-            try:
-                pending.append((row, await self._send(row)))
-            except MessageSizeTooLargeError:  # over max_request_size: refused unsent
-                refused.append(row)
+        delivery = await kafka.send(
+            self.producer,
+            [
+                Message(self.topic, row.value, row.event.kafka_key, row.event.kafka_headers)
+                for row in rows
+            ],
+        )
         # A broker whose max.message.bytes is below max_request_size refuses a whole
         # batch for one record, and aiokafka's idempotent producer cannot send to that
         # partition again (OutOfOrderSequenceNumber): no row can be told apart, so the
-        # run fails with nothing of the page marked.
-        await asyncio.gather(*(f for _, f in pending))
-        sent = [row for row, _ in pending]
+        # run fails with nothing of the page marked. Only what the client refused
+        # unsent (over max_request_size) is the row's own fault.
+        for index, error in delivery.errors():
+            if not isinstance(delivery.refused.get(index), MessageSizeTooLargeError):
+                raise error
+        sent = [rows[index] for index in sorted(delivery.acked)]
+        refused = [rows[index] for index in sorted(delivery.refused)]
         too_large = [
             Rejected(
                 row.source_row,
@@ -376,13 +380,6 @@ class Scanner:
             for row in refused
         ]
         return sent, too_large
-
-    async def _send(self, row: Row) -> asyncio.Future[Any]:
-        event = row.event
-        future: asyncio.Future[Any] = await self.producer.send(
-            self.topic, value=row.value, key=event.kafka_key, headers=event.kafka_headers
-        )
-        return future
 
     async def _mark(self, rows: list[Row], rejected: list[Rejected], position: Any) -> None:
         """Mark the emitted rows and record the rejected ones, in one transaction."""

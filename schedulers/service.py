@@ -27,8 +27,8 @@ from aiokafka import AIOKafkaProducer
 
 from cronstream import db, kafka, metrics
 from cronstream.envelope import new_trace_id
-from cronstream.handlers.checkpoints import RetryPolicy
 from cronstream.logs import trace, trace_id_var
+from cronstream.retry import RetryPolicy, pause
 from cronstream.schedulers.engine import Clock, Engine, Job, SystemClock
 from cronstream.schedulers.jobs import JobError, load_file, load_table, merge, scan_config
 from cronstream.schedulers.leader import Leadership
@@ -61,7 +61,7 @@ class Scheduler:
         self.file_jobs: list[Job] = load_file(jobs_file) if jobs_file else []
         self.clock = clock or SystemClock()
         self.node = node_name()
-        self.stop = asyncio.Event()
+        self.stopping = asyncio.Event()
         self.wake = asyncio.Event()
         self.reload_needed = True
         self.notified: dict[str, datetime] = {}  # channel -> when the debounce ends
@@ -76,14 +76,17 @@ class Scheduler:
         self.invalid: dict[str, str] = {}  # cron_jobs rows refused, and why
 
     async def run(self) -> None:
-        """Until `stop` is set (or the task is cancelled): stand by, lead, repeat."""
+        """Until `stopping` is set (or the task is cancelled): stand by, lead, repeat."""
         pool = await db.pool(self.settings, max_size=4)
-        await kafka.ensure_topics(self.settings, [self.settings.sync_topic])
-        producer = kafka.producer(self.settings)
-        await producer.start()
+        async with pool:
+            await kafka.ensure_topics(self.settings, [self.settings.sync_topic])
+            async with kafka.started(kafka.producer(self.settings)) as producer:
+                await self._stand_by_and_lead(pool, producer)
+
+    async def _stand_by_and_lead(self, pool: asyncpg.Pool, producer: AIOKafkaProducer) -> None:
         leadership = Leadership(self.settings, self.node)
         try:
-            while not self.stop.is_set() and await leadership.acquire(self.stop):
+            while not self.stopping.is_set() and await leadership.acquire(self.stopping):
                 log.info("leading as %s", self.node)
                 try:
                     await self._lead(pool, producer, leadership)
@@ -92,11 +95,9 @@ class Scheduler:
                     # (another scheduler may lead) and stand by again.
                     log.exception("leading failed; standing down")
                     await leadership.release()
-                    await asyncio.sleep(CHECK_SECONDS)
+                    await pause(CHECK_SECONDS, self.stopping)
         finally:
             await leadership.release()
-            await producer.stop()
-            await pool.close()
 
     async def _lead(
         self, pool: asyncpg.Pool, producer: AIOKafkaProducer, leadership: Leadership
@@ -130,7 +131,7 @@ class Scheduler:
         last_prune: datetime | None = None
         try:
             await self._listen()
-            while not self.stop.is_set():
+            while not self.stopping.is_set():
                 if not await leadership.still_held():
                     log.error("lost the leader lock (its connection dropped); standing down")
                     return
@@ -157,7 +158,7 @@ class Scheduler:
                 await self.clock.sleep_until(until, self.wake)
                 self.wake.clear()
         except asyncio.CancelledError:
-            self.stop.set()  # `cronstream run` stops us by cancelling: scans stop after a page
+            self.stopping.set()  # `cronstream run` stops us by cancelling: scans stop after a page
             raise
         finally:
             if pruner is not None:
@@ -324,7 +325,7 @@ class Scheduler:
                     self.settings.sync_topic,
                     trace_id,
                 )
-                rows = await scanner.run(should_stop=self.stop.is_set)
+                rows = await scanner.scan(should_stop=self.stopping.is_set)
             await runs.finish(run, "succeeded", rows, None, scanner.rejected)
             metrics.CRON_RUNS.labels(job.name, "succeeded").inc()
         except asyncio.CancelledError:

@@ -36,7 +36,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.errors import IllegalStateError, KafkaError
 
 from cronstream import db, kafka, metrics
-from cronstream.handlers.checkpoints import Outcome, Record
+from cronstream.handlers.checkpoints import Outcome, Record, consumed
 from cronstream.handlers.registry import Registry
 from cronstream.kafka_health import HEALTH, Degraded, Recovered
 from cronstream.settings import Settings
@@ -54,15 +54,7 @@ LAG_READ_TIMEOUT = 0.05
 
 def to_record(message: ConsumerRecord[bytes, bytes]) -> Record:
     """An aiokafka record as the protocol sees it."""
-    return Record(
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        value=message.value,
-        key=message.key,
-        # Kafka allows a header without a value.
-        headers=tuple((name, value or b"") for name, value in message.headers or ()),
-    )
+    return consumed(message, message.headers or ())
 
 
 class BatchEngine:
@@ -70,8 +62,8 @@ class BatchEngine:
 
     def __init__(self, settings: Settings, registry: Registry) -> None:
         self.settings = settings
-        self.stop = asyncio.Event()
-        self.batches = BatchLoop(settings, registry, self.stop)
+        self.stopping = asyncio.Event()
+        self.batches = BatchLoop(settings, registry, self.stopping)
         self.consumer: AIOKafkaConsumer | None = None
         self.inflight: asyncio.Future[Outcome | None] | None = None
         # Assigned partitions not yet sought to their checkpoint: their records are not
@@ -96,14 +88,14 @@ class BatchEngine:
         )
 
     async def run(self) -> None:
-        """Consume and apply until `stop` is set; then drain, commit and leave the group."""
+        """Consume and apply until `stopping` is set; then drain, commit and leave the group."""
         await self.batches.start()
         consumer = self.consumer = self._consumer()
         watching = asyncio.create_task(self._watch_kafka(consumer))
         try:
             await consumer.start()
             consumer.subscribe(self.settings.input_topics, listener=_Listener(self))
-            while not self.stop.is_set():
+            while not self.stopping.is_set():
                 await self._poll_and_apply(consumer)
             await self._commit(consumer)
         finally:
@@ -111,7 +103,7 @@ class BatchEngine:
             with contextlib.suppress(asyncio.CancelledError):
                 await watching
             await consumer.stop()  # leaves the group: the others rebalance at once
-            await self.batches.close()
+            await self.batches.stop()
 
     async def _poll_and_apply(self, consumer: AIOKafkaConsumer) -> None:
         if self.unpositioned:
@@ -142,7 +134,7 @@ class BatchEngine:
             self.inflight = asyncio.ensure_future(self.batches.apply(records))
             try:
                 grace = self.settings.shutdown_timeout / 2
-                outcome = await settle(self.inflight, self.stop, grace)
+                outcome = await settle(self.inflight, self.stopping, grace)
             finally:
                 self.inflight = None
             if outcome is None:  # stopped while Postgres or Kafka was away

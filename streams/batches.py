@@ -24,7 +24,6 @@ from cronstream.handlers.checkpoints import (
     BatchApplier,
     Outcome,
     Record,
-    RetryPolicy,
     Router,
     TopicPartition,
     is_outage,
@@ -32,15 +31,13 @@ from cronstream.handlers.checkpoints import (
 from cronstream.handlers.projection import project
 from cronstream.handlers.registry import Handler, Registry
 from cronstream.logs import trace
+from cronstream.retry import RetryPolicy, pause
 from cronstream.settings import Settings
 from cronstream.streams.deadletter import DeadLetterProducer
 from cronstream.untrusted import safe_text
 
 log = logging.getLogger(__name__)
 
-# Retries of an outage back off up to retry_backoff_max; the attempt count only grows
-# the delay, so it is capped where the delay would be anyway.
-MAX_BACKOFF_STEP = 16
 MAX_TRACE_IDS = 20  # listed in a "batch applied" line; a batch may hold thousands
 _TOPIC = itemgetter(0)  # Record.topic, as a C-level getter for counting a batch by topic
 
@@ -74,7 +71,7 @@ class BatchLoop:
         self,
         settings: Settings,
         registry: Registry,
-        stop: asyncio.Event,
+        stopping: asyncio.Event,
         *,
         consumer: str | None = None,
         route: Router | None = None,
@@ -82,7 +79,7 @@ class BatchLoop:
     ) -> None:
         """`consumer`, `route` and `reapply_through` are a replay's (streams/replay.py)."""
         self.settings = settings
-        self.stop = stop
+        self.stopping = stopping
         consumer = consumer or settings.consumer_group
         self.dead_letters = DeadLetterProducer(settings, consumer)
         self.applier = BatchApplier(
@@ -102,7 +99,7 @@ class BatchLoop:
     async def start(self) -> None:
         await self.dead_letters.start()
 
-    async def close(self) -> None:
+    async def stop(self) -> None:
         await self.dead_letters.stop()
         if self.connection is not None:
             await self.connection.close(timeout=5)
@@ -138,7 +135,7 @@ class BatchLoop:
                 outcome = await self.applier.apply(await self._connection(), records)
             except Exception as error:
                 attempt += 1
-                delay = self.applier.retry.delay(min(attempt, MAX_BACKOFF_STEP))
+                delay = self.applier.retry.delay(attempt)
                 outage = is_outage(error)
                 # Anything but an outage is a bug here (the applier narrows record
                 # failures itself): say so with its traceback, and still lose nothing.
@@ -152,9 +149,7 @@ class BatchLoop:
                     exc_info=not outage,
                 )
                 self._drop_connection()
-                try:
-                    await asyncio.wait_for(self.stop.wait(), delay)
-                except TimeoutError:
+                if await pause(delay, self.stopping):
                     continue
                 return None
             metrics.count_batch(
@@ -168,17 +163,17 @@ class BatchLoop:
 
 
 async def settle(
-    batch: asyncio.Future[Outcome | None], stop: asyncio.Event, grace: float
+    batch: asyncio.Future[Outcome | None], stopping: asyncio.Event, grace: float
 ) -> Outcome | None:
-    """The batch's outcome; once `stop` is set it gets `grace` seconds more and is then
+    """The batch's outcome; once `stopping` is set it gets `grace` seconds more and is then
     cancelled (rolled back: whoever reads the partition next applies it), so a stopping
     process exits in time. None when abandoned or stopped while Postgres was away."""
-    stopping: asyncio.Future[object] = asyncio.ensure_future(stop.wait())
-    either: set[asyncio.Future[object]] = {batch, stopping}  # type: ignore[arg-type]
+    stopped: asyncio.Future[object] = asyncio.ensure_future(stopping.wait())
+    either: set[asyncio.Future[object]] = {batch, stopped}  # type: ignore[arg-type]
     try:
         await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        stopping.cancel()
+        stopped.cancel()
     if batch.done():
         return batch.result()
     try:

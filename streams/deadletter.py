@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from aiokafka.errors import MessageSizeTooLargeError
 
 from cronstream import kafka
 from cronstream.handlers.checkpoints import DeadLetter, DeadLettersNotSent
+from cronstream.kafka import Message
 from cronstream.settings import Settings
 from cronstream.untrusted import safe_bytes
 
@@ -60,27 +60,24 @@ class DeadLetterProducer:
     async def __call__(self, letters: Sequence[DeadLetter]) -> None:
         """Send and wait for every ack; on failure, say which letters did get through."""
         assert self.producer is not None, "start() first"
-        futures = [await self._send(letter, whole=True) for letter in letters]
-        results = await asyncio.gather(*futures, return_exceptions=True)
-        sent: list[DeadLetter] = []
-        failure: BaseException | None = None
-        for letter, result in zip(letters, results, strict=True):
-            if isinstance(result, MessageSizeTooLargeError):
-                # The record plus our headers is over the broker's limit: send where it
-                # is instead of what it is; the original stays readable at its offset.
-                [result] = await asyncio.gather(
-                    await self._send(letter, whole=False), return_exceptions=True
-                )
-            if isinstance(result, BaseException):
-                failure = failure or result
-            else:
-                sent.append(letter)
-        if failure is not None:
-            raise DeadLettersNotSent(sent, failure)
+        whole = await kafka.send(self.producer, [self._message(x, whole=True) for x in letters])
+        # The record plus our headers is over a limit: send where it is instead of what
+        # it is; the original stays readable at its offset.
+        too_large = [
+            index for index, error in whole.errors() if isinstance(error, MessageSizeTooLargeError)
+        ]
+        bare = await kafka.send(
+            self.producer, [self._message(letters[index], whole=False) for index in too_large]
+        )
+        sent = [letters[index] for index in sorted(whole.acked)]
+        sent += [letters[too_large[index]] for index in sorted(bare.acked)]
+        failures = [error for index, error in whole.errors() if index not in too_large]
+        failures += [error for _, error in bare.errors()]
+        if failures:
+            raise DeadLettersNotSent(sent, failures[0])
 
-    async def _send(self, letter: DeadLetter, whole: bool) -> asyncio.Future[object]:
+    def _message(self, letter: DeadLetter, whole: bool) -> Message:
         """The record with our headers; or, when `whole` is false, our headers alone."""
-        assert self.producer is not None
         record = letter.record
         ours = headers(letter, self.consumer)
         if whole:
@@ -91,14 +88,4 @@ class DeadLetterProducer:
         if key is None and value is None:  # Kafka refuses a record with neither
             value = b""
             sent_headers.append((VALUE_OMITTED, b"the original value is null"))
-        try:
-            future: asyncio.Future[object] = await self.producer.send(
-                self.settings.dlq_topic(record.topic),
-                value=value,
-                key=key,
-                headers=sent_headers,
-            )
-        except KafkaError as error:  # refused before it left the client, e.g. too large
-            future = asyncio.get_running_loop().create_future()
-            future.set_exception(error)
-        return future
+        return Message(self.settings.dlq_topic(record.topic), value, key, sent_headers)

@@ -27,7 +27,7 @@ from faust.streams import Stream
 from faust.types import TP, EventT, StreamT
 
 from cronstream import http, kafka, metrics, shutdown
-from cronstream.handlers.checkpoints import Outcome, Record
+from cronstream.handlers.checkpoints import Outcome, Record, consumed
 from cronstream.handlers.registry import Registry
 from cronstream.settings import Settings
 from cronstream.streams import consumer
@@ -40,14 +40,7 @@ def to_record(event: EventT[Any]) -> Record:
     message = event.message
     headers = message.headers or []
     pairs = headers.items() if isinstance(headers, Mapping) else headers
-    return Record(
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        value=message.value,
-        key=message.key,
-        headers=tuple((name, _bytes(value)) for name, value in pairs),
-    )
+    return consumed(message, ((name, _bytes(value)) for name, value in pairs))
 
 
 def _bytes(value: bytes | str | None) -> bytes:
@@ -98,8 +91,8 @@ def add_agent(app: faust.App, settings: Settings, registry: Registry) -> None:
         key_serializer="raw",
         partitions=settings.topic_partitions,
     )
-    stopped = asyncio.Event()  # faust stops the agent by cancelling it; nothing sets this
-    loop = BatchLoop(settings, registry, stopped)
+    stopping = asyncio.Event()  # faust stops the agent by cancelling it; set when it ends
+    batches = BatchLoop(settings, registry, stopping)
 
     async def ack(stream: Stream[Any], events: Sequence[EventT[Any]]) -> None:
         # Every event of an applied batch is decided: applied, duplicate or dead-lettered.
@@ -107,7 +100,7 @@ def add_agent(app: faust.App, settings: Settings, registry: Registry) -> None:
             await stream.ack(event)
 
     async def apply_batch(stream: Stream[Any], events: Sequence[EventT[Any]]) -> None:
-        batch = asyncio.ensure_future(loop.apply([to_record(e) for e in events]))
+        batch = asyncio.ensure_future(batches.apply([to_record(e) for e in events]))
         try:
             # Shielded: on shutdown the in-flight batch commits or rolls back whole,
             # within the shutdown timeout, rather than being cut off.
@@ -124,7 +117,7 @@ def add_agent(app: faust.App, settings: Settings, registry: Registry) -> None:
 
     async def apply_events(agent_stream: StreamT[Any]) -> None:
         stream = cast(Stream[Any], agent_stream)  # noack_take is on the concrete class
-        await loop.start()
+        await batches.start()
         try:
             async for events in stream.noack_take(
                 settings.batch_size, within=settings.batch_max_wait
@@ -142,8 +135,8 @@ def add_agent(app: faust.App, settings: Settings, registry: Registry) -> None:
                     logging.shutdown()
                     os._exit(70)
         finally:
-            stopped.set()
-            await loop.close()
+            stopping.set()
+            await batches.stop()
 
     app.agent(topic, name="cronstream.apply", concurrency=1)(apply_events)
 
@@ -237,7 +230,7 @@ def readiness(app: faust.App) -> http.Readiness:
     return ready
 
 
-def run(
+def run_faust_worker(
     settings: Settings,
     registry: Registry,
     loop: asyncio.AbstractEventLoop,

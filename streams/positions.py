@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Protocol, TypeVar
 
 from cronstream import db
-from cronstream.queries import query
+from cronstream.handlers.sql import query
 from cronstream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,11 +55,8 @@ def report_ahead(topic: str, partition: int, committed: int, checkpoint: int) ->
 
 
 async def read_checkpoints(settings: Settings) -> dict[tuple[str, int], int]:
-    connection = await db.connect(settings)
-    try:
+    async with db.connection(settings) as connection:
         rows = await connection.fetch(query("checkpoints_of_consumer"), settings.consumer_group)
-    finally:
-        await connection.close()
     return {(row["topic"], row["partition"]): row["offset"] for row in rows}
 
 

@@ -29,7 +29,6 @@ Each real replay is recorded in the `replays` table (migrations/0005_replays.sql
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import getpass
 import json
@@ -49,12 +48,15 @@ from aiokafka.errors import OffsetOutOfRangeError
 
 from cronstream import db, kafka
 from cronstream.envelope import Event
+from cronstream.errors import CronstreamError
 from cronstream.handlers.checkpoints import Outcome, Record, Router, is_outage
 from cronstream.handlers.registry import Handler, Registry
-from cronstream.queries import query
+from cronstream.names import NOT_AN_IDENTIFIER, is_identifier, quote
+from cronstream.retry import pause
 from cronstream.settings import Settings
 from cronstream.streams.batch_engine import to_record
 from cronstream.streams.batches import BatchLoop, router, settle
+from cronstream.streams.sql import query
 from cronstream.untrusted import safe_text, shown
 
 log = logging.getLogger(__name__)
@@ -62,27 +64,20 @@ log = logging.getLogger(__name__)
 Mode = Literal["re-apply", "rebuild"]
 Status = Literal["succeeded", "failed", "interrupted"]
 
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-class ReplayError(ValueError):
+class ReplayError(CronstreamError, ValueError):
     """A replay that cannot be done as asked; the message is one line naming the option."""
+
+    exit_code = 2
 
 
 def identifier(option: str, value: str, qualified: bool = False) -> str:
     """A plain SQL identifier (`schema.name` when `qualified`), or a ReplayError."""
-    parts = value.split(".")
-    if len(parts) > (2 if qualified else 1) or not all(_IDENTIFIER.fullmatch(p) for p in parts):
-        raise ReplayError(
-            f"{option} '{shown(value)}' is not a plain SQL identifier (letters, digits, _)"
-        )
+    if not is_identifier(value, qualified):
+        raise ReplayError(f"{option} '{shown(value)}' {NOT_AN_IDENTIFIER}")
     return value
-
-
-def quote(name: str) -> str:
-    """A checked identifier quoted for SQL text, each part of `schema.name` apart."""
-    return ".".join('"' + part.replace('"', '""') + '"' for part in name.split("."))
 
 
 def schema_for(consumer: str) -> str:
@@ -315,9 +310,8 @@ class Plan:
 async def plan(settings: Settings, request: Request) -> Plan:
     """Resolve the request against Kafka and the consumer's checkpoints; writes nothing."""
     consumer_name = request.consumer or settings.consumer_group
-    reader = AIOKafkaConsumer(enable_auto_commit=False, **kafka.connection_options(settings))
-    try:
-        await reader.start()  # inside: a cancelled start must still stop it
+    consumer = AIOKafkaConsumer(enable_auto_commit=False, **kafka.connection_options(settings))
+    async with kafka.started(consumer) as reader:
         # The cluster's metadata as fetched now; the consumer's own may not know the topic.
         cluster = await reader._client.fetch_all_metadata()
         existing = sorted(cluster.partitions_for_topic(request.topic) or ())
@@ -343,15 +337,10 @@ async def plan(settings: Settings, request: Request) -> Plan:
         if request.to_time is not None:
             found = await reader.offsets_for_times(dict.fromkeys(tps, to_millis(request.to_time)))
             lasts = {tp: found[tp].offset - 1 if found.get(tp) else None for tp in tps}
-    finally:
-        await reader.stop()
-    connection = await db.connect(settings)
-    try:
+    async with db.connection(settings) as connection:
         rows = await connection.fetch(query("replay_checkpoints"), consumer_name, request.topic)
         if request.schema is not None:
             await _check_schema(connection, request.schema, request.like)
-    finally:
-        await connection.close()
     done = {row["partition"]: row["offset"] for row in rows}
     return Plan(
         request=request,
@@ -505,13 +494,13 @@ class Replay:
         registry: Registry,
         plan: Plan,
         handlers: Sequence[str],
-        stop: asyncio.Event,
+        stopping: asyncio.Event,
         on_progress: Callable[[Progress], None] = lambda progress: None,
     ) -> None:
         self.settings = settings
         self.plan = plan
         self.handlers = list(handlers)
-        self.stop = stop
+        self.stopping = stopping
         self.on_progress = on_progress
         request = plan.request
         route = router(settings, registry)
@@ -522,7 +511,12 @@ class Replay:
         if request.mode == "rebuild":
             reapply = {}
         self.batches = BatchLoop(
-            settings, registry, stop, consumer=plan.consumer, route=route, reapply_through=reapply
+            settings,
+            registry,
+            stopping,
+            consumer=plan.consumer,
+            route=route,
+            reapply_through=reapply,
         )
         self.progress = Progress(total=plan.total)
         self.audit: asyncpg.Connection | None = None
@@ -550,7 +544,7 @@ class Replay:
             self.progress.started = time.monotonic()
             try:
                 await self._read_and_apply()
-                if self.stop.is_set() and self.progress.unfinished(self.plan):
+                if self.stopping.is_set() and self.progress.unfinished(self.plan):
                     self.progress.status = "interrupted"
             except Exception as error:  # recorded in the row, and shown by the caller
                 # Kafka or Postgres gone for good is one line; anything else is a bug.
@@ -578,7 +572,7 @@ class Replay:
         }
         if not remaining:
             return
-        reader = AIOKafkaConsumer(
+        consumer = AIOKafkaConsumer(
             enable_auto_commit=False,
             max_poll_records=size,
             # Records deleted under the replay (retention) are an error, never a silent
@@ -586,14 +580,12 @@ class Replay:
             auto_offset_reset="none",
             **kafka.connection_options(self.settings),
         )
-        try:
-            await self.batches.start()
-            await reader.start()  # inside: a cancelled start must still stop it
+        async with kafka.started(self.batches), kafka.started(consumer) as reader:
             reader.assign(list(remaining))
             for tp, offsets in remaining.items():
                 reader.seek(tp, offsets.start)
             quiet_since = time.monotonic()
-            while remaining and not self.stop.is_set():
+            while remaining and not self.stopping.is_set():
                 try:
                     polled = await reader.getmany(*remaining, timeout_ms=500, max_records=size)
                 except OffsetOutOfRangeError as error:
@@ -631,14 +623,11 @@ class Replay:
                 for tp, offsets in finished.items():
                     self.progress.stopped[tp.partition] = offsets.stop - 1
                 await self._keep_rate()
-        finally:
-            await reader.stop()
-            await self.batches.close()
 
     async def _apply(self, records: list[Record]) -> bool:
         """Apply one batch; False when stopped before it was applied (rolled back)."""
         batch = asyncio.ensure_future(self.batches.apply(records))
-        outcome = await settle(batch, self.stop, self.settings.shutdown_timeout / 2)
+        outcome = await settle(batch, self.stopping, self.settings.shutdown_timeout / 2)
         if outcome is None:  # abandoned at the stop, or stopped while Postgres was away
             return False
         self.progress.add(records, outcome)
@@ -652,8 +641,7 @@ class Replay:
             return
         ahead = self.progress.records / rate - self.progress.seconds
         if ahead > 0:
-            with contextlib.suppress(TimeoutError):  # the stop ends the wait early
-                await asyncio.wait_for(self.stop.wait(), ahead)
+            await pause(ahead, self.stopping)  # the stop ends the wait early
 
     async def _record_progress(self) -> None:
         assert self.audit is not None

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 Companion = Callable[[], Coroutine[Any, Any, None]]
 
 
-def run(settings: Settings, registry: Registry, companion: Companion | None = None) -> None:
+def run_worker(settings: Settings, registry: Registry, companion: Companion | None = None) -> None:
     """Run a worker with `settings.engine` until SIGINT or SIGTERM.
 
     `companion` runs beside it in the same loop (`cronstream run` puts the scheduler
@@ -34,7 +34,7 @@ def run(settings: Settings, registry: Registry, companion: Companion | None = No
         if settings.engine == "faust":
             from cronstream.streams import faust_engine  # faust is slow to import; only when chosen
 
-            faust_engine.run(settings, registry, loop, companion)
+            faust_engine.run_faust_worker(settings, registry, loop, companion)
             return
         loop.run_until_complete(run_batch_engine(settings, registry, companion))
     finally:
@@ -54,25 +54,25 @@ async def run_batch_engine(
         # Half a `cronstream run` (a worker without its scheduler) would mislead: stop.
         if not task.cancelled() and task.exception() is not None:
             log.critical("the scheduler failed, stopping: %r", task.exception())
-            engine.stop.set()
+            engine.stopping.set()
 
     if beside is not None:
         beside.add_done_callback(companion_ended)
 
-    def stop(signum: signal.Signals) -> None:
-        if engine.stop.is_set():
+    def on_signal(signum: signal.Signals) -> None:
+        if engine.stopping.is_set():
             return
         log.info(
             "%s received: draining, exiting within %.0fs", signum.name, settings.shutdown_timeout
         )
         shutdown.start_watchdog(settings.shutdown_timeout)
-        engine.stop.set()
+        engine.stopping.set()
         if beside is not None:
             beside.cancel()
 
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop, signum)
+        loop.add_signal_handler(signum, on_signal, signum)
     try:
         await engine.run()
     finally:

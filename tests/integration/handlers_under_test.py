@@ -10,8 +10,7 @@ from pathlib import Path
 
 import asyncpg
 
-from cronstream.envelope import Event
-from cronstream.handlers.registry import Registry
+from cronstream import Event, Registry
 
 COUNTS_TABLE = """
 CREATE TABLE IF NOT EXISTS event_counts (

@@ -14,9 +14,9 @@ from cronstream.handlers.checkpoints import (
     DeadLettersNotSent,
     Outage,
     Record,
-    RetryPolicy,
 )
 from cronstream.handlers.registry import Handler
+from cronstream.retry import RetryPolicy
 from tests.integration.handlers_under_test import count
 from tests.integration.workers import count_events
 

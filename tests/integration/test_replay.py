@@ -14,7 +14,8 @@ from aiokafka.structs import RecordMetadata
 
 from cronstream import kafka
 from cronstream.envelope import Event
-from cronstream.handlers.checkpoints import BatchApplier, RetryPolicy, is_outage
+from cronstream.handlers.checkpoints import BatchApplier, is_outage
+from cronstream.retry import RetryPolicy
 from cronstream.settings import Settings
 from tests.integration.conftest import run_cli
 from tests.integration.handlers_under_test import COUNTS_TABLE

@@ -108,7 +108,7 @@ async def scan(
 
         await wait_for(settled, 60, "no transaction older than the rows to be in flight")
     scanner = Scanner("job", config, db, producer, settings.sync_topic, "trace")
-    await scanner.run()
+    await scanner.scan()
     return scanner
 
 
@@ -271,7 +271,7 @@ async def test_a_topic_limit_below_the_producers_fails_the_run_and_marks_nothing
 
     scanner = Scanner("job", CONFIGS["outbox"], db, producer, topic, "trace")
     with pytest.raises(MessageSizeTooLargeError):
-        await scanner.run()
+        await scanner.scan()
 
     assert await still_pending(db, "outbox") == 2
     assert await rejects(db) == []

@@ -16,11 +16,11 @@ from aiokafka import AIOKafkaProducer
 
 from cronstream import kafka
 from cronstream.envelope import decode
-from cronstream.queries import query
 from cronstream.schedulers.jobs import ScanConfig
 from cronstream.schedulers.runs import Runs
 from cronstream.schedulers.scanner import Scanner
 from cronstream.schedulers.service import LISTEN_APPLICATION
+from cronstream.schedulers.sql import query
 from cronstream.settings import Settings
 from tests.integration.conftest import run_cli
 from tests.integration.kafka_helpers import read_all, wait_for
@@ -224,10 +224,10 @@ async def test_watermark_scan_does_not_miss_a_row_whose_transaction_commits_late
         # Committed after the late transaction began: a naive watermark would pass it.
         await db.execute("UPDATE customers SET name = 'after' WHERE id = 3")
 
-        first = await scanner("wm", config, db, producer, settings).run()
+        first = await scanner("wm", config, db, producer, settings).scan()
         await transaction.commit()
-        second = await scanner("wm", config, db, producer, settings).run()
-        third = await scanner("wm", config, db, producer, settings).run()
+        second = await scanner("wm", config, db, producer, settings).scan()
+        third = await scanner("wm", config, db, producer, settings).scan()
     finally:
         await late.close()
         await producer.stop()

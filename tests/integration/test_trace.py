@@ -20,9 +20,10 @@ import asyncpg
 
 from cronstream import kafka
 from cronstream.envelope import Event
-from cronstream.handlers.checkpoints import BatchApplier, DeadLetter, Record, RetryPolicy
+from cronstream.handlers.checkpoints import BatchApplier, DeadLetter, Record
 from cronstream.handlers.registry import Handler
 from cronstream.logs import trace, trace_id_var
+from cronstream.retry import RetryPolicy
 from cronstream.settings import Settings
 from tests.integration import handlers_under_test
 from tests.integration.conftest import run_cli

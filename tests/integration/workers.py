@@ -173,23 +173,20 @@ async def publish(
 ) -> list[str]:
     """Send events (in chunks with pauses, to keep a stream flowing); return their ids."""
     await kafka.ensure_topics(settings, [settings.sync_topic])
-    producer: AIOKafkaProducer = kafka.producer(settings)
-    try:
-        await producer.start()  # inside: a cancelled start must still stop it
+    async with kafka.started(kafka.producer(settings)) as producer:
         step = chunk or len(events)
         for begin in range(0, len(events), step):
-            futures = [
-                await producer.send(
-                    settings.sync_topic, value=e.encode(), key=e.kafka_key, headers=e.kafka_headers
-                )
-                for e in events[begin : begin + step]
-            ]
-            await asyncio.gather(*futures)
+            await send_events(producer, settings.sync_topic, events[begin : begin + step])
             if pause:
                 await asyncio.sleep(pause)
-    finally:
-        await producer.stop()
     return [e.id for e in events]
+
+
+async def send_events(producer: AIOKafkaProducer, topic: str, events: list[Event]) -> None:
+    """Send events and wait for every ack; the first failure fails the test."""
+    messages = [kafka.Message(topic, e.encode(), e.kafka_key, e.kafka_headers) for e in events]
+    for _, error in (await kafka.send(producer, messages)).errors()[:1]:
+        raise error
 
 
 async def publish_until(
@@ -197,23 +194,13 @@ async def publish_until(
 ) -> list[str]:
     """Keep a stream of count events flowing until `done` is set; return their ids."""
     await kafka.ensure_topics(settings, [settings.sync_topic])
-    producer: AIOKafkaProducer = kafka.producer(settings)
     ids: list[str] = []
-    try:
-        await producer.start()  # inside: a cancelled start must still stop it
+    async with kafka.started(kafka.producer(settings)) as producer:
         while not done.is_set():
             events = list(count_events(chunk, start=len(ids)))
-            futures = [
-                await producer.send(
-                    settings.sync_topic, value=e.encode(), key=e.kafka_key, headers=e.kafka_headers
-                )
-                for e in events
-            ]
-            await asyncio.gather(*futures)
+            await send_events(producer, settings.sync_topic, events)
             ids += [e.id for e in events]
             await asyncio.sleep(pause)
-    finally:
-        await producer.stop()
     return ids
 
 

@@ -7,9 +7,9 @@ import asyncpg
 import pytest
 
 from cronstream.envelope import Event
-from cronstream.handlers.checkpoints import RetryPolicy
 from cronstream.handlers.projection import newest_per_key
 from cronstream.handlers.registry import Registry, RegistryError, load_modules
+from cronstream.retry import RetryPolicy
 
 
 async def first(events: Sequence[Event], connection: asyncpg.Connection) -> None:

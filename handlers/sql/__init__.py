@@ -1,0 +1,5 @@
+"""The named SQL of cronstream.handlers, beside the code that runs it."""
+
+from cronstream.queries import Queries
+
+query = Queries(__name__)
