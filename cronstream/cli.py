@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import signal
 import sys
 import tempfile
 import time
@@ -25,7 +24,7 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
-from cronstream import kafka, logs, migrate, publish, shutdown, status
+from cronstream import http, kafka, logs, migrate, publish, shutdown, status
 from cronstream.db import connection
 from cronstream.envelope import SYNC_REQUIRED, EnvelopeError, Event, encoded, json_object
 from cronstream.errors import START_SERVICES, CronstreamError, problems
@@ -345,6 +344,11 @@ def report(topic: str, result: publish.PublishResult, skipped: int) -> None:
         raise typer.Exit(1)
 
 
+def http_surface(settings: Settings) -> worker.Serve:
+    """The HTTP surface (cronstream/http.py) beside a worker's engine, given its readiness."""
+    return lambda readiness: http.Surface(settings, readiness)
+
+
 def build_registry(modules: list[str]) -> Registry:
     """The built-in handlers plus those of the user's modules."""
     registry = Registry()
@@ -425,7 +429,7 @@ def worker_command(
             "handled_types": registry.types(),
         },
     )
-    worker.run_worker(settings, registry)
+    worker.run_worker(settings, registry, serve=http_surface(settings))
 
 
 JobsFileOption = Annotated[
@@ -456,15 +460,9 @@ def scheduler_command(ctx: typer.Context, jobs_file: JobsFileOption = None) -> N
     """
     scheduler = make_scheduler(ctx, jobs_file)
 
-    def on_signal() -> None:
-        if not scheduler.stopping.is_set():
-            scheduler.stopping.set()
-            shutdown.start_watchdog(scheduler.settings.shutdown_timeout)
-
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, on_signal)
+        grace = scheduler.settings.shutdown_timeout
+        shutdown.stop_on_signals(scheduler.stopping, grace, "releasing leadership")
         await scheduler.run()
 
     asyncio.run(main())
@@ -491,7 +489,7 @@ def run_command(
     scheduler = make_scheduler(ctx, jobs_file)
     settings = scheduler.settings
     registry = build_registry([*settings.handlers, *(handler_modules or [])])
-    worker.run_worker(settings, registry, companion=scheduler.run)
+    worker.run_worker(settings, registry, serve=http_surface(settings), companion=scheduler.run)
 
 
 @contextmanager
@@ -651,16 +649,8 @@ def replay_command(
 
     async def main() -> replay.Progress:
         stopping = asyncio.Event()
-
-        def on_signal(signum: signal.Signals) -> None:
-            if not stopping.is_set():
-                logging.getLogger(__name__).info("%s received: stopping the replay", signum.name)
-                shutdown.start_watchdog(settings.shutdown_timeout)
-                stopping.set()
-
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, on_signal, signum)
+        grace = settings.shutdown_timeout
+        shutdown.stop_on_signals(stopping, grace, "stopping after the in-flight batch")
         with replay_progress(plan.total) as on_progress:
             replaying = replay.Replay(settings, registry, plan, modules, stopping, on_progress)
             return await replaying.run()

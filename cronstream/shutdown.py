@@ -1,10 +1,14 @@
-"""A hard deadline for graceful shutdown: once started, the process exits in time."""
+"""Graceful shutdown: SIGINT/SIGTERM set a command's `stopping` event, and a hard
+deadline makes sure the process exits in time even so."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import signal
 import threading
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -23,3 +27,23 @@ def _exit_late(seconds: float) -> None:
     log.error("shutdown took longer than %.0fs; exiting now", seconds)
     logging.shutdown()
     os._exit(1)
+
+
+def stop_on_signals(
+    stopping: asyncio.Event, grace: float, doing: str, also: Callable[[], object] | None = None
+) -> None:
+    """On the first SIGINT or SIGTERM in the running loop: say so, set `stopping`, call
+    `also`, and exit the process `grace` seconds later should it still be alive."""
+
+    def on_signal(signum: signal.Signals) -> None:
+        if stopping.is_set():
+            return
+        log.info("%s received: %s, exiting within %.0fs", signum.name, doing, grace)
+        start_watchdog(grace)
+        stopping.set()
+        if also is not None:
+            also()
+
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)

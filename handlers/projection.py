@@ -59,4 +59,7 @@ def is_delete(event: Event) -> bool:
 
 
 def register(registry: Registry) -> None:
+    """The projection applies sync_required events, and external change events of types
+    with no handler of their own."""
     registry.register(SYNC_REQUIRED, project)
+    registry.external_fallback = project

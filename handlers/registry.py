@@ -40,6 +40,9 @@ class Registry:
 
     def __init__(self) -> None:
         self._handlers: dict[str, Handler] = {}
+        # For events of an external change topic whose type has no handler of its own
+        # (the built-in projection, once handlers/projection.py registered itself).
+        self.external_fallback: Handler | None = None
 
     def register(self, event_type: str, handler: Handler) -> None:
         existing = self._handlers.get(event_type)

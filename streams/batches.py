@@ -28,7 +28,6 @@ from cronstream.handlers.checkpoints import (
     TopicPartition,
     is_outage,
 )
-from cronstream.handlers.projection import project
 from cronstream.handlers.registry import Handler, Registry
 from cronstream.logs import trace
 from cronstream.retry import RetryPolicy, pause
@@ -43,13 +42,14 @@ _TOPIC = itemgetter(0)  # Record.topic, as a C-level getter for counting a batch
 
 
 def router(settings: Settings, registry: Registry) -> Router:
-    """Registered handlers by type; the projection for unregistered external change events."""
+    """Registered handlers by type; the registry's fallback (the projection) for external
+    change events of types with no handler of their own."""
     external = set(settings.external_topics)
 
     def route(topic: str, event_type: str) -> Handler | None:
         handler = registry.get(event_type)
         if handler is None and topic in external:
-            return project
+            return registry.external_fallback
         return handler
 
     return route

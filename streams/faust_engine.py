@@ -26,12 +26,13 @@ import faust
 from faust.streams import Stream
 from faust.types import TP, EventT, StreamT
 
-from cronstream import http, kafka, metrics, shutdown
+from cronstream import kafka, metrics, shutdown
 from cronstream.handlers.checkpoints import Outcome, Record, consumed
 from cronstream.handlers.registry import Registry
 from cronstream.settings import Settings
 from cronstream.streams import consumer
 from cronstream.streams.batches import BatchLoop, log_batch
+from cronstream.streams.worker import Readiness, Serve, Surface
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +204,7 @@ class Worker(faust.Worker):
             shutdown.start_watchdog(self.shutdown_timeout)
         super()._schedule_shutdown(signal)
 
-    surface: http.Surface | None = None
+    surface: Surface | None = None
 
     def on_worker_shutdown(self) -> None:
         # Called with the loop stopped, before faust stops the app.
@@ -211,7 +212,7 @@ class Worker(faust.Worker):
             self.loop.run_until_complete(self.surface.stop())
 
 
-def readiness(app: faust.App) -> http.Readiness:
+def readiness(app: faust.App) -> Readiness:
     """The faust engine's readiness: partitions assigned, and no rebalance under way
     (faust's consumer seeks them to their checkpoints while it rebalances)."""
 
@@ -234,16 +235,15 @@ def run_faust_worker(
     settings: Settings,
     registry: Registry,
     loop: asyncio.AbstractEventLoop,
+    serve: Serve | None = None,
     companion: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
-    """Run the faust worker in `loop` until SIGINT or SIGTERM.
-
-    `companion` runs beside the agent in the same loop (`cronstream run` puts the
-    scheduler there) and is cancelled when the worker stops.
-    """
+    """Run the faust worker in `loop` until SIGINT or SIGTERM (streams/worker.py says what
+    `serve` and `companion` are)."""
     app = create_app(settings, registry)
-    surface = http.Surface(settings, readiness(app))
-    loop.run_until_complete(surface.start())  # a port in use ends the command before faust
+    surface = serve(readiness(app)) if serve is not None else None
+    if surface is not None:
+        loop.run_until_complete(surface.start())  # a port in use ends the command before faust
     if companion is not None:
         app.task(companion)
     worker = Worker(

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Protocol
 
-from cronstream import http, kafka, shutdown
+from cronstream import kafka, shutdown
 from cronstream.handlers.registry import Registry
 from cronstream.settings import Settings
 from cronstream.streams.batch_engine import BatchEngine
@@ -17,14 +16,34 @@ from cronstream.streams.batch_engine import BatchEngine
 log = logging.getLogger(__name__)
 
 Companion = Callable[[], Coroutine[Any, Any, None]]
+Readiness = Callable[[], str | None]
+"""None once the engine is ready (partitions assigned and positioned), else why not."""
 
 
-def run_worker(settings: Settings, registry: Registry, companion: Companion | None = None) -> None:
+class Surface(Protocol):
+    """What serves beside a worker, started before its engine and stopped after it (the
+    CLI passes cronstream/http.py's HTTP surface)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+Serve = Callable[[Readiness], Surface]
+
+
+def run_worker(
+    settings: Settings,
+    registry: Registry,
+    serve: Serve | None = None,
+    companion: Companion | None = None,
+) -> None:
     """Run a worker with `settings.engine` until SIGINT or SIGTERM.
 
+    `serve` makes what serves beside the engine from its readiness (the HTTP surface),
+    started before the engine: one that cannot start (a port in use) ends it at once.
     `companion` runs beside it in the same loop (`cronstream run` puts the scheduler
-    there) and is cancelled when the worker stops. The HTTP surface (cronstream/http.py)
-    serves beside either engine; a port in use raises http.PortInUse before it starts.
+    there) and is cancelled when the worker stops.
     """
     topics = settings.input_topics + [settings.dlq_topic(t) for t in settings.input_topics]
     loop = asyncio.new_event_loop()
@@ -34,20 +53,21 @@ def run_worker(settings: Settings, registry: Registry, companion: Companion | No
         if settings.engine == "faust":
             from cronstream.streams import faust_engine  # faust is slow to import; only when chosen
 
-            faust_engine.run_faust_worker(settings, registry, loop, companion)
+            faust_engine.run_faust_worker(settings, registry, loop, serve, companion)
             return
-        loop.run_until_complete(run_batch_engine(settings, registry, companion))
+        loop.run_until_complete(run_batch_engine(settings, registry, serve, companion))
     finally:
         if not loop.is_closed():
             loop.close()
 
 
 async def run_batch_engine(
-    settings: Settings, registry: Registry, companion: Companion | None
+    settings: Settings, registry: Registry, serve: Serve | None, companion: Companion | None
 ) -> None:
     engine = BatchEngine(settings, registry)
-    surface = http.Surface(settings, engine.readiness)
-    await surface.start()  # before the companion: a port in use ends the command at once
+    surface = serve(engine.readiness) if serve is not None else None
+    if surface is not None:
+        await surface.start()  # before the companion: a port in use ends the command at once
     beside = asyncio.create_task(companion()) if companion is not None else None
 
     def companion_ended(task: asyncio.Task[None]) -> None:
@@ -59,20 +79,9 @@ async def run_batch_engine(
     if beside is not None:
         beside.add_done_callback(companion_ended)
 
-    def on_signal(signum: signal.Signals) -> None:
-        if engine.stopping.is_set():
-            return
-        log.info(
-            "%s received: draining, exiting within %.0fs", signum.name, settings.shutdown_timeout
-        )
-        shutdown.start_watchdog(settings.shutdown_timeout)
-        engine.stopping.set()
-        if beside is not None:
-            beside.cancel()
-
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, on_signal, signum)
+    shutdown.stop_on_signals(
+        engine.stopping, settings.shutdown_timeout, "draining", beside.cancel if beside else None
+    )
     try:
         await engine.run()
     finally:
@@ -80,4 +89,5 @@ async def run_batch_engine(
             beside.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await beside
-        await surface.stop()
+        if surface is not None:
+            await surface.stop()
