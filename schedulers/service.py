@@ -1,6 +1,6 @@
 """The scheduler process: lead (or stand by), keep the job set fresh, run due ticks.
 
-Any number of these may run; one leads through leadership.py. The leader:
+Any number of these may run; one leads through leader.py. The leader:
 - loads jobs from the jobs file and cron_jobs, and reloads on NOTIFY cronstream_jobs
   (and every RELOAD_SECONDS, in case a notification was missed);
 - steps the engine whenever a tick is due, claiming each tick in cron_runs first;
