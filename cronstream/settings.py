@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Literal, Self
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from cronstream.errors import CronstreamError
@@ -210,19 +210,14 @@ class Settings(BaseSettings):
         4 * 1_048_576, ge=1024, le=256 * 1_048_576, description="largest POST /events body"
     )
 
-    @field_validator("handlers", mode="before")
+    @field_validator("handlers", "external_topics", mode="before")
     @classmethod
-    def _split_commas(cls, value: object) -> object:
-        if isinstance(value, str):
-            return _comma_list(value)
-        return value
-
-    @field_validator("external_topics", mode="before")
-    @classmethod
-    def _topic_formats(cls, value: object) -> object:
-        if isinstance(value, str):
+    def _comma_separated(cls, value: object, info: ValidationInfo) -> object:
+        if not isinstance(value, str):
+            return value
+        if info.field_name == "external_topics":
             return parse_topic_formats(value)
-        return value
+        return _comma_list(value)
 
     @field_validator("database_url")
     @classmethod

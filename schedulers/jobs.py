@@ -163,17 +163,24 @@ def load_file(path: Path) -> list[Job]:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise JobError(f"jobs file {path} is not valid TOML: {error}") from None
-    unknown = sorted(set(document) - {"jobs"})
-    if unknown:
-        # A misspelt [job.x] would otherwise leave a scheduler running no jobs.
-        raise JobError(
-            f"jobs file {path}: unknown top-level key '{shown(unknown[0])}' "
-            "(expected only [jobs.<name>] tables)"
-        )
+    # A misspelt [job.x] would otherwise leave a scheduler running no jobs.
+    _only(
+        document,
+        {"jobs"},
+        f"jobs file {path}: unknown top-level key",
+        "expected only [jobs.<name>] tables",
+    )
     jobs = document.get("jobs", {})
     if not isinstance(jobs, dict):
         raise JobError(f"jobs file {path}: expected [jobs.<name>] tables")
     return [to_job(name, fields, str(path)) for name, fields in jobs.items()]
+
+
+def _only(keys: Iterable[str], allowed: set[str], unknown_key: str, hint: str) -> None:
+    """Refuse the first key not `allowed`: "<unknown_key> 'x' (<hint>)"."""
+    unknown = sorted(set(keys) - allowed)
+    if unknown:
+        raise JobError(f"{unknown_key} '{shown(unknown[0])}' ({hint})")
 
 
 async def load_table(connection: asyncpg.Connection) -> tuple[list[Job], dict[str, str]]:
@@ -195,13 +202,9 @@ def row_job(row: Mapping[str, Any]) -> Job:
         config = json_object(row["config"])
     except EnvelopeError as error:  # jsonb is JSON, but maybe no object, or nested too deeply
         raise JobError(f"{where}: config: {error.reason}") from None
-    extra = sorted(set(config) - {"scan"})
-    if extra:
-        # The row's columns must win: a config {"enabled": true} must not revive it.
-        raise JobError(
-            f"{where}: config: unknown key '{shown(extra[0])}' (config holds only 'scan'; "
-            "schedule, timezone, enabled and the rest are columns of cron_jobs)"
-        )
+    # The row's columns must win: a config {"enabled": true} must not revive it.
+    hint = "config holds only 'scan'; schedule, timezone, enabled and the rest are columns"
+    _only(config, {"scan"}, f"{where}: config: unknown key", f"{hint} of cron_jobs")
     fields = {
         "schedule": row["schedule"],
         "timezone": row["timezone"],

@@ -450,6 +450,10 @@ class Progress:
     def rate(self) -> float:
         return self.records / self.seconds if self.seconds > 0 else 0.0
 
+    def counters(self) -> tuple[int, int, int, int]:
+        """Records read, applied, duplicates, dead-lettered: as the replays row has them."""
+        return self.records, self.applied, self.duplicates, self.dead_lettered
+
     def add(self, records: Sequence[Record], outcome: Outcome) -> None:
         self.records += len(records)
         self.applied += outcome.applied
@@ -650,10 +654,7 @@ class Replay:
             await self.audit.execute(
                 query("replay_progress"),
                 p.replay_id,
-                p.records,
-                p.applied,
-                p.duplicates,
-                p.dead_lettered,
+                *p.counters(),
             )
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
             # The audit row lags; the replay itself is safe and goes on.
@@ -681,10 +682,7 @@ class Replay:
                     query("replay_finish"),
                     p.replay_id,
                     p.status,
-                    p.records,
-                    p.applied,
-                    p.duplicates,
-                    p.dead_lettered,
+                    *p.counters(),
                     p.error,
                     json.dumps(stopped),
                 )
