@@ -18,6 +18,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from pydantic import SecretStr
 
 from cronstream.envelope import Event
 from cronstream.settings import Settings
@@ -103,7 +104,7 @@ async def test_installed_wheel_migrates_and_runs_the_users_handlers(
     await _admin(services.database_url, f"CREATE DATABASE {name}")
     try:
         database = with_database(services.database_url, name)
-        own = settings.model_copy(update={"database_url": database})
+        own = settings.model_copy(update={"database_url": SecretStr(database)})
         env = environment(own) | {"PYTHONPATH": str(project), "CRONSTREAM_LOG_LEVEL": "INFO"}
         cronstream = str(installed / "cronstream")
         # From the user's project folder, as a user would: nothing of the checkout in sight.
