@@ -159,17 +159,38 @@ async def send(producer: AIOKafkaProducer, messages: Sequence[Message]) -> Deliv
 
 
 async def ensure_topics(settings: Settings, topics: list[str]) -> list[str]:
-    """Create the topics that do not exist yet; return the names created."""
+    """Create the topics that do not exist yet, and wait until all have leaders (one just
+    created, by us or by another process, may not yet); return the names created."""
+    wanted = list(dict.fromkeys(topics))
     async with started(Admin(settings)) as admin:
         existing = set(await admin.client.list_topics())
-        missing = [topic for topic in dict.fromkeys(topics) if topic not in existing]
-        if not missing:
-            return []
-        new = [
-            NewTopic(topic, settings.topic_partitions, settings.topic_replication)
-            for topic in missing
-        ]
-        # Another process may create one between our list and our create.
-        with contextlib.suppress(TopicAlreadyExistsError):
-            await admin.client.create_topics(new)
+        missing = [topic for topic in wanted if topic not in existing]
+        if missing:
+            new = [
+                NewTopic(topic, settings.topic_partitions, settings.topic_replication)
+                for topic in missing
+            ]
+            # Another process may create one between our list and our create.
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.client.create_topics(new)
+        await _until_led(admin, wanted, settings.request_timeout)
         return missing
+
+
+async def _until_led(admin: Admin, topics: list[str], seconds: float) -> None:
+    """Wait until every partition of `topics` has a leader in the metadata, or
+    `seconds` pass. A consumer that subscribes sooner sees no partitions, and is
+    assigned none until its next metadata refresh, minutes later (after a broker
+    restart the controller takes a moment)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while loop.time() < deadline:
+        described = await admin.client.describe_topics(topics)
+        if len(described) == len(topics) and all(
+            topic["error_code"] == 0
+            and topic["partitions"]
+            and all(partition["leader"] >= 0 for partition in topic["partitions"])
+            for topic in described
+        ):
+            return
+        await asyncio.sleep(0.1)
