@@ -8,10 +8,14 @@ Everything else (cronstream.handlers, .streams, .schedulers and the core modules
 internal and may move between releases.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from __future__ import annotations
 
-from cronstream.envelope import Event
-from cronstream.handlers.registry import Handler, Registry
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cronstream.envelope import Event
+    from cronstream.handlers.registry import Handler, Registry
 
 try:
     __version__ = version("cronstream")
@@ -19,3 +23,17 @@ except PackageNotFoundError:  # imported from a checkout that was never installe
     __version__ = "0+unknown"
 
 __all__ = ["Event", "Handler", "Registry", "__version__"]
+
+
+def __getattr__(name: str) -> object:
+    # Imported on first use: `import cronstream.settings` must not load the handlers
+    # package (and asyncpg) just because this package's __init__ runs first.
+    if name == "Event":
+        from cronstream.envelope import Event
+
+        return Event
+    if name in ("Handler", "Registry"):
+        from cronstream.handlers import registry
+
+        return getattr(registry, name)
+    raise AttributeError(f"module 'cronstream' has no attribute '{name}'")

@@ -48,13 +48,13 @@ async def connect(
 async def connection(
     settings: Settings, server_settings: dict[str, str] | None = None
 ) -> AsyncIterator[asyncpg.Connection]:
-    """A connection for the block, closed after it whatever happens; `timeout` bounds
-    the goodbye so a server gone silent cannot hold up the exit."""
+    """A connection for the block, closed after it whatever happens; the goodbye gets a
+    second, so a server gone silent cannot hold up the exit (or a 3 s readiness check)."""
     opened = await connect(settings, server_settings)
     try:
         yield opened
     finally:
-        await opened.close(timeout=5)
+        await opened.close(timeout=1)
 
 
 async def pool(settings: Settings, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import ssl
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -15,6 +16,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
 
 from cronstream.settings import Settings, SettingsError, env_var
+
+log = logging.getLogger(__name__)
 
 # The producer's max_request_size (aiokafka's default), which publish checks each event
 # against before sending anything; the broker's default message.max.bytes is 1 MiB too.
@@ -80,7 +83,8 @@ C = TypeVar("C", bound=Client)
 @contextlib.asynccontextmanager
 async def started(client: C) -> AsyncIterator[C]:
     """`client` started for the block and stopped after it. A start that fails or is
-    cancelled stops it too, and an error of the block is not hidden by one of stop()."""
+    cancelled stops it too; an error of the block is not hidden by one of stop(), and a
+    Kafka error of stop() after the block succeeded is only logged."""
     try:
         await client.start()
         yield client
@@ -88,7 +92,10 @@ async def started(client: C) -> AsyncIterator[C]:
         with contextlib.suppress(Exception):
             await client.stop()
         raise
-    await client.stop()
+    try:
+        await client.stop()
+    except KafkaError as error:  # the block's work is done (sends were acknowledged)
+        log.warning("closing a Kafka client failed: %r", error)
 
 
 class Admin:

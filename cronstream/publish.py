@@ -143,7 +143,11 @@ async def send(
     records: Iterable[Record],
     on_progress: Callable[[int], None] = lambda _: None,
 ) -> PublishResult:
-    """Send records in order, WINDOW at a time, each acknowledged by Kafka (acks=all)."""
+    """Send records in order, WINDOW at a time, each acknowledged by Kafka (acks=all).
+
+    A record too large is reported and the rest go on; once Kafka fails to take one
+    (unreachable), nothing after it is sent: later records of a key must not overtake it.
+    """
     result = PublishResult()
     pending = iter(records)
     while window := list(islice(pending, WINDOW)):
@@ -157,4 +161,9 @@ async def send(
             for index, error in delivery.errors()
         ]
         on_progress(len(window))
+        if delivery.failed:
+            rest = sum(1 for _ in pending)
+            if rest:
+                result.failed.append(f"{rest} later line(s) not sent: Kafka stopped taking them")
+            break
     return result

@@ -8,6 +8,7 @@ the real services.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -86,8 +87,15 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     names = zipfile.ZipFile(wheel).namelist()
     tops = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
     assert tops == {"cronstream"}, f"the wheel installs other top-level names: {sorted(tops)}"
-    assert any(name.startswith("cronstream/migrations/0001_") for name in names), names
-    assert any(name.startswith("cronstream/handlers/sql/") for name in names), names
+    # Every migration and every package's SQL, as the checkout has them (links followed).
+    checkout = {
+        str((Path(folder) / name).relative_to(source))
+        for folder, _, files in os.walk(source / "cronstream", followlinks=True)
+        for name in files
+        if name.endswith(".sql")
+    }
+    assert len(checkout) >= 13, checkout
+    assert {name for name in names if name.endswith(".sql")} == checkout
     venv = where / "venv"
     run([sys.executable, "-m", "venv", str(venv)], where)
     run([str(venv / "bin" / "pip"), "install", "-q", str(wheel)], where, timeout=600)
@@ -110,6 +118,9 @@ async def test_installed_wheel_migrates_and_runs_the_users_handlers(
         # From the user's project folder, as a user would: nothing of the checkout in sight.
         migrated = run([cronstream, "migrate"], project, env, timeout=120)
         assert "0006_projection_deletes" in migrated.stdout + migrated.stderr, migrated
+        # status reads the SQL of the core and of the schedulers package.
+        status = run([cronstream, "status", "--json"], project, env, timeout=120)
+        assert '"partitions"' in status.stdout, status.stdout[:2000]
         connection = await asyncpg.connect(database)
         try:
             await connection.execute("CREATE TABLE paid_orders (id text PRIMARY KEY, amount int)")

@@ -83,3 +83,16 @@ async def test_publish_reports_failed_lines_by_number() -> None:
     [failure] = result.failed
     assert failure.startswith("line 5: NotLeaderForPartitionError:")
     assert progress == [2]
+
+
+async def test_publish_stops_at_the_window_where_kafka_went_away(monkeypatch: Any) -> None:
+    """Later lines, maybe of the same key, must not overtake lines Kafka did not take."""
+    monkeypatch.setattr(publish, "WINDOW", 2)
+    producer = FakeProducer(refuse={b"v2": KafkaTimeoutError()})
+    values = [f"v{n}".encode() for n in range(1, 7)]
+    records = [publish.Record(n, b"order-1", value, []) for n, value in enumerate(values, 1)]
+    result = await publish.send(producer, "t", records)
+    assert producer.sent == [b"v1"]
+    assert result.sent == 1
+    assert result.failed[0].startswith("line 2: KafkaTimeoutError")
+    assert result.failed[-1] == "4 later line(s) not sent: Kafka stopped taking them"
