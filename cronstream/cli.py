@@ -367,6 +367,14 @@ EngineOption = Annotated[
 ]
 
 
+HandlersOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--handlers",
+        help="Module with a register(registry) function adding handlers; repeatable. "
+        f"Also read, comma-separated, from {env_var('handlers')}.",
+    ),
+]
 ExternalTopicsOption = Annotated[
     str | None,
     env_option(
@@ -382,14 +390,7 @@ ExternalTopicsOption = Annotated[
 @app.command("worker")
 def worker_command(
     ctx: typer.Context,
-    handler_modules: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--handlers",
-            help="Module with a register(registry) function adding handlers; repeatable. "
-            f"Also read, comma-separated, from {env_var('handlers')}.",
-        ),
-    ] = None,
+    handler_modules: HandlersOption = None,
     external_topics: ExternalTopicsOption = None,
     batch_size: Annotated[
         int | None,
@@ -552,14 +553,7 @@ def replay_command(
         str | None,
         typer.Option(help="Replay the records stamped before this ISO 8601 time (UTC offset)."),
     ] = None,
-    handler_modules: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--handlers",
-            help="Handler module, as for the worker; repeatable. "
-            f"Also read, comma-separated, from {env_var('handlers')}.",
-        ),
-    ] = None,
+    handler_modules: HandlersOption = None,
     external_topics: ExternalTopicsOption = None,
     consumer: Annotated[
         str | None,
@@ -619,20 +613,7 @@ def replay_command(
     settings = settings_of(ctx)
     if topic is None:
         fail("--topic is required", 2)
-    request = replay.check(
-        topic=topic,
-        live_group=settings.consumer_group,
-        partitions=partitions,
-        from_offset=from_offset,
-        from_time=from_time,
-        from_beginning=from_beginning,
-        to_offset=to_offset,
-        to_time=to_time,
-        consumer=consumer,
-        schema=schema,
-        like=like or (),
-        rate_limit=rate_limit,
-    )
+    request = replay.check(replay.Asked.of(ctx.params), live_group=settings.consumer_group)
     if topic not in settings.input_topics:  # a dead-letter topic, say
         typer.echo(
             f"note: {topic} is not named in {env_var('external_topics')} (--external-topics): "
@@ -656,14 +637,14 @@ def replay_command(
             return await replaying.run()
 
     done = asyncio.run(main())
-    typer.echo(done.summary(request.topic))
+    typer.echo(done.summary(topic))
     if done.status == "failed":
         fail(f"replay {done.replay_id} failed: {shown(done.error or '')}")
     if done.status == "interrupted":
-        again = ["cronstream replay", "--topic", request.topic]
+        again = ["cronstream replay", "--topic", topic]
         again += [f"--handlers {module}" for module in handler_modules or []]
-        if request.consumer is not None:
-            again += ["--consumer", request.consumer, "--schema", str(request.schema)]
+        if request.asked.consumer is not None:
+            again += ["--consumer", request.asked.consumer, "--schema", str(request.schema)]
             again += [f"--like {table}" for table in request.like]
         for partition, first, last in done.unfinished(plan):
             resume = [f"--partitions {partition} --from-offset {first} --to-offset {last}"]

@@ -37,8 +37,8 @@ import math
 import re
 import socket
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -124,58 +124,65 @@ def to_millis(moment: datetime) -> int:
 
 
 @dataclass(frozen=True)
-class Request:
-    """What the operator asked for, validated (`check` builds it)."""
+class Asked:
+    """The options of `cronstream replay` as given, before `check`."""
 
     topic: str
-    partitions: tuple[int, ...] | None = None
+    partitions: str | None = None
     from_offset: int | None = None
-    from_time: datetime | None = None
+    from_time: str | None = None
     from_beginning: bool = False
     to_offset: int | None = None
-    to_time: datetime | None = None
+    to_time: str | None = None
     consumer: str | None = None  # rebuild mode when set
     schema: str | None = None
-    like: tuple[str, ...] = ()
+    like: Sequence[str] | None = None
     rate_limit: float | None = None
+
+    @classmethod
+    def of(cls, options: Mapping[str, Any]) -> Asked:
+        """The replay options among a command's parameters, picked by name."""
+        return cls(**{option.name: options[option.name] for option in fields(cls)})
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the operator asked for, validated (`check` builds it): the options as given,
+    with times, partitions and the rebuild target resolved."""
+
+    asked: Asked
+    partitions: tuple[int, ...] | None
+    from_time: datetime | None
+    to_time: datetime | None
+    schema: str | None  # rebuild mode only
+    like: tuple[str, ...]
 
     @property
     def mode(self) -> Mode:
-        return "re-apply" if self.consumer is None else "rebuild"
+        return "re-apply" if self.asked.consumer is None else "rebuild"
 
-    def asked(self) -> dict[str, Any]:
+    def recorded(self) -> dict[str, Any]:
         """The request as the audit row keeps it."""
         return {
             "partitions": list(self.partitions) if self.partitions is not None else None,
-            "from_offset": self.from_offset,
+            "from_offset": self.asked.from_offset,
             "from_time": self.from_time.isoformat() if self.from_time else None,
-            "from_beginning": self.from_beginning,
-            "to_offset": self.to_offset,
+            "from_beginning": self.asked.from_beginning,
+            "to_offset": self.asked.to_offset,
             "to_time": self.to_time.isoformat() if self.to_time else None,
             "like": list(self.like),
-            "rate_limit": self.rate_limit,
+            "rate_limit": self.asked.rate_limit,
         }
 
 
-def check(
-    *,
-    topic: str,
-    live_group: str,
-    partitions: str | None = None,
-    from_offset: int | None = None,
-    from_time: str | None = None,
-    from_beginning: bool = False,
-    to_offset: int | None = None,
-    to_time: str | None = None,
-    consumer: str | None = None,
-    schema: str | None = None,
-    like: Sequence[str] = (),
-    rate_limit: float | None = None,
-) -> Request:
+def check(asked: Asked, live_group: str) -> Request:
     """The options of `cronstream replay` as a Request; a bad one raises ReplayError."""
+    topic, from_offset, to_offset = asked.topic, asked.from_offset, asked.to_offset
+    from_time, to_time, rate_limit = asked.from_time, asked.to_time, asked.rate_limit
+    consumer, schema, like = asked.consumer, asked.schema, tuple(asked.like or ())
     if not topic.strip():
         raise ReplayError("--topic must name a topic")
-    starts = [from_offset is not None, from_time is not None, from_beginning]
+    starts = [from_offset is not None, from_time is not None, asked.from_beginning]
     if sum(starts) != 1:
         raise ReplayError("give exactly one of --from-offset, --from-time, --from-beginning")
     if to_offset is not None and to_time is not None:
@@ -207,19 +214,8 @@ def check(
         like = tuple(identifier("--like", name, qualified=True) for name in like) or (
             "entity_projection",
         )
-    return Request(
-        topic=topic,
-        partitions=parse_partitions(partitions) if partitions is not None else None,
-        from_offset=from_offset,
-        from_time=start,
-        from_beginning=from_beginning,
-        to_offset=to_offset,
-        to_time=end,
-        consumer=consumer,
-        schema=schema,
-        like=tuple(like),
-        rate_limit=rate_limit,
-    )
+    partitions = parse_partitions(asked.partitions) if asked.partitions is not None else None
+    return Request(asked, partitions, start, end, schema, like)
 
 
 def offset_range(log_start: int, log_end: int, first: int | None, last: int | None) -> range:
@@ -287,14 +283,14 @@ class Plan:
     def lines(self) -> list[str]:
         where = f" into schema {self.request.schema}" if self.request.schema else ""
         return [
-            f"{self.mode} of {self.request.topic} for consumer {self.consumer}{where}: "
+            f"{self.mode} of {self.request.asked.topic} for consumer {self.consumer}{where}: "
             f"{self.total} records",
             *(p.describe(self.mode, self.consumer) for p in self.partitions),
         ]
 
     def range_json(self) -> dict[str, Any]:
         return {
-            "asked": self.request.asked(),
+            "asked": self.request.recorded(),
             "resolved": {
                 str(p.partition): {
                     "from": p.offsets.start,
@@ -309,36 +305,37 @@ class Plan:
 
 async def plan(settings: Settings, request: Request) -> Plan:
     """Resolve the request against Kafka and the consumer's checkpoints; writes nothing."""
-    consumer_name = request.consumer or settings.consumer_group
+    topic = request.asked.topic
+    consumer_name = request.asked.consumer or settings.consumer_group
     consumer = AIOKafkaConsumer(enable_auto_commit=False, **kafka.connection_options(settings))
     async with kafka.started(consumer) as reader:
         # The cluster's metadata as fetched now; the consumer's own may not know the topic.
         cluster = await reader._client.fetch_all_metadata()
-        existing = sorted(cluster.partitions_for_topic(request.topic) or ())
-        if request.topic not in cluster.topics() or not existing:
-            raise ReplayError(f"--topic '{shown(request.topic)}': no such topic")
+        existing = sorted(cluster.partitions_for_topic(topic) or ())
+        if topic not in cluster.topics() or not existing:
+            raise ReplayError(f"--topic '{shown(topic)}': no such topic")
         chosen = list(request.partitions) if request.partitions is not None else existing
         missing = [p for p in chosen if p not in existing]
         if missing:
             raise ReplayError(
-                f"--partitions: {request.topic} has no partition {missing[0]} "
+                f"--partitions: {topic} has no partition {missing[0]} "
                 f"(it has {len(existing)}: 0..{len(existing) - 1})"
             )
-        tps = [TopicPartition(request.topic, p) for p in chosen]
+        tps = [TopicPartition(topic, p) for p in chosen]
         starts = await reader.beginning_offsets(tps)
         ends = await reader.end_offsets(tps)
         firsts: dict[TopicPartition, int | None] = dict.fromkeys(tps, 0)  # --from-beginning
-        if request.from_offset is not None:
-            firsts = dict.fromkeys(tps, request.from_offset)
+        if request.asked.from_offset is not None:
+            firsts = dict.fromkeys(tps, request.asked.from_offset)
         elif request.from_time is not None:
             found = await reader.offsets_for_times(dict.fromkeys(tps, to_millis(request.from_time)))
             firsts = {tp: found[tp].offset if found.get(tp) else None for tp in tps}
-        lasts: dict[TopicPartition, int | None] = dict.fromkeys(tps, request.to_offset)
+        lasts: dict[TopicPartition, int | None] = dict.fromkeys(tps, request.asked.to_offset)
         if request.to_time is not None:
             found = await reader.offsets_for_times(dict.fromkeys(tps, to_millis(request.to_time)))
             lasts = {tp: found[tp].offset - 1 if found.get(tp) else None for tp in tps}
     async with db.connection(settings) as connection:
-        rows = await connection.fetch(query("replay_checkpoints"), consumer_name, request.topic)
+        rows = await connection.fetch(query("replay_checkpoints"), consumer_name, topic)
         if request.schema is not None:
             await _check_schema(connection, request.schema, request.like)
     done = {row["partition"]: row["offset"] for row in rows}
@@ -511,7 +508,7 @@ class Replay:
         if request.schema is not None:
             route = in_schema(route, request.schema)
         # Re-apply: what each live checkpoint covered at the start is applied again.
-        reapply = {(request.topic, p.partition): p.checkpoint for p in plan.partitions}
+        reapply = {(request.asked.topic, p.partition): p.checkpoint for p in plan.partitions}
         if request.mode == "rebuild":
             reapply = {}
         self.batches = BatchLoop(
@@ -533,14 +530,14 @@ class Replay:
         try:
             if request.schema is not None:
                 await prepare_schema(self.audit, request.schema, request.like)
-            await kafka.ensure_topics(self.settings, [self.settings.dlq_topic(request.topic)])
+            await kafka.ensure_topics(self.settings, [self.settings.dlq_topic(request.asked.topic)])
             self.progress.replay_id = await self.audit.fetchval(
                 query("replay_start"),
                 started_by(),
                 request.mode,
                 self.plan.consumer,
                 request.schema,
-                request.topic,
+                request.asked.topic,
                 [p.partition for p in self.plan.partitions],
                 json.dumps(self.plan.range_json()),
                 self.handlers,
@@ -568,9 +565,9 @@ class Replay:
 
     async def _read_and_apply(self) -> None:
         size = self.settings.batch_size
-        if self.plan.request.rate_limit is not None:  # batches of about a second
-            size = max(1, min(size, math.ceil(self.plan.request.rate_limit)))
-        topic = self.plan.request.topic
+        if self.plan.request.asked.rate_limit is not None:  # batches of about a second
+            size = max(1, min(size, math.ceil(self.plan.request.asked.rate_limit)))
+        topic = self.plan.request.asked.topic
         remaining = {
             TopicPartition(topic, p.partition): p.offsets for p in self.plan.partitions if p.offsets
         }
@@ -640,7 +637,7 @@ class Replay:
         return True
 
     async def _keep_rate(self) -> None:
-        rate = self.plan.request.rate_limit
+        rate = self.plan.request.asked.rate_limit
         if rate is None:
             return
         ahead = self.progress.records / rate - self.progress.seconds

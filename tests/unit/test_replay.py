@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from cronstream.cli import app
 from cronstream.streams.replay import (
+    Asked,
     PartitionPlan,
     ReplayError,
     check,
@@ -23,8 +24,8 @@ runner = CliRunner()
 LIVE = "cronstream"
 
 
-def asked(**options: Any) -> dict[str, Any]:
-    return {"topic": "t", "live_group": LIVE} | options
+def asked(**options: Any) -> Asked:
+    return Asked(**{"topic": "t"} | options)
 
 
 @pytest.mark.parametrize(
@@ -67,18 +68,18 @@ def asked(**options: Any) -> dict[str, Any]:
 )
 def test_invalid_options_are_refused_in_one_line(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ReplayError, match=message) as raised:
-        check(**asked(**options))
+        check(asked(**options), LIVE)
     assert "\n" not in str(raised.value)
 
 
 def test_rebuild_defaults_its_schema_and_tables() -> None:
-    request = check(**asked(from_beginning=True, consumer="rebuild.2026-11"))
+    request = check(asked(from_beginning=True, consumer="rebuild.2026-11"), LIVE)
     assert (request.mode, request.schema, request.like) == (
         "rebuild",
         "rebuild_2026_11",
         ("entity_projection",),
     )
-    assert check(**asked(from_offset=0)).mode == "re-apply"
+    assert check(asked(from_offset=0), LIVE).mode == "re-apply"
 
 
 @pytest.mark.parametrize(
