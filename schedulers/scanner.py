@@ -34,7 +34,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -121,29 +121,21 @@ class Page:
     position: Any  # where the next page starts
 
 
+@dataclass
 class Scanner:
     """One scan of one job: pages of rows, emitted then marked."""
 
-    def __init__(
-        self,
-        job: str,
-        config: ScanConfig,
-        connection: asyncpg.Connection,
-        producer: AIOKafkaProducer,
-        topic: str,
-        trace_id: str,
-    ) -> None:
-        self.job = job
-        self.config = config
-        self.connection = connection
-        self.producer = producer
-        self.topic = topic
-        self.trace_id = trace_id
-        self.sql: dict[str, str] = {}
-        self.key_nullable = False
-        self.emitted = 0
-        self.rejected = 0
-        self.known_rejects = False  # the job has rejected rows on record
+    job: str
+    config: ScanConfig
+    connection: asyncpg.Connection
+    producer: AIOKafkaProducer
+    topic: str
+    trace_id: str
+    sql: dict[str, str] = field(default_factory=dict, init=False)
+    key_nullable: bool = field(default=False, init=False)
+    emitted: int = field(default=0, init=False)
+    rejected: int = field(default=0, init=False)
+    known_rejects: bool = field(default=False, init=False)  # the job has rejected rows on record
 
     async def _prepare(self) -> None:
         config = self.config
