@@ -25,15 +25,8 @@ from typing import Any
 
 from pydantic_core import to_json
 
-from cronstream.envelope import (
-    BIGINT_MAX,
-    EnvelopeError,
-    Event,
-    Headers,
-    from_fields,
-    header_trace_id,
-    json_object,
-)
+from cronstream import envelope
+from cronstream.envelope import EnvelopeError, Event, Headers
 from cronstream.names import ENTITY_NAME
 from cronstream.untrusted import shown
 
@@ -95,7 +88,7 @@ def _key(key: bytes | None) -> str:
     if key is None:
         raise EnvelopeError("<key>", "is empty (Debezium sends none for a table without a key)")
     try:
-        columns = _unwrapped(json_object(key))
+        columns = _unwrapped(envelope.json_object(key))
     except EnvelopeError as error:
         raise EnvelopeError("<key>", error.reason) from None
     if not columns or any(value is None for value in columns.values()):
@@ -112,7 +105,7 @@ class Adapter:
     def __call__(self, value: bytes | None, key: bytes | None, headers: Headers) -> Event | None:
         if value is None:
             return None  # a tombstone
-        change = _unwrapped(json_object(value))
+        change = _unwrapped(envelope.json_object(value))
         op = change.get("op")
         if not isinstance(op, str | None):
             raise EnvelopeError("op", f"must be a string, found JSON {type(op).__name__}")
@@ -140,7 +133,7 @@ class Adapter:
         version: int | None = None
         if source.get("lsn") is not None:
             version = _field(source, "lsn", int, "source.lsn")
-            if not 0 <= version <= BIGINT_MAX:
+            if not 0 <= version <= envelope.BIGINT_MAX:
                 raise EnvelopeError("source.lsn", f"{version} is out of range")
             position = str(version)
         else:
@@ -151,7 +144,7 @@ class Adapter:
         connector = str(source.get("connector", ""))
         where = [connector, str(source.get("db", "")), str(source.get("schema", "")), table]
         change_id = "\x1f".join([*where, position, op, row_key])
-        return from_fields(
+        return envelope.from_fields(
             {
                 "id": str(uuid.uuid5(DEBEZIUM_NAMESPACE, change_id)),
                 "type": f"{entity}_{OP_TYPES[op]}",
@@ -161,6 +154,6 @@ class Adapter:
                 "version": version,
                 "occurred_at": occurred_at,
                 "payload": row or {},
-                "trace_id": header_trace_id(headers),
+                "trace_id": envelope.header_trace_id(headers),
             }
         )
