@@ -4,13 +4,22 @@ deadline makes sure the process exits in time even so."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import threading
 from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger(__name__)
+
+
+async def cancel_and_wait(task: asyncio.Future[Any]) -> None:
+    """Cancel a helper task and wait until it has ended; its cancellation is expected."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def start_watchdog(seconds: float) -> None:

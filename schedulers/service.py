@@ -14,7 +14,6 @@ Any number of these may run; one leads through leader.py. The leader:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -25,7 +24,7 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
-from cronstream import db, kafka, metrics
+from cronstream import db, kafka, metrics, shutdown
 from cronstream.envelope import new_trace_id
 from cronstream.logs import trace, trace_id_var
 from cronstream.retry import RetryPolicy, pause
@@ -162,9 +161,7 @@ class Scheduler:
             raise
         finally:
             if pruner is not None:
-                pruner.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await pruner
+                await shutdown.cancel_and_wait(pruner)
             await engine.drain(self.settings.shutdown_timeout / 2)
             self._drop_listener()
 

@@ -27,7 +27,6 @@ before it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Iterable
@@ -35,7 +34,7 @@ from collections.abc import Iterable
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError
 
-from cronstream import db, kafka, metrics
+from cronstream import db, kafka, metrics, shutdown
 from cronstream.handlers.checkpoints import Outcome, Record, consumed
 from cronstream.handlers.registry import Registry
 from cronstream.kafka_health import HEALTH, Degraded, Recovered
@@ -99,9 +98,7 @@ class BatchEngine:
                 await self._poll_and_apply(consumer)
             await self._commit(consumer)
         finally:
-            watching.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watching
+            await shutdown.cancel_and_wait(watching)
             await consumer.stop()  # leaves the group: the others rebalance at once
             await self.batches.stop()
 

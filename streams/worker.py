@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
@@ -86,8 +85,6 @@ async def run_batch_engine(
         await engine.run()
     finally:
         if beside is not None:
-            beside.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beside
+            await shutdown.cancel_and_wait(beside)
         if surface is not None:
             await surface.stop()
