@@ -19,6 +19,7 @@ from tests.integration.workers import (
     WorkerProcess,
     assert_dead_lettered,
     external_worker,
+    send_records,
     wait_until_at_end,
 )
 
@@ -93,13 +94,7 @@ async def test_a_cloudevents_topic_projects_both_modes_and_dead_letters_malforme
         10: "invalid CloudEvent: field 'specversion': is missing: not a CloudEvent",
     }
     await kafka.ensure_topics(settings, [topic])
-    producer = kafka.producer(settings)
-    await producer.start()
-    try:
-        for value, headers in records:
-            await (await producer.send(topic, key=b"k", value=value, headers=headers))
-    finally:
-        await producer.stop()
+    await send_records(settings, [kafka.Message(topic, v, b"k", h) for v, h in records])
 
     worker.start()
     await wait_until_at_end(settings, worker, topic, 30)

@@ -25,6 +25,7 @@ from tests.integration.workers import (
     WorkerProcess,
     assert_dead_lettered,
     external_worker,
+    send_records,
     wait_until_at_end,
 )
 
@@ -154,13 +155,7 @@ async def test_a_debezium_topic_projects_changes_acknowledges_tombstones_and_dea
     }
     # One partition, so that offsets are the list's positions.
     await kafka.ensure_topics(settings.model_copy(update={"topic_partitions": 1}), [topic])
-    producer = kafka.producer(settings)
-    await producer.start()
-    try:
-        for key, value in records:
-            await (await producer.send(topic, key=key, value=value))
-    finally:
-        await producer.stop()
+    await send_records(settings, [kafka.Message(topic, value, key) for key, value in records])
 
     worker.start()
     await wait_until_at_end(settings, worker, topic, 60)

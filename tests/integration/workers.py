@@ -184,9 +184,21 @@ async def publish(
 
 async def send_events(producer: AIOKafkaProducer, topic: str, events: list[Event]) -> None:
     """Send events and wait for every ack; the first failure fails the test."""
-    messages = [kafka.Message(topic, e.encode(), e.kafka_key, e.kafka_headers) for e in events]
+    await send_messages(
+        producer, [kafka.Message(topic, e.encode(), e.kafka_key, e.kafka_headers) for e in events]
+    )
+
+
+async def send_messages(producer: AIOKafkaProducer, messages: list[kafka.Message]) -> None:
+    """Send records, in order, and wait for every ack; the first failure fails the test."""
     for _, error in (await kafka.send(producer, messages)).errors()[:1]:
         raise error
+
+
+async def send_records(settings: Settings, messages: list[kafka.Message]) -> None:
+    """`send_messages` with a producer of its own."""
+    async with kafka.started(kafka.producer(settings)) as producer:
+        await send_messages(producer, messages)
 
 
 async def publish_until(
