@@ -17,10 +17,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from cronstream import migrate
+from cronstream import kafka, migrate
 from cronstream.settings import Settings
 from tests.integration.handlers_under_test import COUNTS_TABLE
 from tests.integration.services import HOW_TO_START, Services, find
@@ -50,34 +49,30 @@ def services() -> Iterator[Services]:
         if found is None:
             pytest.fail(HOW_TO_START, pytrace=False)
         asyncio.run(_build_template(found.database_url))
-        before = asyncio.run(_topics(found.kafka_bootstrap))
+        admin_settings = Settings(
+            kafka_bootstrap=found.kafka_bootstrap, database_url=found.database_url
+        )
+        before = asyncio.run(_topics(admin_settings))
         yield found
         asyncio.run(_drop_database(found.database_url, TEMPLATE))
-        asyncio.run(_delete_new_topics(found.kafka_bootstrap, before))
+        asyncio.run(_delete_new_topics(admin_settings, before))
 
 
-async def _topics(bootstrap: str) -> set[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        return set(await admin.list_topics())
-    finally:
-        await admin.close()
+async def _topics(settings: Settings) -> set[str]:
+    async with kafka.started(kafka.Admin(settings)) as admin:
+        return set(await admin.client.list_topics())
 
 
-async def _delete_new_topics(bootstrap: str, before: set[str]) -> None:
+async def _delete_new_topics(settings: Settings, before: set[str]) -> None:
     """Delete the topics this session's tests made: a session makes hundreds, and a
     broker that keeps thousands of partitions runs out of its 512 MB heap."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     try:
-        await admin.start()
-        made = sorted((set(await admin.list_topics()) - before) - {"__consumer_offsets"})
-        for begin in range(0, len(made), 200):
-            await admin.delete_topics(made[begin : begin + 200])
+        async with kafka.started(kafka.Admin(settings)) as admin:
+            made = sorted((set(await admin.client.list_topics()) - before) - {"__consumer_offsets"})
+            for begin in range(0, len(made), 200):
+                await admin.client.delete_topics(made[begin : begin + 200])
     except KafkaError as error:  # a broker a test left down: nothing to clean
         print(f"\nthe topics of this session were not deleted: {error!r}")
-    finally:
-        await admin.close()
 
 
 @pytest.fixture

@@ -8,9 +8,8 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
-from cronstream.kafka import connection_options
+from cronstream import kafka
 from cronstream.settings import Settings
 
 
@@ -18,29 +17,17 @@ async def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
     """Each partition's log end offset; {} when the topic does not exist."""
     if not await topic_exists(settings, topic):
         return {}
-    admin = AIOKafkaAdminClient(**connection_options(settings))
-    try:
-        await admin.start()  # inside: a cancelled start must still stop it
-        (described,) = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    partitions = [p["partition"] for p in described["partitions"]]
-    consumer = AIOKafkaConsumer(**connection_options(settings))
-    try:
-        await consumer.start()  # inside: a cancelled start must still stop it
-        offsets = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
-        return {tp.partition: offset for tp, offset in offsets.items()}
-    finally:
-        await consumer.stop()
+    async with kafka.started(kafka.Admin(settings)) as admin:
+        (described,) = await admin.client.describe_topics([topic])
+    partitions = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
+    async with kafka.started(AIOKafkaConsumer(**kafka.connection_options(settings))) as consumer:
+        offsets = await consumer.end_offsets(partitions)
+    return {tp.partition: offset for tp, offset in offsets.items()}
 
 
 async def topic_exists(settings: Settings, topic: str) -> bool:
-    admin = AIOKafkaAdminClient(**connection_options(settings))
-    try:
-        await admin.start()  # inside: a cancelled start must still stop it
-        return topic in await admin.list_topics()
-    finally:
-        await admin.close()
+    async with kafka.started(kafka.Admin(settings)) as admin:
+        return topic in await admin.client.list_topics()
 
 
 async def read_all(
@@ -51,11 +38,10 @@ async def read_all(
         topic,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
-        **connection_options(settings),
+        **kafka.connection_options(settings),
     )
     records: list[ConsumerRecord[bytes, bytes]] = []
-    try:
-        await consumer.start()  # inside: a cancelled start must still stop it
+    async with kafka.started(consumer):
         deadline = time.monotonic() + deadline_s
         while len(records) < expected and time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=500)
@@ -65,9 +51,7 @@ async def read_all(
         extra = await consumer.getmany(timeout_ms=300)
         for partition_records in extra.values():
             records.extend(partition_records)
-        return records
-    finally:
-        await consumer.stop()
+    return records
 
 
 async def wait_for(
