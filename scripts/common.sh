@@ -55,6 +55,19 @@ stop_pid() {
   say "$name: stopped"
 }
 
+# await_ready NAME PIDFILE LOG WHERE PROBE...: run the readiness PROBE of the process just
+# started; if it fails, show the log's tail, stop the process and fail in one line.
+await_ready() {
+  local name=$1 pidfile=$2 log=$3 where=$4
+  shift 4
+  if ! "$@"; then
+    tail -n 20 "$log" >&2
+    stop_pid "$pidfile" "$name" 30
+    die "$name did not become ready on $where (full log: $log)"
+  fi
+  say "$name: ready on $where"
+}
+
 # python_bin: the project's virtualenv interpreter (make venv creates it).
 python_bin() {
   local py="${PYTHON:-$ROOT/.venv/bin/python}"

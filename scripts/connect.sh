@@ -59,12 +59,7 @@ up() {
     -cp "$LIBS/*" org.apache.kafka.connect.cli.ConnectStandalone "$CONFIG" >>"$LOG" 2>&1 </dev/null &
   echo $! >"$PIDFILE"
   # Ready means the REST API lists the Debezium connector, not merely an open port.
-  if ! "$python" "$ROOT/scripts/connect/ready.py" "$URL" "$PIDFILE" 120; then
-    tail -n 20 "$LOG" >&2
-    stop_pid "$PIDFILE" connect 30
-    die "kafka connect did not become ready on $URL (full log: $LOG)"
-  fi
-  say "connect: ready on $URL"
+  await_ready connect "$PIDFILE" "$LOG" "$URL" "$python" "$ROOT/scripts/connect/ready.py" "$URL" "$PIDFILE" 120
 }
 
 case "${1:-}" in

@@ -65,17 +65,16 @@ up() {
       --ignore-formatted >>"$LOG" 2>&1 \
     || die "kafka storage format failed (see $LOG)"
   say "kafka: starting Apache Kafka $KAFKA_VERSION on 127.0.0.1:$PORT (log: $LOG)"
+  local python
+  python=$(python_bin)  # before the JVM starts: without it, readiness cannot be told
   nohup java -Xms"${CRONSTREAM_KAFKA_HEAP:-512m}" -Xmx"${CRONSTREAM_KAFKA_HEAP:-512m}" \
     -XX:+UseG1GC -Djava.awt.headless=true \
     -Dlog4j2.configurationFile="$ROOT/scripts/kafka/log4j2.properties" \
     -cp "$LIBS/*" kafka.Kafka "$CONFIG" >>"$LOG" 2>&1 </dev/null &
   echo $! >"$PIDFILE"
   # Ready means a client's metadata request succeeds, not merely an open port.
-  if ! "$(python_bin)" "$ROOT/scripts/kafka_ready.py" "127.0.0.1:$PORT" "$PIDFILE" 90; then
-    tail -n 20 "$LOG" >&2
-    die "kafka did not become ready on 127.0.0.1:$PORT (full log: $LOG)"
-  fi
-  say "kafka: ready on 127.0.0.1:$PORT"
+  await_ready kafka "$PIDFILE" "$LOG" "127.0.0.1:$PORT" \
+    "$python" "$ROOT/scripts/kafka_ready.py" "127.0.0.1:$PORT" "$PIDFILE" 90
 }
 
 case "${1:-}" in
