@@ -1,13 +1,15 @@
 """cronstream as a user installs it: the wheel, not the checkout, in a clean virtualenv,
 next to a project of the user's own that has a package named `handlers`.
 
-The wheel must install no top-level module of a generic name, ship its migrations and
-SQL, and run a worker on the user's handlers (written against the public API) against
-the real services.
+The wheel must install no top-level module of a generic name and ship its migrations and
+SQL; its commands (migrate, status, jobs, publish, run, replay) must work from the user's
+folder against the real services: the user's cron job scanning the user's table, and the
+user's handlers, written against the public API.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -21,12 +23,11 @@ import asyncpg
 import pytest
 from pydantic import SecretStr
 
-from cronstream.envelope import Event
 from cronstream.settings import Settings
 from tests.integration.conftest import _admin, _drop_database, environment, with_database
 from tests.integration.kafka_helpers import wait_for
 from tests.integration.services import Services
-from tests.integration.workers import ROOT, checkpoints_at_end, publish
+from tests.integration.workers import ROOT, checkpoints_at_end
 
 USER_HANDLERS = '''
 """The user's own handlers: only cronstream's public API."""
@@ -38,6 +39,7 @@ from cronstream import Event, Registry
 
 
 async def order_paid(events: Sequence[Event], connection: asyncpg.Connection) -> None:
+    """Events the user publishes with `cronstream publish`."""
     await connection.executemany(
         "INSERT INTO paid_orders (id, amount) VALUES ($1, $2) ON CONFLICT DO NOTHING",
         [(event.key, event.payload["amount"]) for event in events],
@@ -47,6 +49,26 @@ async def order_paid(events: Sequence[Event], connection: asyncpg.Connection) ->
 def register(registry: Registry) -> None:
     registry.register("order_paid", order_paid)
 '''
+
+# The user's cron job: every 2 seconds, the rows of `orders` flagged needs_sync, as
+# sync_required events that the built-in projection applies.
+USER_JOBS = """
+[jobs.orders]
+schedule = "*/2 * * * * *"
+
+[jobs.orders.scan]
+mode = "flag"
+table = "orders"
+entity = "order"
+"""
+
+USER_TABLES = """
+CREATE TABLE paid_orders (id text PRIMARY KEY, amount int NOT NULL);
+CREATE TABLE orders (
+    id int PRIMARY KEY, amount int NOT NULL, needs_sync boolean NOT NULL DEFAULT true
+);
+INSERT INTO orders (id, amount) SELECT n, 100 + n FROM generate_series(1, 20) AS n;
+"""
 
 
 def run(
@@ -102,12 +124,18 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return venv / "bin"
 
 
-async def test_installed_wheel_migrates_and_runs_the_users_handlers(
+async def test_installed_wheel_runs_every_command_on_the_users_project(
     installed: Path, settings: Settings, services: Services, tmp_path: Path
 ) -> None:
     project = tmp_path / "userproject"
     (project / "handlers").mkdir(parents=True)
     (project / "handlers" / "__init__.py").write_text(USER_HANDLERS)
+    (project / "jobs.toml").write_text(USER_JOBS)
+    lines = [
+        json.dumps({"type": "order_paid", "entity": "order", "key": n, "payload": {"amount": n}})
+        for n in range(1, 21)
+    ]
+    (project / "paid.jsonl").write_text("\n".join(lines) + "\n")
     name = f"w_{uuid.uuid4().hex[:12]}"
     await _admin(services.database_url, f"CREATE DATABASE {name}")
     try:
@@ -115,37 +143,57 @@ async def test_installed_wheel_migrates_and_runs_the_users_handlers(
         own = settings.model_copy(update={"database_url": SecretStr(database)})
         env = environment(own) | {"PYTHONPATH": str(project), "CRONSTREAM_LOG_LEVEL": "INFO"}
         cronstream = str(installed / "cronstream")
-        # From the user's project folder, as a user would: nothing of the checkout in sight.
-        migrated = run([cronstream, "migrate"], project, env, timeout=120)
-        assert "0006_projection_deletes" in migrated.stdout + migrated.stderr, migrated
-        # status reads the SQL of the core and of the schedulers package.
-        status = run([cronstream, "status", "--json"], project, env, timeout=120)
-        assert '"partitions"' in status.stdout, status.stdout[:2000]
+
+        def command(*args: str) -> str:
+            """A command of the installed wheel, from the user's project folder (nothing of
+            the checkout in sight); its stdout and stderr."""
+            done = run([cronstream, *args], project, env, timeout=120)
+            return done.stdout + done.stderr
+
+        assert "0006_projection_deletes" in command("migrate")
+        assert '"partitions"' in command("status", "--json")  # core and schedulers SQL
+        assert "orders" in command("jobs", "list", "--jobs-file", "jobs.toml")
         connection = await asyncpg.connect(database)
         try:
-            await connection.execute("CREATE TABLE paid_orders (id text PRIMARY KEY, amount int)")
-            events = [
-                Event.new(
-                    type="order_paid", source="shop", entity="order", key=n, payload={"amount": n}
-                )
-                for n in range(1, 21)
-            ]
-            await publish(own, events)
-            log = tmp_path / "installed-worker.log"
-            worker = start([cronstream, "worker", "--handlers", "handlers"], project, env, log)
+            await connection.execute(USER_TABLES)
+            assert "sent 20, skipped 0, failed 0" in command("publish", "--file", "paid.jsonl")
+            log = tmp_path / "installed-run.log"
+            both = ["run", "--jobs-file", "jobs.toml", "--handlers", "handlers"]
+            running = start([cronstream, *both], project, env, log)
             try:
 
                 async def applied() -> bool:
-                    assert worker.poll() is None, log.read_text()[-3000:]
-                    return await checkpoints_at_end(own, own.sync_topic)
+                    assert running.poll() is None, log.read_text()[-3000:]
+                    counts = await connection.fetchrow(
+                        "SELECT (SELECT count(*) FROM paid_orders) AS paid, (SELECT count(*)"
+                        " FROM entity_projection WHERE entity = 'order') AS synced"
+                    )
+                    return (counts["paid"], counts["synced"]) == (20, 20)
 
-                await wait_for(applied, 90, "the installed worker to apply every event")
+                await wait_for(applied, 90, "the installed scheduler and worker to apply all")
+                await wait_for(
+                    lambda: checkpoints_at_end(own, own.sync_topic), 60, "checkpoints at the end"
+                )
             finally:
-                worker.send_signal(signal.SIGTERM)
-                assert worker.wait(timeout=60) == 0, log.read_text()[-3000:]
+                running.send_signal(signal.SIGTERM)
+                assert running.wait(timeout=60) == 0, log.read_text()[-3000:]
+            replayed = command(
+                "replay", "--topic", own.sync_topic, "--from-beginning", "--handlers", "handlers"
+            )
+            # The streams package's SQL; the handlers are idempotent, so nothing changes.
+            assert f"{own.sync_topic} succeeded: 40 records read, 40 applied" in replayed, replayed
             paid = await connection.fetch("SELECT id, amount FROM paid_orders ORDER BY amount")
+            synced = await connection.fetch(
+                "SELECT key, (payload->>'amount')::int AS amount FROM entity_projection"
+                " WHERE entity = 'order' ORDER BY amount"
+            )
+            flagged = await connection.fetchval("SELECT count(*) FROM orders WHERE needs_sync")
         finally:
             await connection.close()
     finally:
         await _drop_database(services.database_url, name)
     assert [(row["id"], row["amount"]) for row in paid] == [(str(n), n) for n in range(1, 21)]
+    assert [(row["key"], row["amount"]) for row in synced] == [
+        (str(n), 100 + n) for n in range(1, 21)
+    ]
+    assert flagged == 0  # each scanned row was marked, once Kafka had its event
