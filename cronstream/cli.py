@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import shlex
 import sys
 import tempfile
 import time
@@ -474,10 +475,7 @@ def scheduler_command(ctx: typer.Context, jobs_file: JobsFileOption = None) -> N
 def run_command(
     ctx: typer.Context,
     jobs_file: JobsFileOption = None,
-    handler_modules: Annotated[
-        list[str] | None,
-        typer.Option("--handlers", help="Handler module for the worker; repeatable."),
-    ] = None,
+    handler_modules: HandlersOption = None,
     engine: EngineOption = None,
 ) -> None:
     """Scheduler and worker in one process, for small deployments and `make run`.
@@ -641,15 +639,38 @@ def replay_command(
     if done.status == "failed":
         fail(f"replay {done.replay_id} failed: {shown(done.error or '')}")
     if done.status == "interrupted":
-        again = ["cronstream replay", "--topic", topic]
-        again += [f"--handlers {module}" for module in handler_modules or []]
-        if request.asked.consumer is not None:
-            again += ["--consumer", request.asked.consumer, "--schema", str(request.schema)]
-            again += [f"--like {table}" for table in request.like]
-        for partition, first, last in done.unfinished(plan):
-            resume = [f"--partitions {partition} --from-offset {first} --to-offset {last}"]
-            typer.echo(f"resume with: {' '.join(again + resume)}", err=True)
+        unfinished = done.unfinished(plan)
+        for command in resume_commands(request, handler_modules, external_topics, unfinished):
+            typer.echo(f"resume with: {command}", err=True)
         fail(f"replay {done.replay_id} interrupted")
+
+
+def resume_commands(
+    request: replay.Request,
+    handler_modules: list[str] | None,
+    external_topics: str | None,
+    unfinished: list[tuple[int, int, int]],
+) -> list[str]:
+    """The commands, one a partition, that replay what an interrupted replay left: the
+    same options, each partition from its next offset (quoted for a POSIX shell)."""
+    asked = request.asked
+    again = ["cronstream", "replay", "--topic", asked.topic]
+    for module in handler_modules or []:
+        again += ["--handlers", module]
+    if external_topics is not None:
+        again += ["--external-topics", external_topics]
+    if asked.consumer is not None:
+        again += ["--consumer", asked.consumer, "--schema", str(request.schema)]
+        for table in request.like:
+            again += ["--like", table]
+    if asked.rate_limit is not None:
+        again += ["--rate-limit", str(asked.rate_limit)]
+    return [
+        shlex.join(
+            [*again, "--partitions", str(p), "--from-offset", str(first), "--to-offset", str(last)]
+        )
+        for p, first, last in unfinished
+    ]
 
 
 jobs_app = typer.Typer(

@@ -136,13 +136,14 @@ class Asked:
     to_time: str | None = None
     consumer: str | None = None  # rebuild mode when set
     schema: str | None = None
-    like: Sequence[str] | None = None
+    like: tuple[str, ...] = ()
     rate_limit: float | None = None
 
     @classmethod
     def of(cls, options: Mapping[str, Any]) -> Asked:
         """The replay options among a command's parameters, picked by name."""
-        return cls(**{option.name: options[option.name] for option in fields(cls)})
+        picked = {option.name: options[option.name] for option in fields(cls)}
+        return cls(**picked | {"like": tuple(picked["like"] or ())})  # a list, or None
 
 
 @dataclass(frozen=True)
@@ -179,7 +180,7 @@ def check(asked: Asked, live_group: str) -> Request:
     """The options of `cronstream replay` as a Request; a bad one raises ReplayError."""
     topic, from_offset, to_offset = asked.topic, asked.from_offset, asked.to_offset
     from_time, to_time, rate_limit = asked.from_time, asked.to_time, asked.rate_limit
-    consumer, schema, like = asked.consumer, asked.schema, tuple(asked.like or ())
+    consumer, schema, like = asked.consumer, asked.schema, asked.like
     if not topic.strip():
         raise ReplayError("--topic must name a topic")
     starts = [from_offset is not None, from_time is not None, asked.from_beginning]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import shlex
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
-from cronstream.cli import app
+from cronstream.cli import app, resume_commands
 from cronstream.streams.replay import (
     Asked,
     PartitionPlan,
@@ -191,3 +192,16 @@ def test_help_names_both_modes() -> None:
     assert result.exit_code == 0
     assert "re-apply" in result.output
     assert "rebuild" in result.output
+
+
+def test_resume_commands_repeat_every_option_quoted_for_the_shell() -> None:
+    request = check(
+        asked(from_beginning=True, consumer="r 1", like=("a.t",), rate_limit=40.0), LIVE
+    )
+    [command] = resume_commands(request, ["my handlers"], "cdc:debezium", [(2, 17, 99)])
+    assert shlex.split(command) == [
+        "cronstream", "replay", "--topic", "t", "--handlers", "my handlers",
+        "--external-topics", "cdc:debezium", "--consumer", "r 1", "--schema", "r_1",
+        "--like", "a.t", "--rate-limit", "40.0",
+        "--partitions", "2", "--from-offset", "17", "--to-offset", "99",
+    ]  # fmt: skip
