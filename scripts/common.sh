@@ -42,7 +42,7 @@ stop_pid() {
     return 0
   fi
   pid=$(cat "$file")
-  kill -TERM "$pid"
+  kill -TERM "$pid" 2>/dev/null || true  # it may have exited since
   for _ in $(seq $((timeout * 10))); do
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
