@@ -59,7 +59,7 @@ up() {
     -cp "$LIBS/*" org.apache.kafka.connect.cli.ConnectStandalone "$CONFIG" >>"$LOG" 2>&1 </dev/null &
   echo $! >"$PIDFILE"
   # Ready means the REST API lists the Debezium connector, not merely an open port.
-  await_ready connect "$PIDFILE" "$LOG" "$URL" "$python" "$ROOT/scripts/connect/ready.py" "$URL" "$PIDFILE" 120
+  await_ready connect "$PIDFILE" "$LOG" "$URL" "$python" "$ROOT/scripts/ready.py" connect "$URL" "$PIDFILE" 120
 }
 
 case "${1:-}" in

@@ -74,7 +74,7 @@ up() {
   echo $! >"$PIDFILE"
   # Ready means a client's metadata request succeeds, not merely an open port.
   await_ready kafka "$PIDFILE" "$LOG" "127.0.0.1:$PORT" \
-    "$python" "$ROOT/scripts/kafka_ready.py" "127.0.0.1:$PORT" "$PIDFILE" 90
+    "$python" "$ROOT/scripts/ready.py" kafka "127.0.0.1:$PORT" "$PIDFILE" 90
 }
 
 case "${1:-}" in
