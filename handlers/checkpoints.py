@@ -125,7 +125,7 @@ class Outcome:
 
     applied_by_topic: Counter[str] = field(default_factory=Counter)
     duplicates_by_topic: Counter[str] = field(default_factory=Counter)
-    skipped_by_topic: Counter[str] = field(default_factory=Counter)  # records with no event
+    without_event: int = 0  # records that carry no event (Debezium tombstones)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     checkpoints: dict[TopicPartition, int] = field(default_factory=dict)
     trace_ids: dict[str, None] = field(default_factory=dict)  # an ordered set
@@ -144,7 +144,7 @@ class Outcome:
         return Outcome(
             applied_by_topic=self.applied_by_topic + later.applied_by_topic,
             duplicates_by_topic=self.duplicates_by_topic + later.duplicates_by_topic,
-            skipped_by_topic=self.skipped_by_topic + later.skipped_by_topic,
+            without_event=self.without_event + later.without_event,
             dead_letters=self.dead_letters + later.dead_letters,
             checkpoints=self.checkpoints | later.checkpoints,
             trace_ids=self.trace_ids | later.trace_ids,
@@ -403,7 +403,7 @@ class BatchApplier:
                 self._reject(outcome, record, f"undecodable: {type(error).__name__}", attempts=1)
                 continue
             if event is None:  # carries no event (a Debezium tombstone): acknowledged
-                outcome.skipped_by_topic[topic] += 1
+                outcome.without_event += 1
                 continue
             if event.type not in handlers:
                 handlers[event.type] = self.route(topic, event.type)

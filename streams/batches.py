@@ -203,7 +203,7 @@ def log_batch(records: int, outcome: Outcome) -> None:
             "applied": outcome.applied,
             "duplicates": outcome.duplicates,
             "dead_lettered": len(outcome.dead_letters),
-            "without_event": outcome.skipped_by_topic.total(),  # Debezium tombstones
+            "without_event": outcome.without_event,  # Debezium tombstones
             "trace_id": outcome.trace_id,
             **traced,
         },
