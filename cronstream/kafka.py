@@ -127,7 +127,7 @@ class Delivery:
     partition it landed in), refused by the client unsent, or sent and not acknowledged."""
 
     acked: dict[int, int] = field(default_factory=dict)
-    refused: dict[int, KafkaError] = field(default_factory=dict)
+    refused: dict[int, MessageSizeTooLargeError] = field(default_factory=dict)
     failed: dict[int, BaseException] = field(default_factory=dict)
 
     def errors(self) -> list[tuple[int, BaseException]]:

@@ -40,7 +40,6 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import MessageSizeTooLargeError
 
 from cronstream import kafka, metrics
 from cronstream.envelope import (
@@ -357,9 +356,8 @@ class Scanner:
         # partition again (OutOfOrderSequenceNumber): no row can be told apart, so the
         # run fails with nothing of the page marked. Only what the client refused
         # unsent (over max_request_size) is the row's own fault.
-        for index, error in delivery.errors():
-            if not isinstance(delivery.refused.get(index), MessageSizeTooLargeError):
-                raise error
+        if delivery.failed:
+            raise delivery.failed[min(delivery.failed)]
         sent = [rows[index] for index in sorted(delivery.acked)]
         refused = [rows[index] for index in sorted(delivery.refused)]
         too_large = [
