@@ -63,16 +63,20 @@ class DeadLetterProducer:
         whole = await kafka.send(self.producer, [self._message(x, whole=True) for x in letters])
         # The record plus our headers is over a limit: send where it is instead of what
         # it is; the original stays readable at its offset.
-        too_large = [
-            index for index, error in whole.errors() if isinstance(error, MessageSizeTooLargeError)
-        ]
-        bare = await kafka.send(
-            self.producer, [self._message(letters[index], whole=False) for index in too_large]
-        )
+        too_large: list[int] = []
+        failures: list[BaseException] = []
+        for index, error in whole.errors():
+            if isinstance(error, MessageSizeTooLargeError):
+                too_large.append(index)
+            else:
+                failures.append(error)
         sent = [letters[index] for index in sorted(whole.acked)]
-        sent += [letters[too_large[index]] for index in sorted(bare.acked)]
-        failures = [error for index, error in whole.errors() if index not in too_large]
-        failures += [error for _, error in bare.errors()]
+        if too_large:
+            bare = await kafka.send(
+                self.producer, [self._message(letters[index], whole=False) for index in too_large]
+            )
+            sent += [letters[too_large[index]] for index in sorted(bare.acked)]
+            failures += [error for _, error in bare.errors()]
         if failures:
             raise DeadLettersNotSent(sent, failures[0])
 
