@@ -22,7 +22,6 @@ reason; runs of one job never overlap.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -30,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
+from cronstream.retry import pause
 from cronstream.schedulers.cron import CronError, Schedule
 
 log = logging.getLogger(__name__)
@@ -108,10 +108,8 @@ class SystemClock:
 
     async def sleep_until(self, when: datetime, wake: asyncio.Event) -> None:
         seconds = (when - self.now()).total_seconds()
-        if seconds <= 0:
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), seconds)
+        if seconds > 0:
+            await pause(seconds, wake)
 
 
 Runner = Callable[[Job, datetime], Awaitable[None]]
