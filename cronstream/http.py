@@ -24,8 +24,7 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import prometheus_client
 from aiohttp import web
@@ -38,11 +37,10 @@ from cronstream.errors import CronstreamError
 from cronstream.settings import Settings, env_var
 from cronstream.untrusted import shown
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from cronstream.streams.worker import Readiness
 
-# The engine's own readiness: None when its partitions are assigned and positioned,
-# else why not. Both engines provide one (streams/batch_engine.py, streams/faust_engine.py).
-Readiness = Callable[[], str | None]
+log = logging.getLogger(__name__)
 
 CHECK_TIMEOUT = 3.0  # seconds for each readiness check of Postgres and Kafka
 STATUS_CACHE_SECONDS = 2.0

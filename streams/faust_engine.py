@@ -235,15 +235,14 @@ def run_faust_worker(
     settings: Settings,
     registry: Registry,
     loop: asyncio.AbstractEventLoop,
-    serve: Serve | None = None,
+    serve: Serve,
     companion: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Run the faust worker in `loop` until SIGINT or SIGTERM (streams/worker.py says what
     `serve` and `companion` are)."""
     app = create_app(settings, registry)
-    surface = serve(readiness(app)) if serve is not None else None
-    if surface is not None:
-        loop.run_until_complete(surface.start())  # a port in use ends the command before faust
+    surface = serve(readiness(app))
+    loop.run_until_complete(surface.start())  # a port in use ends the command before faust
     if companion is not None:
         app.task(companion)
     worker = Worker(

@@ -16,7 +16,8 @@ log = logging.getLogger(__name__)
 
 Companion = Callable[[], Coroutine[Any, Any, None]]
 Readiness = Callable[[], str | None]
-"""None once the engine is ready (partitions assigned and positioned), else why not."""
+"""None once the engine is ready (partitions assigned and positioned), else why not.
+Both engines provide one (streams/batch_engine.py, streams/faust_engine.py)."""
 
 
 class Surface(Protocol):
@@ -34,7 +35,7 @@ Serve = Callable[[Readiness], Surface]
 def run_worker(
     settings: Settings,
     registry: Registry,
-    serve: Serve | None = None,
+    serve: Serve,
     companion: Companion | None = None,
 ) -> None:
     """Run a worker with `settings.engine` until SIGINT or SIGTERM.
@@ -61,12 +62,11 @@ def run_worker(
 
 
 async def run_batch_engine(
-    settings: Settings, registry: Registry, serve: Serve | None, companion: Companion | None
+    settings: Settings, registry: Registry, serve: Serve, companion: Companion | None
 ) -> None:
     engine = BatchEngine(settings, registry)
-    surface = serve(engine.readiness) if serve is not None else None
-    if surface is not None:
-        await surface.start()  # before the companion: a port in use ends the command at once
+    surface = serve(engine.readiness)
+    await surface.start()  # before the companion: a port in use ends the command at once
     beside = asyncio.create_task(companion()) if companion is not None else None
 
     def companion_ended(task: asyncio.Task[None]) -> None:
@@ -86,5 +86,4 @@ async def run_batch_engine(
     finally:
         if beside is not None:
             await shutdown.cancel_and_wait(beside)
-        if surface is not None:
-            await surface.stop()
+        await surface.stop()
