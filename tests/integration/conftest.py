@@ -24,9 +24,15 @@ from cronstream.settings import Settings
 from tests.integration.handlers_under_test import COUNTS_TABLE
 from tests.integration.services import HOW_TO_START, Services, find
 
-# One template per test session, so that two sessions against the same services (two
-# checkouts, say) never rebuild each other's template mid-run.
-TEMPLATE = f"cronstream_template_{uuid.uuid4().hex[:8]}"
+# Two test sessions may share the services (two checkouts, say): each has its own
+# template, and deletes only the topics whose names carry its own token.
+SESSION = uuid.uuid4().hex[:8]
+TEMPLATE = f"cronstream_template_{SESSION}"
+
+
+def unique_name(prefix: str) -> str:
+    """A name for a topic, or for what makes topics, that only this session uses."""
+    return f"{prefix}{SESSION}_{uuid.uuid4().hex[:8]}"
 
 
 def with_database(url: str, name: str) -> str:
@@ -52,23 +58,17 @@ def services() -> Iterator[Services]:
         admin_settings = Settings(
             kafka_bootstrap=found.kafka_bootstrap, database_url=found.database_url
         )
-        before = asyncio.run(_topics(admin_settings))
         yield found
         asyncio.run(_drop_database(found.database_url, TEMPLATE))
-        asyncio.run(_delete_new_topics(admin_settings, before))
+        asyncio.run(_delete_session_topics(admin_settings))
 
 
-async def _topics(settings: Settings) -> set[str]:
-    async with kafka.started(kafka.Admin(settings)) as admin:
-        return set(await admin.client.list_topics())
-
-
-async def _delete_new_topics(settings: Settings, before: set[str]) -> None:
+async def _delete_session_topics(settings: Settings) -> None:
     """Delete the topics this session's tests made: a session makes hundreds, and a
     broker that keeps thousands of partitions runs out of its 512 MB heap."""
     try:
         async with kafka.started(kafka.Admin(settings)) as admin:
-            made = sorted((set(await admin.client.list_topics()) - before) - {"__consumer_offsets"})
+            made = sorted(t for t in await admin.client.list_topics() if SESSION in t)
             for begin in range(0, len(made), 200):
                 await admin.client.delete_topics(made[begin : begin + 200])
     except KafkaError as error:  # a broker a test left down: nothing to clean
@@ -137,7 +137,7 @@ def engine(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def topic() -> str:
-    return f"test.{uuid.uuid4().hex[:12]}"
+    return unique_name("test.")
 
 
 @pytest.fixture

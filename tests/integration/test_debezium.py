@@ -15,7 +15,6 @@ import os
 import random
 import subprocess
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ import pytest
 from aiokafka import ConsumerRecord
 
 from cronstream.settings import Settings
+from tests.integration.conftest import unique_name
 from tests.integration.kafka_helpers import end_offsets, read_all, wait_for
 from tests.integration.services import Services
 from tests.integration.workers import ROOT, WorkerProcess, checkpoints, external_worker
@@ -220,7 +220,7 @@ async def debezium_connector(
     connect_url: str, database_url: str, tables: list[str], schemas: bool = False
 ) -> AsyncIterator[str]:
     """A running connector on `tables` for the duration; yields its topic prefix."""
-    name = f"cs_{uuid.uuid4().hex[:12]}"  # the connector's, slot's and publication's name
+    name = unique_name("cs_")  # the connector's, slot's and publication's name
     prefix = f"dbz.{name}"
     config = connector_config(database_url, name, prefix, tables, schemas)
     await post_connector(connect_url, name, config)  # nothing to remove when refused

@@ -27,6 +27,7 @@ from tests.integration.conftest import (
     _drop_database,
     environment,
     run_cli,
+    unique_name,
     with_database,
 )
 from tests.integration.http_helpers import free_port, http_env, readyz, wait_ready
@@ -60,7 +61,7 @@ def served(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Iter
     """One worker for the module, with a token and a small body limit; ready when yielded."""
     name = f"t_{uuid.uuid4().hex[:12]}"
     asyncio.run(_admin(services.database_url, f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}"))
-    topic = f"test.{uuid.uuid4().hex[:12]}"
+    topic = unique_name("test.")
     settings = Settings(
         kafka_bootstrap=services.kafka_bootstrap,
         database_url=with_database(services.database_url, name),

@@ -226,10 +226,11 @@ async def applied_counts(database_url: str) -> dict[str, int]:
 
 
 async def checkpoints_at_end(settings: Settings, topic: str) -> bool:
-    """True when every partition's checkpoint is its last offset."""
+    """True when every partition's checkpoint is its last offset (never for a topic
+    whose partitions the broker does not describe yet)."""
     ends = await end_offsets(settings, topic)
     done = await checkpoints(settings, topic)
-    return all(end == 0 or done.get(p) == end - 1 for p, end in ends.items())
+    return bool(ends) and all(end == 0 or done.get(p) == end - 1 for p, end in ends.items())
 
 
 async def wait_until_at_end(
