@@ -35,7 +35,7 @@ endif
 SPACE := $(subst ,, )
 
 .PHONY: help venv services services-down services-status migrate run psql test test-unit \
-	test-integration browser lint format bench clean
+	test-integration test-tools lint format bench clean
 
 help:
 	@echo "make run              start Kafka + Postgres, migrate, run scheduler + worker on demo tables"
@@ -99,15 +99,15 @@ format: venv
 test-unit: venv
 	$(BIN)/pytest tests/unit
 
-# Debian's chromium for the status page test: installed when missing and we are root,
+# Debian packages some tests drive (chromium, kcat): installed when missing and we are root,
 # otherwise the command to install it is printed and the tests go on.
-browser:
-	scripts/browser.sh
+test-tools:
+	scripts/test-tools.sh
 
-test-integration: services browser
+test-integration: services test-tools
 	$(BIN)/pytest tests/integration
 
-test: services lint browser
+test: services lint test-tools
 	$(BIN)/pytest
 
 # Quix Streams, the arm a user would most likely pick instead, pins dependencies of its

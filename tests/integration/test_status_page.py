@@ -1,7 +1,7 @@
 """The status page in a real browser: Debian's chromium, headless, loads / from a running
 `cronstream run` and the rendered page shows the partitions and the jobs.
 
-`make test` installs chromium (scripts/browser.sh); this test installs nothing. Without
+`make test` installs chromium (scripts/test-tools.sh); this test installs nothing. Without
 it the test is skipped, or fails under CI=true.
 """
 
