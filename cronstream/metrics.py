@@ -61,6 +61,17 @@ RECORDS_DEAD_LETTERED = Counter(
     "Records sent to the dead-letter topic, by the topic they came from",
     ["topic"],
 )
+OFFSET_GAPS = Counter(
+    "cronstream_offset_gaps",
+    "Polls whose first offset on a partition was beyond checkpoint + 1 (compaction, "
+    "transaction markers or retention make such gaps legitimate)",
+    ["topic"],
+)
+UNREADABLE_RECORDS = Counter(
+    "cronstream_unreadable_records",
+    "Records the Kafka client could not parse, read byte for byte and dead-lettered",
+    ["topic"],
+)
 BATCH_RECORDS = Histogram(
     "cronstream_batch_records", "Records per applied batch", buckets=SIZE_BUCKETS
 )

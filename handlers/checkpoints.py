@@ -47,6 +47,7 @@ from cronstream.errors import CronstreamError
 from cronstream.formats import ENVELOPE, Decoder, TopicFormat
 from cronstream.handlers.registry import Handler, describe
 from cronstream.handlers.sql import query
+from cronstream.kafka_salvage import unreadable_header
 from cronstream.logs import trace, trace_id_var
 from cronstream.retry import RetryPolicy
 from cronstream.untrusted import safe_text
@@ -394,6 +395,10 @@ class BatchApplier:
         handlers: dict[str, Handler | None] = {}  # by event type
         routed: list[Routed] = []
         for record in records:
+            unreadable = unreadable_header(record.headers)
+            if unreadable is not None:  # read by kafka_salvage: Kafka clients cannot
+                self._reject(outcome, record, f"unreadable record: {unreadable}", attempts=1)
+                continue
             try:
                 event = decode(record.value, record.key, record.headers)
             except EnvelopeError as error:

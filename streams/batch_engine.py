@@ -34,13 +34,14 @@ from collections.abc import Iterable
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError
 
-from cronstream import db, kafka, metrics, shutdown
+from cronstream import db, kafka, kafka_salvage, metrics, shutdown
 from cronstream.handlers.checkpoints import Outcome, Record, consumed
 from cronstream.handlers.registry import Registry
 from cronstream.kafka_health import HEALTH, Degraded, Recovered
 from cronstream.settings import Settings
 from cronstream.streams.batches import BatchLoop, log_batch, settle
 from cronstream.streams.positions import read_checkpoints, report_ahead
+from cronstream.untrusted import safe_text
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,10 @@ class BatchEngine:
         # applied, whatever the fetcher already returned for them.
         self.unpositioned: set[TopicPartition] = set()
         self.uncommitted: dict[TopicPartition, int] = {}
+        # Where each partition's next record should be (checkpoint + 1), to count gaps.
+        self.expected: dict[TopicPartition, int] = {}
+        self.gapped: set[TopicPartition] = set()  # said at WARNING once each
+        self.poll_failure: str | None = None  # the last failed poll's error, said once
         self.last_commit = time.monotonic()
 
     def _consumer(self) -> AIOKafkaConsumer:
@@ -110,23 +115,20 @@ class BatchEngine:
                 timeout_ms=int(self.settings.batch_max_wait * 1000),
                 max_records=self.settings.batch_size,
             )
+            self.poll_failure = None
         except Exception as error:
-            # aiokafka recovers from most broker trouble by itself; what it raises here
-            # (or a record its parser cannot read) is retried after a pause, loudly,
-            # rather than ending the worker.
-            log.error("polling Kafka failed, retrying: %s: %s", type(error).__name__, error)
-            await asyncio.sleep(min(self.settings.retry_backoff_max, 1.0))
-            return
+            polled = await self._recover(consumer, error)
         await self._record_lag(consumer)
         assigned = consumer.assignment()
-        records = [
-            to_record(message)
+        # Revoked while this poll was on its way, or fetched before the seek to the
+        # checkpoint (from Kafka's committed offset, which may be ahead): not applied.
+        polled = {
+            tp: messages
             for tp, messages in polled.items()
-            # Revoked while this poll was on its way, or fetched before the seek to the
-            # checkpoint (from Kafka's committed offset, which may be ahead): not applied.
-            if tp in assigned and tp not in self.unpositioned
-            for message in messages
-        ]
+            if messages and tp in assigned and tp not in self.unpositioned
+        }
+        self._count_gaps(polled)
+        records = [to_record(message) for messages in polled.values() for message in messages]
         if records:
             self.inflight = asyncio.ensure_future(self.batches.apply(records))
             try:
@@ -138,9 +140,61 @@ class BatchEngine:
                 return
             log_batch(len(records), outcome)
             for (topic, partition), checkpoint in outcome.checkpoints.items():
-                self.uncommitted[TopicPartition(topic, partition)] = checkpoint + 1
+                tp = TopicPartition(topic, partition)
+                self.uncommitted[tp] = self.expected[tp] = checkpoint + 1
         if time.monotonic() - self.last_commit >= KAFKA_COMMIT_INTERVAL:
             await self._commit(consumer)
+
+    async def _recover(
+        self, consumer: AIOKafkaConsumer, error: Exception
+    ) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+        """After a failed poll: every assigned partition back to its checkpoint + 1 (the
+        poll may have taken other partitions' records out of aiokafka's buffer and moved
+        their positions), then the records aiokafka cannot parse, read by kafka_salvage
+        with those before them, for the caller to apply as a poll."""
+        failure = f"{type(error).__name__}: {error}"
+        if failure != self.poll_failure:  # said once, not once a second
+            log.error(
+                "polling Kafka failed: %s; every assigned partition goes back to its "
+                "checkpoint + 1",
+                safe_text(failure, 500),
+            )
+            self.poll_failure = failure
+        self.unpositioned |= consumer.assignment()
+        await self.position(consumer)
+        try:
+            positioned = consumer.assignment() - self.unpositioned  # Postgres may be away
+            positions = {tp: await consumer.position(tp) for tp in positioned}
+            salvaged = await kafka_salvage.salvage(consumer, positions)
+        except (KafkaError, IllegalStateError) as trouble:  # revoked, or Kafka away
+            log.warning("reading the partitions after the failed poll failed: %r", trouble)
+            salvaged = {}
+        for tp in salvaged:
+            metrics.UNREADABLE_RECORDS.labels(tp.topic).inc()
+        if not salvaged:  # not a record's fault: Kafka gets a moment before the next poll
+            await asyncio.sleep(min(self.settings.retry_backoff_max, 1.0))
+        return salvaged
+
+    def _count_gaps(self, polled: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        """Count (and say, once per partition) a poll that starts past checkpoint + 1."""
+        for tp, messages in polled.items():
+            expected = self.expected.get(tp)
+            first = messages[0].offset
+            if expected is not None and first > expected:
+                metrics.OFFSET_GAPS.labels(tp.topic).inc()
+                level = logging.INFO if tp in self.gapped else logging.WARNING
+                self.gapped.add(tp)
+                log.log(
+                    level,
+                    "%s[%d]: records resume at %d, checkpoint + 1 is %d (compaction, "
+                    "transaction markers or retention skip offsets; counted in "
+                    "cronstream_offset_gaps_total)",
+                    tp.topic,
+                    tp.partition,
+                    first,
+                    expected,
+                )
+            self.expected[tp] = messages[-1].offset + 1
 
     async def _record_lag(self, consumer: AIOKafkaConsumer) -> None:
         """Set each positioned partition's lag: the log end Kafka reported with the last
@@ -243,6 +297,7 @@ class BatchEngine:
                     },
                 )
                 consumer.seek(tp, checkpoint + 1)
+                self.expected[tp] = checkpoint + 1
             elif committed is not None:
                 consumer.seek(tp, committed)
             else:  # nothing anywhere: auto_offset_reset=earliest
@@ -269,6 +324,7 @@ class BatchEngine:
         self.unpositioned -= revoked
         for tp in revoked:
             metrics.forget_partition(tp.topic, tp.partition)
+            self.expected.pop(tp, None)
 
 
 def report_kafka_health(consumer: AIOKafkaConsumer, bootstrap: str) -> None:

@@ -8,8 +8,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
 
 from cronstream import kafka
-from cronstream.handlers.checkpoints import DeadLetter, DeadLettersNotSent
+from cronstream.handlers.checkpoints import DeadLetter, DeadLettersNotSent, Record
 from cronstream.kafka import Message
+from cronstream.kafka_salvage import raw_name, readable
 from cronstream.settings import Settings
 from cronstream.untrusted import safe_bytes
 
@@ -25,6 +26,10 @@ OFFSET = "dlq.original.offset"
 ATTEMPTS = "dlq.attempts"
 CONSUMER = "dlq.consumer"
 VALUE_OMITTED = "dlq.value.omitted"
+# A header whose name is not UTF-8 (see cronstream/kafka_salvage.py): Kafka clients,
+# aiokafka included, cannot write such a name, so it travels as these two headers.
+HEADER_NAME = "dlq.header.name"
+HEADER_VALUE = "dlq.header.value"
 
 
 def headers(letter: DeadLetter, consumer: str) -> list[tuple[str, bytes]]:
@@ -85,7 +90,7 @@ class DeadLetterProducer:
         record = letter.record
         ours = headers(letter, self.consumer)
         if whole:
-            key, value, sent_headers = record.key, record.value, [*record.headers, *ours]
+            key, value, sent_headers = record.key, record.value, [*_sendable(record), *ours]
         else:
             key, value = None, None
             sent_headers = [*ours, (VALUE_OMITTED, b"too large for the dead-letter topic")]
@@ -93,3 +98,14 @@ class DeadLetterProducer:
             value = b""
             sent_headers.append((VALUE_OMITTED, b"the original value is null"))
         return Message(self.settings.dlq_topic(record.topic), value, key, sent_headers)
+
+
+def _sendable(record: Record) -> list[tuple[str, bytes]]:
+    """The record's headers as a producer can write them, each name's bytes kept."""
+    sendable: list[tuple[str, bytes]] = []
+    for name, value in record.headers:
+        if readable(name):
+            sendable.append((name, value))
+        else:
+            sendable += [(HEADER_NAME, raw_name(name)), (HEADER_VALUE, value)]
+    return sendable

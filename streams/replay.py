@@ -43,10 +43,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import OffsetOutOfRangeError
 
-from cronstream import db, kafka
+from cronstream import db, kafka, kafka_salvage
 from cronstream.envelope import Event
 from cronstream.errors import CronstreamError
 from cronstream.handlers.checkpoints import Outcome, Record, Router, is_outage
@@ -522,6 +522,7 @@ class Replay:
         )
         self.progress = Progress(total=plan.total)
         self.audit: asyncpg.Connection | None = None
+        self.poll_failure: str | None = None  # the last failed poll's error, said once
 
     async def run(self) -> Progress:
         """Replay the plan; the Progress says how it ended (never raises for a failure
@@ -586,6 +587,8 @@ class Replay:
             reader.assign(list(remaining))
             for tp, offsets in remaining.items():
                 reader.seek(tp, offsets.start)
+            # Where each partition goes back to after a failed poll: past what was applied.
+            nexts = {tp: offsets.start for tp, offsets in remaining.items()}
             quiet_since = time.monotonic()
             while remaining and not self.stopping.is_set():
                 try:
@@ -596,6 +599,10 @@ class Replay:
                         f"{lost}: records of the range were deleted (retention) before the "
                         "replay read them"
                     ) from None
+                except Exception as error:
+                    polled = await self._recover(reader, error, {tp: nexts[tp] for tp in remaining})
+                else:
+                    self.poll_failure = None
                 if polled:
                     quiet_since = time.monotonic()
                 elif time.monotonic() - quiet_since > self.settings.request_timeout:
@@ -622,9 +629,32 @@ class Replay:
                 reader.pause(*finished)
                 if records and not await self._apply(records):
                     return
+                for record in records:  # in offset order per partition
+                    nexts[TopicPartition(record.topic, record.partition)] = record.offset + 1
                 for tp, offsets in finished.items():
                     self.progress.stopped[tp.partition] = offsets.stop - 1
                 await self._keep_rate()
+
+    async def _recover(
+        self, reader: AIOKafkaConsumer, error: Exception, positions: dict[TopicPartition, int]
+    ) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+        """After a failed poll (which may have taken records out of aiokafka's buffer):
+        every partition back to where this replay's applying got to, and the records
+        aiokafka cannot parse, read by kafka_salvage with those before them."""
+        failure = f"{type(error).__name__}: {error}"
+        if failure != self.poll_failure:  # said once, not once a second
+            log.error(
+                "replay %s: polling Kafka failed: %s; its partitions go back to what was applied",
+                self.progress.replay_id,
+                safe_text(failure, 500),
+            )
+            self.poll_failure = failure
+        for tp, offset in positions.items():
+            reader.seek(tp, offset)
+        salvaged = await kafka_salvage.salvage(reader, positions)
+        if not salvaged:  # not a record's fault: Kafka gets a moment
+            await pause(1.0, self.stopping)
+        return salvaged
 
     async def _apply(self, records: list[Record]) -> bool:
         """Apply one batch; False when stopped before it was applied (rolled back)."""

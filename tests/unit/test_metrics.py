@@ -35,6 +35,8 @@ EXPECTED = [
     ("cronstream_records_applied_total", "counter", {"topic"}, metrics.RECORDS_APPLIED),
     ("cronstream_records_duplicate_total", "counter", {"topic"}, metrics.RECORDS_DUPLICATE),
     ("cronstream_records_dead_lettered_total", "counter", {"topic"}, metrics.RECORDS_DEAD_LETTERED),
+    ("cronstream_offset_gaps_total", "counter", {"topic"}, metrics.OFFSET_GAPS),
+    ("cronstream_unreadable_records_total", "counter", {"topic"}, metrics.UNREADABLE_RECORDS),
     ("cronstream_batch_records", "histogram", set(), metrics.BATCH_RECORDS),
     ("cronstream_batch_seconds", "histogram", set(), metrics.BATCH_SECONDS),
     ("cronstream_consumer_lag", "gauge", {"topic", "partition"}, metrics.CONSUMER_LAG),
