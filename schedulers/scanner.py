@@ -51,6 +51,7 @@ from cronstream.envelope import (
     strict_loads,
     sync_event_id,
 )
+from cronstream.errors import CronstreamError
 from cronstream.kafka import Message
 from cronstream.schedulers.jobs import JobError, ScanConfig, quote
 from cronstream.schedulers.sql import query
@@ -93,6 +94,11 @@ def payload_object(text: str | bytes | None) -> dict[str, Any]:
         return json_object(text, depth=2)  # the careful path, which says what is wrong
     except EnvelopeError as error:
         raise EnvelopeError("payload", error.reason) from None
+
+
+class ScanTimedOut(CronstreamError):
+    """A scan statement waited past CRONSTREAM_DB_LOCK_TIMEOUT for a lock, or ran past
+    CRONSTREAM_DB_STATEMENT_TIMEOUT: the run fails, the next tick tries again."""
 
 
 @dataclass(frozen=True)
@@ -200,8 +206,24 @@ class Scanner:
     async def scan(self, should_stop: Callable[[], bool] = lambda: False) -> int:
         """Scan until no rows are left (or `should_stop` after a page); rows emitted.
 
-        Rows rejected are counted in `self.rejected`.
+        Rows rejected are counted in `self.rejected`. A lock or statement timeout is a
+        ScanTimedOut naming the table; the pages marked before it stay marked.
         """
+        table = self.config.table
+        try:
+            return await self._scan(should_stop)
+        except asyncpg.LockNotAvailableError:
+            raise ScanTimedOut(
+                f"job '{self.job}': waited past the lock timeout (CRONSTREAM_DB_LOCK_TIMEOUT) "
+                f"on table {table}: another session holds a lock on it or on rows of it"
+            ) from None
+        except asyncpg.QueryCanceledError as error:  # statement_timeout, or an operator
+            raise ScanTimedOut(
+                f"job '{self.job}': scanning table {table}: {error} "
+                "(CRONSTREAM_DB_STATEMENT_TIMEOUT bounds each statement)"
+            ) from None
+
+    async def _scan(self, should_stop: Callable[[], bool]) -> int:
         await self._prepare()
         start = await self.connection.fetchrow(query("scan_rejects_start"), self.job)
         self.known_rejects = bool(start["known"])
