@@ -32,7 +32,7 @@ from cronstream.schedulers.engine import Clock, Engine, Job, SystemClock
 from cronstream.schedulers.jobs import JobError, load_file, load_table, merge, scan_config
 from cronstream.schedulers.leader import Leadership
 from cronstream.schedulers.runs import Runs
-from cronstream.schedulers.scanner import Scanner, ScanTimedOut
+from cronstream.schedulers.scanner import ScanBlocked, Scanner
 from cronstream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -333,9 +333,9 @@ class Scheduler:
         except asyncio.CancelledError:
             await self._finish_failed(runs, job, run, scanner, "cancelled at shutdown")
             raise
-        except (JobError, ScanTimedOut) as error:
-            # The job's own definition (a missing table, a wrong column), or its table
-            # locked past the lock timeout: one line says it.
+        except (JobError, ScanBlocked) as error:
+            # The job's own definition (a missing table, a wrong column), its table
+            # locked past the lock timeout, a privilege its role lacks: one line says it.
             log.error("job %s: run %s failed: %s", job.name, run, error, extra={"job": job.name})
             await self._finish_failed(runs, job, run, scanner, str(error))
         except Exception as error:

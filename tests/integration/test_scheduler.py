@@ -427,6 +427,14 @@ async def test_hostile_cron_jobs_rows_are_refused_and_never_stop_the_others(
             "config: unknown key 'jitter'",
         ),
         (
+            "catalog_reader",
+            "* * * * *",
+            {"scan": FLAG_SCAN | {"table": "pg_catalog.pg_authid", "key_column": "rolname"}},
+            True,
+            "0",
+            "scan.table: pg_catalog.pg_authid is in a system schema: scans read only user tables",
+        ),
+        (
             "jitter_past_the_tick",
             "* * * * * *",
             {"scan": FLAG_SCAN},
