@@ -31,6 +31,16 @@ def unavailable(settings: Settings, error: BaseException) -> DatabaseUnavailable
     return DatabaseUnavailable(f"cannot connect to {settings.database_url_redacted}: {message}")
 
 
+def session_settings(settings: Settings, application_name: str) -> dict[str, str]:
+    """Bounds on a session that reads or writes tables others may lock: no lock or
+    statement waits forever; `application_name` tells the session apart."""
+    return {
+        "lock_timeout": f"{int(settings.db_lock_timeout * 1000)}ms",
+        "statement_timeout": f"{int(settings.db_statement_timeout * 1000)}ms",
+        "application_name": application_name[:63],  # Postgres keeps 63 bytes
+    }
+
+
 async def connect(
     settings: Settings, server_settings: dict[str, str] | None = None
 ) -> asyncpg.Connection:
@@ -57,10 +67,19 @@ async def connection(
         await opened.close(timeout=1)
 
 
-async def pool(settings: Settings, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+async def pool(
+    settings: Settings,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    server_settings: dict[str, str] | None = None,
+) -> asyncpg.Pool:
     try:
         created = await asyncpg.create_pool(
-            settings.database_dsn, min_size=min_size, max_size=max_size
+            settings.database_dsn,
+            min_size=min_size,
+            max_size=max_size,
+            server_settings=server_settings,
         )
     except (*CONNECT_ERRORS, ValueError) as error:  # ValueError: a URL the driver misreads
         raise unavailable(settings, error) from None

@@ -20,6 +20,14 @@ def is_identifier(value: str, qualified: bool = True) -> bool:
     return len(parts) <= (2 if qualified else 1) and all(map(SQL_IDENTIFIER.fullmatch, parts))
 
 
+def is_system_schema(schema: str) -> bool:
+    """pg_catalog, information_schema, pg_toast, pg_temp_N, pg_toast_temp_N and the like:
+    Postgres keeps the pg_ prefix for its own schemas (CREATE SCHEMA refuses it). Any
+    case: an unquoted PG_CATALOG is pg_catalog to Postgres."""
+    folded = schema.lower()
+    return folded == "information_schema" or folded.startswith("pg_")
+
+
 def quote(name: str) -> str:
     """A checked identifier quoted for SQL text, each part of `schema.name` apart."""
     return ".".join('"' + part.replace('"', '""') + '"' for part in name.split("."))

@@ -175,10 +175,16 @@ class Settings(BaseSettings):
         60.0, gt=0, le=86_400, description="seconds one handler attempt may take"
     )
     db_lock_timeout: float = Field(
-        10.0, gt=0, le=86_400, description="seconds a worker statement waits for a row lock"
+        10.0,
+        gt=0,
+        le=86_400,
+        description="seconds a worker or scheduler statement waits for a lock",
     )
     db_statement_timeout: float = Field(
-        300.0, gt=0, le=86_400, description="seconds one worker statement may run"
+        300.0,
+        gt=0,
+        le=86_400,
+        description="seconds one worker or scheduler statement may run",
     )
     retry_backoff: float = Field(0.2, gt=0, description="first retry delay in seconds, doubling")
     retry_backoff_max: float = Field(10.0, gt=0)

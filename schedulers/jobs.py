@@ -59,6 +59,18 @@ def identifier(value: str) -> str:
     return value
 
 
+SYSTEM_SCHEMA = "is in a system schema: scans read only user tables"
+
+
+def user_table(value: str) -> str:
+    """A table outside the system schemas: a scan of pg_catalog.pg_authid would send
+    whatever the scheduler's role may read of it to Kafka."""
+    schema, _, _ = value.rpartition(".")
+    if schema and names.is_system_schema(schema):
+        raise ValueError(f"{value} {SYSTEM_SCHEMA}")
+    return value
+
+
 def quote(name: str) -> str:
     """Quote a validated identifier (schema-qualified allowed) for use in SQL text."""
     return names.quote(identifier(name))
@@ -73,7 +85,7 @@ class ScanConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     mode: Literal["flag", "watermark", "outbox"]
-    table: Identifier
+    table: Annotated[Identifier, AfterValidator(user_table)]
     entity: Annotated[str, Field(pattern=names.NAME_PATTERN, max_length=200)] | None = None
     key_column: Identifier = "id"
     flag_column: Identifier = "needs_sync"

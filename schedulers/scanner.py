@@ -41,7 +41,7 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
-from cronstream import kafka, metrics
+from cronstream import kafka, metrics, names
 from cronstream.envelope import (
     MAX_DEPTH,
     SYNC_REQUIRED,
@@ -51,8 +51,9 @@ from cronstream.envelope import (
     strict_loads,
     sync_event_id,
 )
+from cronstream.errors import CronstreamError
 from cronstream.kafka import Message
-from cronstream.schedulers.jobs import JobError, ScanConfig, quote
+from cronstream.schedulers.jobs import SYSTEM_SCHEMA, JobError, ScanConfig, quote
 from cronstream.schedulers.sql import query
 from cronstream.untrusted import safe_text
 
@@ -93,6 +94,12 @@ def payload_object(text: str | bytes | None) -> dict[str, Any]:
         return json_object(text, depth=2)  # the careful path, which says what is wrong
     except EnvelopeError as error:
         raise EnvelopeError("payload", error.reason) from None
+
+
+class ScanBlocked(CronstreamError):
+    """Postgres stopped the scan: a lock waited for past CRONSTREAM_DB_LOCK_TIMEOUT, a
+    statement past CRONSTREAM_DB_STATEMENT_TIMEOUT, or a privilege the scheduler's role
+    lacks. The run fails, the next tick tries again."""
 
 
 @dataclass(frozen=True)
@@ -170,17 +177,21 @@ class Scanner:
             self.sql[name] = query(name).format(**names)
 
     async def _columns(self) -> dict[str, tuple[str, bool]]:
-        """The table's columns: name -> (type, NOT NULL); a JobError if there is no table."""
+        """The table's columns: name -> (type, NOT NULL); a JobError if there is no table,
+        or if the name resolves to one in a system schema (`pg_authid` to pg_catalog's)."""
         table = self.config.table
-        oid = await self.connection.fetchval(query("scan_table"), quote(table))
-        if oid is None:
+        found = await self.connection.fetchrow(query("scan_table"), quote(table))
+        if found is None:
             hint = ""
-            if table != table.lower() and await self.connection.fetchval(
+            if table != table.lower() and await self.connection.fetchrow(
                 query("scan_table"), quote(table.lower())
             ):
                 hint = f" (names are case-sensitive; {table.lower()} exists)"
             raise JobError(f"job '{self.job}': table {table} does not exist{hint}")
-        rows = await self.connection.fetch(query("scan_columns"), oid)
+        if names.is_system_schema(found["schema"]):
+            resolved = f"{found['schema']}.{table.rpartition('.')[2]}"
+            raise JobError(f"job '{self.job}': table {table} is {resolved}, which {SYSTEM_SCHEMA}")
+        rows = await self.connection.fetch(query("scan_columns"), found["oid"])
         return {r["name"]: (str(r["type"]), bool(r["not_null"])) for r in rows}
 
     def _column(self, columns: dict[str, tuple[str, bool]], column: str) -> tuple[str, bool]:
@@ -200,8 +211,30 @@ class Scanner:
     async def scan(self, should_stop: Callable[[], bool] = lambda: False) -> int:
         """Scan until no rows are left (or `should_stop` after a page); rows emitted.
 
-        Rows rejected are counted in `self.rejected`.
+        Rows rejected are counted in `self.rejected`. A lock or statement timeout, or a
+        privilege missing, is a ScanBlocked naming the table; pages marked before it stay
+        marked.
         """
+        table = self.config.table
+        try:
+            return await self._scan(should_stop)
+        except asyncpg.LockNotAvailableError:
+            raise ScanBlocked(
+                f"job '{self.job}': waited past the lock timeout (CRONSTREAM_DB_LOCK_TIMEOUT) "
+                f"on table {table}: another session holds a lock on it or on rows of it"
+            ) from None
+        except asyncpg.QueryCanceledError as error:  # statement_timeout, or an operator
+            raise ScanBlocked(
+                f"job '{self.job}': scanning table {table}: {error} "
+                "(CRONSTREAM_DB_STATEMENT_TIMEOUT bounds each statement)"
+            ) from None
+        except asyncpg.InsufficientPrivilegeError as error:
+            raise ScanBlocked(
+                f"job '{self.job}': scanning table {table}: {error} "
+                "(grant the scheduler's role what the job needs)"
+            ) from None
+
+    async def _scan(self, should_stop: Callable[[], bool]) -> int:
         await self._prepare()
         start = await self.connection.fetchrow(query("scan_rejects_start"), self.job)
         self.known_rejects = bool(start["known"])

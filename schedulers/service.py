@@ -32,7 +32,7 @@ from cronstream.schedulers.engine import Clock, Engine, Job, SystemClock
 from cronstream.schedulers.jobs import JobError, load_file, load_table, merge, scan_config
 from cronstream.schedulers.leader import Leadership
 from cronstream.schedulers.runs import Runs
-from cronstream.schedulers.scanner import Scanner
+from cronstream.schedulers.scanner import ScanBlocked, Scanner
 from cronstream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,12 @@ class Scheduler:
 
     async def run(self) -> None:
         """Until `stopping` is set (or the task is cancelled): stand by, lead, repeat."""
-        pool = await db.pool(self.settings, max_size=4)
+        # Scans and bookkeeping: a table locked or a statement stuck past the timeouts
+        # fails that run, and frees its connection for the other jobs. The leader's and
+        # the LISTEN connections are their own, without them: they only idle or run
+        # statements that never wait (pg_try_advisory_lock, SELECT 1, LISTEN).
+        bounds = db.session_settings(self.settings, f"cronstream-scheduler {self.node}")
+        pool = await db.pool(self.settings, max_size=4, server_settings=bounds)
         async with pool:
             await kafka.ensure_topics(self.settings, [self.settings.sync_topic])
             async with kafka.started(kafka.producer(self.settings)) as producer:
@@ -328,8 +333,9 @@ class Scheduler:
         except asyncio.CancelledError:
             await self._finish_failed(runs, job, run, scanner, "cancelled at shutdown")
             raise
-        except JobError as error:
-            # The job's own definition (a missing table, a wrong column): one line says it.
+        except (JobError, ScanBlocked) as error:
+            # The job's own definition (a missing table, a wrong column), its table
+            # locked past the lock timeout, a privilege its role lacks: one line says it.
             log.error("job %s: run %s failed: %s", job.name, run, error, extra={"job": job.name})
             await self._finish_failed(runs, job, run, scanner, str(error))
         except Exception as error:

@@ -6,8 +6,12 @@
 #
 # wal_level=logical, and role cronstream has REPLICATION: a Debezium connector can
 # capture changes from it (tests/integration/test_debezium.py).
-# Auth: password (scram-sha-256) over TCP for role cronstream / password cronstream,
-# trust over the cluster's private Unix socket (`psql` below uses it: no password).
+# Auth: password (scram-sha-256) over TCP for role cronstream / password cronstream.
+# The Unix socket is private: its folder is the cluster owner's alone (mode 700) and it
+# takes peer authentication, where only the OS user running the cluster and root may
+# log in (as postgres or cronstream; `psql` below uses it: no password). Every start
+# writes these settings, so a cluster made by an older version (which trusted every
+# local user) gets them too.
 #
 # usage: scripts/postgres.sh up|down|status|psql [psql options]
 # env:   CRONSTREAM_PG_PORT (5432), CRONSTREAM_PG_PASSWORD (cronstream),
@@ -93,6 +97,28 @@ client() {
   exec "$(bin_dir)/psql" -h "$RUN" -p "$PORT" -U cronstream -d cronstream "$@"
 }
 
+# private: pg_hba.conf and pg_ident.conf as the header says, and the socket folder
+# closed to everyone but the owner (and root).
+private() {
+  local owner
+  owner=$(as_owner id -un 2>/dev/null) \
+    || die "user id $(as_owner id -u) has no name in /etc/passwd, which peer authentication on the socket needs: add one, or set CRONSTREAM_DATABASE_URL to an existing server"
+  as_owner tee "$DATA/pg_hba.conf" >/dev/null <<EOF
+# Written by scripts/postgres.sh on every start: edits here are lost.
+local all         all                peer map=cronstream
+host  all         all   127.0.0.1/32 scram-sha-256
+host  replication all   127.0.0.1/32 scram-sha-256
+EOF
+  as_owner tee "$DATA/pg_ident.conf" >/dev/null <<EOF
+# Written by scripts/postgres.sh on every start: who may log in over the socket.
+cronstream "$owner" postgres
+cronstream "$owner" cronstream
+cronstream root postgres
+cronstream root cronstream
+EOF
+  chmod 700 "$RUN"
+}
+
 running() {
   [ -n "$(bin_dir)" ] && [ -d "$DATA" ] && pg pg_ctl -D "$DATA" status >/dev/null 2>&1
 }
@@ -101,6 +127,8 @@ up() {
   install_postgres
   if running; then
     say "postgres: already running (127.0.0.1:$PORT)"
+    private
+    pg pg_ctl -D "$DATA" reload >/dev/null
     [ "$(psql_super -tA -c 'SHOW wal_level')" = logical ] \
       || say "postgres: warning: it runs without wal_level=logical (started by an older version of this script), which Debezium needs: restart it with 'scripts/services.sh down postgres' and 'make services'"
     return 0
@@ -113,11 +141,12 @@ up() {
   if [ ! -s "$DATA/PG_VERSION" ]; then
     say "postgres: creating a cluster in $DATA"
     pg initdb -D "$DATA" -U postgres -E UTF8 --locale=C.UTF-8 \
-        --auth-local=trust --auth-host=scram-sha-256 >"$HOME_DIR/initdb-$PORT.log" 2>&1 \
+        --auth-local=peer --auth-host=scram-sha-256 >"$HOME_DIR/initdb-$PORT.log" 2>&1 \
       || die "initdb failed (see $HOME_DIR/initdb-$PORT.log)"
   fi
+  private
   pg pg_ctl -D "$DATA" -l "$LOG" -w -t 60 \
-      -o "-c listen_addresses=127.0.0.1 -p $PORT -k $RUN -c max_connections=200 -c wal_level=logical" \
+      -o "-c listen_addresses=127.0.0.1 -p $PORT -k $RUN -c unix_socket_permissions=0700 -c max_connections=200 -c wal_level=logical" \
       start >/dev/null \
     || { tail -n 20 "$LOG" >&2; die "postgres did not start (see $LOG)"; }
   psql_super <<SQL

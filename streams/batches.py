@@ -55,15 +55,6 @@ def router(settings: Settings, registry: Registry) -> Router:
     return route
 
 
-def session_settings(settings: Settings) -> dict[str, str]:
-    """Bounds on the worker's Postgres session: no lock or statement waits forever."""
-    return {
-        "lock_timeout": f"{int(settings.db_lock_timeout * 1000)}ms",
-        "statement_timeout": f"{int(settings.db_statement_timeout * 1000)}ms",
-        "application_name": f"cronstream worker {settings.consumer_group}"[:63],
-    }
-
-
 class BatchLoop:
     """One worker's Postgres connection, dead-letter producer and outage retry loop."""
 
@@ -106,7 +97,10 @@ class BatchLoop:
 
     async def _connection(self) -> asyncpg.Connection:
         if self.connection is None or self.connection.is_closed():
-            self.connection = await db.connect(self.settings, session_settings(self.settings))
+            bounds = db.session_settings(
+                self.settings, f"cronstream worker {self.settings.consumer_group}"
+            )
+            self.connection = await db.connect(self.settings, bounds)
         return self.connection
 
     def _drop_connection(self) -> None:

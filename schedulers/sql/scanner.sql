@@ -3,8 +3,11 @@
 -- key column's type as the catalog names it; values always travel as $n parameters.
 
 -- scan_table --
--- $1 is the quoted name: to_regclass folds an unquoted name to lower case.
-SELECT to_regclass($1)::oid
+-- $1 is the quoted name: to_regclass folds an unquoted name to lower case. The schema
+-- is the one the name resolves to: search_path puts pg_catalog first.
+SELECT c.oid, n.nspname AS schema
+FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+WHERE c.oid = to_regclass($1)
 
 -- scan_columns --
 SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type,

@@ -14,7 +14,7 @@ from aiokafka.errors import MessageSizeTooLargeError
 from cronstream import kafka
 from cronstream.envelope import decode
 from cronstream.schedulers.jobs import JobError, ScanConfig
-from cronstream.schedulers.scanner import Scanner
+from cronstream.schedulers.scanner import ScanBlocked, Scanner
 from cronstream.settings import Settings
 from tests.integration.kafka_helpers import read_all, wait_for
 
@@ -291,6 +291,48 @@ async def test_a_mixed_case_table_is_scanned(
     assert await db.fetchval('SELECT count(*) FROM "Orders" WHERE needs_sync') == 0
     records = await read_all(settings, settings.sync_topic, expected=2)
     assert sorted(decode(r.value).kafka_key for r in records) == [b"Orders:1", b"Orders:2"]
+
+
+async def test_a_name_that_resolves_to_a_system_catalog_is_refused_and_nothing_is_sent(
+    db: asyncpg.Connection, producer: AIOKafkaProducer, settings: Settings
+) -> None:
+    """pg_database is readable by any role, with a boolean to flag on; unqualified, the
+    search_path finds it in pg_catalog. A user table of that name scans when qualified."""
+    catalog = ScanConfig(
+        mode="flag", table="pg_database", key_column="oid", flag_column="datallowconn"
+    )
+    with pytest.raises(JobError) as raised:
+        await scan(db, producer, settings, catalog)
+    assert str(raised.value) == (
+        "job 'job': table pg_database is pg_catalog.pg_database, which is in a system schema: "
+        "scans read only user tables"
+    )
+    await db.execute(
+        "CREATE TABLE public.pg_database (id integer PRIMARY KEY, needs_sync boolean DEFAULT true);"
+        "INSERT INTO public.pg_database (id) VALUES (1)"
+    )
+    with pytest.raises(JobError, match=r"is pg_catalog\.pg_database"):
+        await scan(db, producer, settings, ScanConfig(mode="flag", table="pg_database"))
+    mine = await scan(db, producer, settings, ScanConfig(mode="flag", table="public.pg_database"))
+    assert mine.emitted == 1
+    # The only record on the topic is the user table's row: no database was sent.
+    records = await read_all(settings, settings.sync_topic, expected=1)
+    assert [decode(r.value).kafka_key for r in records] == [b"pg_database:1"]
+
+
+async def test_a_table_the_role_may_not_read_fails_in_one_line(
+    db: asyncpg.Connection, producer: AIOKafkaProducer, settings: Settings
+) -> None:
+    await db.execute(
+        "CREATE TABLE private (id integer PRIMARY KEY, needs_sync boolean DEFAULT true);"
+        "REVOKE SELECT ON private FROM current_user"
+    )
+    with pytest.raises(ScanBlocked) as raised:
+        await scan(db, producer, settings, ScanConfig(mode="flag", table="private"))
+    assert str(raised.value) == (
+        "job 'job': scanning table private: permission denied for table private "
+        "(grant the scheduler's role what the job needs)"
+    )
 
 
 @pytest.mark.parametrize(

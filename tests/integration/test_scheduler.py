@@ -427,6 +427,14 @@ async def test_hostile_cron_jobs_rows_are_refused_and_never_stop_the_others(
             "config: unknown key 'jitter'",
         ),
         (
+            "catalog_reader",
+            "* * * * *",
+            {"scan": FLAG_SCAN | {"table": "pg_catalog.pg_authid", "key_column": "rolname"}},
+            True,
+            "0",
+            "scan.table: pg_catalog.pg_authid is in a system schema: scans read only user tables",
+        ),
+        (
             "jitter_past_the_tick",
             "* * * * * *",
             {"scan": FLAG_SCAN},
@@ -492,6 +500,69 @@ async def test_hostile_cron_jobs_rows_are_refused_and_never_stop_the_others(
     assert "invalid" not in lines["every_second"], lines["every_second"]
     for name, *_ in hostile:
         assert "invalid" in lines[name] and "not run:" in lines[name], lines[name]
+
+
+async def test_a_job_whose_table_is_locked_fails_its_run_and_the_others_keep_ticking(
+    db: asyncpg.Connection, database_url: str, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    await db.execute(
+        "CREATE TABLE orders (id integer PRIMARY KEY, needs_sync boolean NOT NULL DEFAULT true);"
+        "INSERT INTO orders (id) VALUES (1); INSERT INTO customers (id, name) VALUES (1, 'a')"
+    )
+    # As many jobs on the locked table as the scheduler's pool has connections: waiting
+    # without a lock timeout, they would hold all four and every other job would stop.
+    blocked = {f"blocked{n}" for n in range(4)}
+    for name in sorted(blocked):
+        await add_job(db, name, "* * * * * *", {"mode": "flag", "table": "orders"})
+    await add_job(db, "free", "* * * * * *", FLAG_SCAN)
+    locker = await asyncpg.connect(database_url)
+    lock = locker.transaction()
+    await lock.start()
+    await locker.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+    env = env_for(cli_env) | {"CRONSTREAM_DB_LOCK_TIMEOUT": "1"}
+    process = scheduler(env, tmp_path, "s")
+    process.start()
+    try:
+        reason = (
+            "waited past the lock timeout (CRONSTREAM_DB_LOCK_TIMEOUT) on table orders: "
+            "another session holds a lock on it or on rows of it"
+        )
+
+        async def blocked_runs_failed() -> bool:
+            failed = await db.fetch("SELECT job, error FROM cron_runs WHERE status = 'failed'")
+            for run in failed:
+                assert run["error"] == f"job '{run['job']}': {reason}", run
+            return {run["job"] for run in failed} == blocked
+
+        await wait_for(blocked_runs_failed, 60, "a failed run of each job on the locked table")
+
+        async def free_ran() -> bool:
+            succeeded = [r for r in await runs(db, "free") if r["status"] == "succeeded"]
+            return len(succeeded) >= 3
+
+        # Still under the lock: the other job's runs go on.
+        await wait_for(free_ran, 60, "three runs of the job on another table")
+        assert await db.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE relation = 'orders'::regclass AND granted "
+            "AND mode = 'AccessExclusiveLock'"
+        )
+        await lock.rollback()
+
+        async def blocked_ran_again() -> bool:
+            return bool(
+                await db.fetchval(
+                    "SELECT count(*) FROM cron_runs WHERE status = 'succeeded' AND job = ANY($1)",
+                    sorted(blocked),
+                )
+            )
+
+        await wait_for(blocked_ran_again, 60, "a run on the table once it is unlocked")
+        logs = process.logs()
+        assert "Traceback" not in logs and "leading failed" not in logs
+        assert process.alive()
+    finally:
+        process.stop()
+        await locker.close()
 
 
 async def test_a_lost_listen_connection_is_re_established_and_notify_runs_the_scan(

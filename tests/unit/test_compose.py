@@ -34,14 +34,14 @@ def test_services_are_the_pipeline() -> None:
 def test_kafka_is_the_same_release_as_the_local_scripts() -> None:
     kafka = compose()["services"]["kafka"]
     assert kafka["image"] == f"apache/kafka:{pinned_kafka_version()}"
-    assert "9092:9092" in kafka["ports"]
+    assert "127.0.0.1:9092:9092" in kafka["ports"]
     assert kafka["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
 
 
 def test_postgres_port_and_credentials_match_the_project_url() -> None:
     services = compose()["services"]
     postgres = services["postgres"]
-    assert "5432:5432" in postgres["ports"]
+    assert "127.0.0.1:5432:5432" in postgres["ports"]
     url = urlsplit(services["worker"]["environment"]["CRONSTREAM_DATABASE_URL"])
     env = postgres["environment"]
     assert (url.hostname, url.port) == ("postgres", 5432)
@@ -50,6 +50,16 @@ def test_postgres_port_and_credentials_match_the_project_url() -> None:
         env["POSTGRES_PASSWORD"],
         f"/{env['POSTGRES_DB']}",
     )
+
+
+def test_ports_are_published_on_loopback_only() -> None:
+    """Kafka has no authentication and Postgres a well-known password: another machine
+    on the network must reach neither."""
+    published = {name: service.get("ports", []) for name, service in compose()["services"].items()}
+    assert published["kafka"] and published["postgres"]
+    for name, ports in published.items():
+        for port in ports:
+            assert isinstance(port, str) and port.startswith("127.0.0.1:"), (name, port)
 
 
 def test_project_services_use_real_settings_and_the_internal_listener() -> None:

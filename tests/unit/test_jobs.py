@@ -64,6 +64,36 @@ def test_table_and_column_names_must_be_plain_identifiers(table: str, ok: bool) 
             to_job("j", fields, "test")
 
 
+@pytest.mark.parametrize(
+    "table",
+    [
+        "pg_catalog.pg_authid",
+        "PG_CATALOG.pg_authid",  # unquoted, Postgres folds it to pg_catalog
+        "information_schema.role_table_grants",
+        "Information_Schema.tables",
+        "pg_toast.pg_toast_1260",
+        "pg_temp.t",
+        "pg_temp_3.t",
+        "pg_toast_temp_3.t",
+    ],
+)
+def test_tables_in_system_schemas_are_refused(table: str) -> None:
+    fields = {"schedule": "* * * * *", "scan": {"mode": "flag", "table": table}}
+    message = (
+        f"job 'j' (test): scan.table: {table} is in a system schema: scans read only user tables"
+    )
+    with pytest.raises(JobError) as raised:
+        to_job("j", fields, "test")
+    assert str(raised.value) == message
+
+
+@pytest.mark.parametrize("table", ["pg_authid", "public.pg_roles", "pgcatalog.t", "app.pg_t"])
+def test_a_user_schema_or_an_unqualified_name_passes_the_config_check(table: str) -> None:
+    """An unqualified name is resolved, and refused if need be, when the scan runs."""
+    fields = {"schedule": "* * * * *", "scan": {"mode": "flag", "table": table}}
+    assert scan_config(to_job("j", fields, "test")).table == table
+
+
 def test_quote_quotes_each_part() -> None:
     assert quote("app.customers") == '"app"."customers"'
 
@@ -250,3 +280,13 @@ def test_jobs_list_refuses_a_bad_jobs_file_with_one_line_and_exit_2(
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
     assert message in result.stderr
+
+
+def test_a_system_table_refuses_the_jobs_file_and_the_cron_jobs_row(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.toml"
+    path.write_text(JOB.replace('table = "t"', 'table = "pg_catalog.pg_authid"'))
+    with pytest.raises(JobError, match=r"job 'x' \(.*\): scan.table: pg_catalog.pg_authid is in"):
+        load_file(path)
+    scan = {"mode": "flag", "table": "information_schema.tables"}
+    with pytest.raises(JobError, match=r"job 'r' \(cron_jobs\): scan.table: information_schema"):
+        row_job(row(config=json.dumps({"scan": scan})))
