@@ -90,7 +90,7 @@ class DeadLetterProducer:
         record = letter.record
         ours = headers(letter, self.consumer)
         if whole:
-            key, value, sent_headers = record.key, record.value, [*_sendable(record), *ours]
+            key, value, sent_headers = record.key, record.value, [*sendable_headers(record), *ours]
         else:
             key, value = None, None
             sent_headers = [*ours, (VALUE_OMITTED, b"too large for the dead-letter topic")]
@@ -100,7 +100,7 @@ class DeadLetterProducer:
         return Message(self.settings.dlq_topic(record.topic), value, key, sent_headers)
 
 
-def _sendable(record: Record) -> list[tuple[str, bytes]]:
+def sendable_headers(record: Record) -> list[tuple[str, bytes]]:
     """The record's headers as a producer can write them, each name's bytes kept."""
     sendable: list[tuple[str, bytes]] = []
     for name, value in record.headers:
