@@ -104,11 +104,19 @@ test-unit: venv
 test-tools:
 	scripts/test-tools.sh
 
+# Tests run in parallel, a test file per process (module fixtures, such as Kafka Connect,
+# start once); each test has its own database and topics. Those that stop a shared
+# service (marked serial) run alone afterwards.
+TEST_PROCESSES ?= 3
+PARALLEL := -n $(TEST_PROCESSES) --dist loadfile -m "not serial"
+
 test-integration: services test-tools
-	$(BIN)/pytest tests/integration
+	$(BIN)/pytest $(PARALLEL) tests/integration
+	$(BIN)/pytest -m serial tests/integration
 
 test: services lint test-tools
-	$(BIN)/pytest
+	$(BIN)/pytest $(PARALLEL)
+	$(BIN)/pytest -m serial
 
 # Quix Streams, the arm a user would most likely pick instead, pins dependencies of its
 # own: it gets a virtualenv of its own and runs as a subprocess of the benchmark.

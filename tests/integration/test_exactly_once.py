@@ -181,6 +181,7 @@ def service_script(service: str, action: str) -> None:
     subprocess.run([str(ROOT / "scripts" / f"{service}.sh"), action], check=True, timeout=180)
 
 
+@pytest.mark.serial
 async def test_broker_restart_while_a_worker_runs(
     settings: Settings, database_url: str, cli_env: dict[str, str], tmp_path: Path, engine: str
 ) -> None:
@@ -236,6 +237,7 @@ def assert_outage_told_in_two_lines(log: str, engine: str) -> None:
     assert found[recovered[0]]["held_back"] > 0, found[recovered[0]]
 
 
+@pytest.mark.serial
 async def test_postgres_outage_holds_the_worker_back_until_it_returns(
     settings: Settings, database_url: str, cli_env: dict[str, str], tmp_path: Path, engine: str
 ) -> None:
