@@ -140,8 +140,7 @@ class BatchEngine:
                 return
             log_batch(len(records), outcome)
             for (topic, partition), checkpoint in outcome.checkpoints.items():
-                tp = TopicPartition(topic, partition)
-                self.uncommitted[tp] = self.expected[tp] = checkpoint + 1
+                self.uncommitted[TopicPartition(topic, partition)] = checkpoint + 1
         if time.monotonic() - self.last_commit >= KAFKA_COMMIT_INTERVAL:
             await self._commit(consumer)
 

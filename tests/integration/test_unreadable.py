@@ -164,3 +164,31 @@ async def test_a_replay_applies_every_valid_record_and_dead_letters_the_unreadab
     assert bad.id not in counts
     assert_exactly_once(counts, ids)
     await assert_dead_lettered_with_its_bytes(settings, bad)
+
+
+async def test_a_poll_past_checkpoint_plus_one_is_counted_and_said_once(
+    settings: Settings, database_url: str, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A transaction's commit marker takes an offset no consumer sees: the records of the
+    next transaction resume one past checkpoint + 1. A legitimate gap, counted."""
+    await create_counts_table(database_url)
+    settings = settings.model_copy(update={"topic_partitions": 1})
+    await kafka.ensure_topics(settings, [settings.sync_topic])
+    worker = WorkerProcess(worker_env(cli_env, CRONSTREAM_TOPIC_PARTITIONS="1"), tmp_path, "w")
+    first, second = list(count_events(10)), list(count_events(10, start=10))
+    producer = kafka.producer(settings, transactional_id=f"tx-{settings.sync_topic}")
+    worker.start()
+    try:
+        async with kafka.started(producer):
+            for events in (first, second):
+                async with producer.transaction():
+                    for event in events:
+                        await producer.send(
+                            settings.sync_topic, event.encode(), key=event.kafka_key
+                        )
+                await wait_until_at_end(settings, worker, settings.sync_topic, 60)
+    finally:
+        worker.stop()
+    assert_exactly_once(await applied_counts(database_url), [e.id for e in first + second])
+    said = [line for line in worker.logs().splitlines() if "records resume at" in line]
+    assert len(said) == 1 and "resume at 11, checkpoint + 1 is 10" in said[0], said
