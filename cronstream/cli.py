@@ -564,7 +564,8 @@ def replay_command(
         str | None,
         typer.Option(
             help="Rebuild mode: the Postgres schema handlers write into, created if missing. "
-            "(default: the --consumer name as an identifier)"
+            "(default: the --consumer name as an identifier, then _ and a hash of it; the "
+            "plan prints it)"
         ),
     ] = None,
     like: Annotated[
@@ -604,7 +605,7 @@ def replay_command(
     shows on a terminal (a log line every 5 s otherwise); a summary line ends it, and a
     row in the replays table records it. Exit codes: 0 done; 1 failed or interrupted
     (SIGINT/SIGTERM stop after the in-flight batch; the hint says how to resume);
-    2 invalid options.
+    2 invalid options, or a --schema another consumer's running replay writes into.
     """
     if external_topics is not None:  # the topic's format, as the worker reads it
         ctx.obj["external_topics"] = external_topics

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
@@ -30,6 +31,18 @@ VALUE_OMITTED = "dlq.value.omitted"
 # aiokafka included, cannot write such a name, so it travels as these two headers.
 HEADER_NAME = "dlq.header.name"
 HEADER_VALUE = "dlq.header.value"
+ID = "dlq.id"
+
+
+def letter_id(consumer: str, topic: str, partition: int, offset: int) -> str:
+    """The same id on every copy of one record's dead letter from one consumer (a crash
+    between Kafka's ack and the COMMIT sends it again), so a reader of `.dlq` can drop the
+    copies. The consumer is part of it: two groups dead-lettering the same record send two
+    letters, and dropping one would lose that group's failure. A hash, so the header stays
+    32 bytes whatever the consumer name; a topic name has no newline, so the text is
+    unambiguous."""
+    text = f"{topic}\n{partition}\n{offset}\n{consumer}"
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def headers(letter: DeadLetter, consumer: str) -> list[tuple[str, bytes]]:
@@ -42,6 +55,7 @@ def headers(letter: DeadLetter, consumer: str) -> list[tuple[str, bytes]]:
         (OFFSET, str(record.offset).encode()),
         (ATTEMPTS, str(letter.attempts).encode()),
         (CONSUMER, consumer.encode()),
+        (ID, letter_id(consumer, record.topic, record.partition, record.offset).encode()),
     ]
 
 

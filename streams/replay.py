@@ -22,8 +22,10 @@ Batches of up to `batch_size` records go through the worker's `BatchLoop` and
   the transaction's `search_path` set to a schema of its own (restored right after the
   call, inside the handler's savepoint), so effects land in tables created there
   `LIKE` the live ones, while the protocol's own queries keep the live search_path.
+  Another consumer's replay still writing into that schema refuses it.
 
-Each real replay is recorded in the `replays` table (migrations/0005_replays.sql).
+Each real replay is recorded in the `replays` table (migrations/0005_replays.sql), and
+holds an advisory lock on its id while it runs (streams/sql/replay.sql).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import getpass
+import hashlib
 import json
 import logging
 import math
@@ -81,13 +84,17 @@ def identifier(option: str, value: str, qualified: bool = False) -> str:
 
 
 def schema_for(consumer: str) -> str:
-    """The default rebuild schema of a consumer name: a safe identifier made of it."""
+    """The default rebuild schema of a consumer name: the name made a safe identifier,
+    then `_` and a hash of the exact name, so names that read alike (`orders-v2` and
+    `orders.v2`, `Orders` and `orders`, long names alike in their first 52 characters)
+    get schemas of their own. At most 63 characters, Postgres's identifier limit."""
+    digest = hashlib.sha256(consumer.encode("utf-8", "surrogatepass")).hexdigest()[:10]
     name = re.sub(r"[^a-z0-9_]", "_", consumer.lower())
     if not re.match(r"[a-z_]", name):
         name = f"r_{name}"
     if name.startswith("pg_"):
         name = f"r_{name}"  # Postgres reserves pg_ schema names
-    return name[:63]
+    return f"{name[: 63 - 1 - len(digest)]}_{digest}"
 
 
 def parse_partitions(text: str) -> tuple[int, ...]:
@@ -339,6 +346,8 @@ async def plan(settings: Settings, request: Request) -> Plan:
         rows = await connection.fetch(query("replay_checkpoints"), consumer_name, topic)
         if request.schema is not None:
             await _check_schema(connection, request.schema, request.like)
+            checkpointed = any(row["offset"] >= 0 for row in rows)
+            await _check_owner(connection, request, checkpointed)
     done = {row["partition"]: row["offset"] for row in rows}
     return Plan(
         request=request,
@@ -376,6 +385,41 @@ async def _check_schema(connection: asyncpg.Connection, schema: str, like: Seque
                 f"live {table} (migrated since this rebuild began): drop schema {schema}, or "
                 "give another --schema, and rebuild from the start"
             )
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds")
+
+
+async def _check_owner(
+    connection: asyncpg.Connection, request: Request, checkpointed: bool
+) -> None:
+    """Refuse a rebuild whose consumer's checkpoints belong to another schema (resuming
+    would skip what went there), or whose schema another consumer's replay writes into."""
+    schema, consumer = request.schema, request.asked.consumer
+    assert schema is not None and consumer is not None, "rebuild mode"
+    last = await connection.fetchrow(query("replay_last_rebuild"), consumer, request.asked.topic)
+    if checkpointed and last is not None and last["schema"] != schema:
+        theirs = shown(last["schema"])
+        raise ReplayError(
+            f"--consumer '{shown(consumer)}' has checkpoints from its rebuild into schema "
+            f"{theirs} (replay {last['id']}, started {_when(last['started_at'])}): give "
+            f"--schema {theirs} to go on there, or another --consumer to rebuild from the start"
+        )
+    await refuse_held(connection, schema, consumer)
+
+
+async def refuse_held(connection: asyncpg.Connection, schema: str, consumer: str) -> None:
+    """Refuse a schema that a running replay of another consumer writes into: two
+    rebuilds there would mix. A row left 'running' by a process that died holds nothing."""
+    holder = await connection.fetchrow(query("replay_holder"), schema, consumer)
+    if holder is not None:
+        raise ReplayError(
+            f"--schema {schema} is in use by replay {holder['id']} of consumer "
+            f"'{shown(holder['consumer'])}' (started {_when(holder['started_at'])} by "
+            f"{shown(holder['started_by'])}), still running: wait for it to end or stop it, "
+            "or give another --schema"
+        )
 
 
 async def prepare_schema(connection: asyncpg.Connection, schema: str, like: Sequence[str]) -> None:
@@ -530,20 +574,8 @@ class Replay:
         request = self.plan.request
         self.audit = await db.connect(self.settings)
         try:
-            if request.schema is not None:
-                await prepare_schema(self.audit, request.schema, request.like)
             await kafka.ensure_topics(self.settings, [self.settings.dlq_topic(request.asked.topic)])
-            self.progress.replay_id = await self.audit.fetchval(
-                query("replay_start"),
-                started_by(),
-                request.mode,
-                self.plan.consumer,
-                request.schema,
-                request.asked.topic,
-                [p.partition for p in self.plan.partitions],
-                json.dumps(self.plan.range_json()),
-                self.handlers,
-            )
+            self.progress.replay_id = await self._start(self.audit)
             self.progress.started = time.monotonic()
             try:
                 await self._read_and_apply()
@@ -564,6 +596,30 @@ class Replay:
         finally:
             await self.audit.close()
         return self.progress
+
+    async def _start(self, audit: asyncpg.Connection) -> int:
+        """The audit row, and this replay's lock held on `audit` until it ends. A rebuild
+        checks its schema is not in use and prepares it in the same transaction, under a
+        lock on the schema: two starting at once cannot both pass."""
+        request = self.plan.request
+        async with audit.transaction():
+            if request.schema is not None:
+                await audit.execute(query("replay_lock_schema"), request.schema)
+                await refuse_held(audit, request.schema, self.plan.consumer)
+                await prepare_schema(audit, request.schema, request.like)
+            replay_id: int = await audit.fetchval(
+                query("replay_start"),
+                started_by(),
+                request.mode,
+                self.plan.consumer,
+                request.schema,
+                request.asked.topic,
+                [p.partition for p in self.plan.partitions],
+                json.dumps(self.plan.range_json()),
+                self.handlers,
+            )
+            await audit.execute(query("replay_hold"), replay_id)
+        return replay_id
 
     async def _read_and_apply(self) -> None:
         size = self.settings.batch_size
@@ -694,7 +750,9 @@ class Replay:
             self.audit.terminate()
         try:
             self.audit = await db.connect(self.settings)
-        except db.DatabaseUnavailable as error:
+            # The lock went with the old session; the window between is not guarded.
+            await self.audit.execute(query("replay_hold"), self.progress.replay_id)
+        except (db.DatabaseUnavailable, *db.CONNECT_ERRORS) as error:
             log.warning("replay %s: audit connection lost: %s", self.progress.replay_id, error)
 
     async def _finish(self) -> None:

@@ -5,6 +5,39 @@ INSERT INTO replays (started_by, mode, consumer, schema, topic, partitions, rang
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 RETURNING id
 
+-- replay_hold --
+-- Held by the session of the replay with id $1 while it runs, so another session can
+-- tell a running replay from a row left 'running' by a process that died (its session
+-- ended and the lock with it). A two-key lock, shown in pg_locks with objsubid 2.
+SELECT pg_advisory_lock(hashtext('cronstream.replay'), ($1::bigint & 2147483647)::integer)
+
+-- replay_lock_schema --
+-- Taken by a rebuild's start and held to the end of its transaction: two rebuilds
+-- starting into schema $1 at once check for each other one after the other.
+SELECT pg_advisory_xact_lock(hashtext('cronstream.rebuild'), hashtext($1))
+
+-- replay_holder --
+-- The replay of another consumer than $2 still writing into schema $1: its row says
+-- 'running' and its session holds replay_hold's lock.
+SELECT r.id, r.consumer, r.started_by, r.started_at
+FROM replays AS r
+WHERE r.schema = $1 AND r.consumer <> $2 AND r.status = 'running'
+  AND EXISTS (
+      SELECT FROM pg_locks AS l
+      WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+        AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+        AND l.classid::bigint = hashtext('cronstream.replay')::bigint & 4294967295
+        AND l.objid::bigint = r.id & 2147483647)
+ORDER BY r.id
+LIMIT 1
+
+-- replay_last_rebuild --
+-- The latest rebuild by consumer $1 of topic $2: the schema its checkpoints belong to.
+SELECT id, schema, started_at FROM replays
+WHERE mode = 'rebuild' AND consumer = $1 AND topic = $2
+ORDER BY id DESC
+LIMIT 1
+
 -- replay_progress --
 UPDATE replays
 SET records = $2, applied = $3, duplicates = $4, dead_lettered = $5

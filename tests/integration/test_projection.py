@@ -20,6 +20,7 @@ from cronstream import kafka
 from cronstream.envelope import Event
 from cronstream.handlers.projection import project
 from cronstream.settings import Settings
+from cronstream.streams.replay import schema_for
 from tests.integration.conftest import run_cli
 from tests.integration.workers import (
     WorkerProcess,
@@ -30,6 +31,7 @@ from tests.integration.workers import (
 )
 
 T0 = datetime(2027, 1, 1, tzinfo=UTC)
+REBUILT = schema_for("rebuild.dbz")  # the schema `--consumer rebuild.dbz` rebuilds into
 
 
 def change(kind: str, key: str, version: int | None, minutes: int = 0, **payload: Any) -> Event:
@@ -189,7 +191,7 @@ async def test_a_debezium_topic_projects_changes_acknowledges_tombstones_and_dea
     connection = await asyncpg.connect(database_url)
     try:
         columns = "entity, key, version, deleted, payload"
-        live, rebuilt_table = "entity_projection", "rebuild_dbz.entity_projection"
+        live, rebuilt_table = "entity_projection", f"{REBUILT}.entity_projection"
         differ = await connection.fetch(
             f"(SELECT {columns} FROM {rebuilt_table} EXCEPT SELECT {columns} FROM {live}) "
             f"UNION ALL (SELECT {columns} FROM {live} EXCEPT SELECT {columns} FROM {rebuilt_table})"
@@ -201,14 +203,14 @@ async def test_a_debezium_topic_projects_changes_acknowledges_tombstones_and_dea
     # A rebuild schema older than a migration of its tables is refused, not half-applied.
     connection = await asyncpg.connect(database_url)
     try:
-        await connection.execute("ALTER TABLE rebuild_dbz.entity_projection DROP COLUMN deleted")
+        await connection.execute(f"ALTER TABLE {REBUILT}.entity_projection DROP COLUMN deleted")
     finally:
         await connection.close()
     resumed = run_cli(
         ["replay", "--topic", topic, "--from-beginning", "--consumer", "rebuild.dbz"], worker.env
     )
     assert resumed.returncode == 2, resumed.stdout + resumed.stderr
-    assert "rebuild_dbz.entity_projection lacks column(s) deleted" in resumed.stderr
+    assert f"{REBUILT}.entity_projection lacks column(s) deleted" in resumed.stderr
 
     # A topic the settings do not name (its dead-letter topic) is read as envelopes.
     dlq = run_cli(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,10 +14,13 @@ import pytest
 from aiokafka.structs import RecordMetadata
 
 from cronstream import kafka
+from cronstream.cli import build_registry
 from cronstream.envelope import Event
 from cronstream.handlers.checkpoints import BatchApplier, is_outage
 from cronstream.retry import RetryPolicy
 from cronstream.settings import Settings
+from cronstream.streams import replay as replay_module
+from cronstream.streams.replay import schema_for
 from tests.integration.conftest import run_cli
 from tests.integration.handlers_under_test import COUNTS_TABLE
 from tests.integration.kafka_helpers import read_all, wait_for
@@ -143,9 +147,9 @@ async def test_dry_run_plans_offset_and_time_ranges_and_writes_nothing(
     middle = (BASE + timedelta(minutes=1)).isoformat()
     after = plan_lines(replay(env, "--dry-run", "--from-time", middle))
     before = plan_lines(replay(env, "--dry-run", "--from-beginning", "--to-time", middle))
-    rebuild = plan_lines(
-        replay(env, "--dry-run", "--from-time", middle, "--consumer", "rebuild.plan")
-    )
+    rebuild_plan = replay(env, "--dry-run", "--from-time", middle, "--consumer", "rebuild.plan")
+    assert f"for consumer rebuild.plan into schema {schema_for('rebuild.plan')}: " in rebuild_plan
+    rebuild = plan_lines(rebuild_plan)
     for p in range(settings.topic_partitions):
         firsts = [m.offset for m in early if m.partition == p]
         seconds = [m.offset for m in late if m.partition == p]
@@ -165,7 +169,7 @@ async def test_dry_run_plans_offset_and_time_ranges_and_writes_nothing(
         database_url,
         "SELECT (SELECT count(*) FROM replays) AS replays, "
         "(SELECT count(*) FROM checkpoints) AS checkpoints, "
-        "(SELECT count(*) FROM pg_namespace WHERE nspname = 'rebuild_plan') AS schemas",
+        "(SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'rebuild_plan%') AS schemas",
     )
     assert dict(written[0]) == {"replays": 0, "checkpoints": 0, "schemas": 0}
 
@@ -173,8 +177,7 @@ async def test_dry_run_plans_offset_and_time_ranges_and_writes_nothing(
 # A rebuild whose schema holds live tables would write into them: refused, one line.
 INTO_LIVE_TABLES = [
     (["--consumer", "rb", "--schema", "public"], "is on the live search_path"),
-    (["--consumer", "public"], "is on the live search_path"),  # the default schema: its name
-    (["--consumer", "rb", "--like", "rb.t"], "is in --schema rb itself"),
+    (["--consumer", "rb", "--schema", "rb", "--like", "rb.t"], "is in --schema rb itself"),
     (["--consumer", "rb", "--like", "no_such_table"], "no such table"),
 ]
 
@@ -231,12 +234,13 @@ async def test_rebuild_from_offset_zero_gives_the_live_projection(
     await wait_until_applied(settings, live)
 
     summary = replay(env, "--from-beginning", "--consumer", "rebuild1")
+    schema = schema_for("rebuild1")
     assert f"{len(events)} records read, {len(events)} applied, 0 duplicates" in summary
 
     columns = "entity, key, version, occurred_at, payload, event_id, source"
     rows = await fetch(database_url, f"SELECT {columns} FROM entity_projection ORDER BY 1, 2")
     rebuilt = await fetch(
-        database_url, f"SELECT {columns} FROM rebuild1.entity_projection ORDER BY 1, 2"
+        database_url, f"SELECT {columns} FROM {schema}.entity_projection ORDER BY 1, 2"
     )
     assert len(rows) == 300
     assert [tuple(r) for r in rebuilt] == [tuple(r) for r in rows]
@@ -323,7 +327,9 @@ async def test_replays_beside_live_workers_double_nothing_but_the_range(
     assert rows[0]["status"] == "succeeded", rows[0]["error"]
     rebuild_counts = {
         r["event_id"]: r["applied"]
-        for r in await fetch(database_url, "SELECT event_id, applied FROM rb.event_counts")
+        for r in await fetch(
+            database_url, f"SELECT event_id, applied FROM {schema_for('rb')}.event_counts"
+        )
     }
     assert len(rebuild_counts) == rows[0]["records"] == rows[0]["applied"] > 0
     assert set(rebuild_counts.values()) == {1}
@@ -359,9 +365,96 @@ async def test_interrupted_rebuild_says_where_it_stopped_and_resumes(
 
     done = run_cli(args, env, timeout=180)
     assert done.returncode == 0, done.stderr
-    counts = await fetch(database_url, "SELECT event_id, applied FROM slow.event_counts")
+    counts = await fetch(
+        database_url, f"SELECT event_id, applied FROM {schema_for('slow')}.event_counts"
+    )
     assert {r["event_id"] for r in counts} == set(ids)
     assert {r["applied"] for r in counts} == {1}
+
+
+async def test_a_schema_another_consumers_running_rebuild_writes_into_is_refused(
+    settings: Settings, env: dict[str, str], database_url: str, tmp_path: Path
+) -> None:
+    """Two consumers' rebuilds into one schema would mix their effects: while one runs,
+    the other is refused in one line naming it, both when it plans and when it starts
+    (a plan made before the first began). A replay whose process died leaves its row
+    'running' but holds nothing: the schema is free again."""
+    await create_counts_table(database_url)
+    await publish(settings, list(count_events(300)))
+    args = ["replay", "--topic", settings.sync_topic, "--handlers", HANDLERS, "--from-beginning"]
+    args += ["--schema", "shared", "--like", "event_counts"]
+    second = ["--consumer", "orders.v2"]
+    asked = replay_module.Asked(
+        settings.sync_topic, from_beginning=True, consumer="orders.v2", schema="shared"
+    )
+    early = await replay_module.plan(
+        settings,
+        replay_module.check(replace(asked, like=("event_counts",)), settings.consumer_group),
+    )
+    first = WorkerProcess(
+        env, tmp_path, "first", [*args, "--consumer", "orders-v2", "--rate-limit", "20"]
+    )
+    first.start()
+    try:
+
+        async def first_applies() -> bool:
+            assert first.alive(), first.logs()[-3000:]
+            rows = await fetch(database_url, "SELECT applied FROM replays")
+            return bool(rows) and rows[0]["applied"] > 0
+
+        await wait_for(first_applies, 60, "the first rebuild to apply a batch")
+        [row] = await fetch(database_url, "SELECT id, started_at FROM replays")
+        started = row["started_at"].astimezone(UTC).isoformat(timespec="seconds")
+        refused = run_cli([*args, *second], env)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        [line] = refused.stderr.splitlines()
+        assert line.startswith(
+            f"error: --schema shared is in use by replay {row['id']} of consumer 'orders-v2' "
+            f"(started {started} by "
+        ), line
+        assert line.endswith(
+            "still running: wait for it to end or stop it, or give another --schema"
+        )
+
+        replaying = replay_module.Replay(
+            settings, build_registry([HANDLERS]), early, [HANDLERS], asyncio.Event()
+        )
+        with pytest.raises(replay_module.ReplayError, match=f"in use by replay {row['id']} "):
+            await replaying.run()
+        assert first.alive(), "the first rebuild went on"
+        assert len(await fetch(database_url, "SELECT id FROM replays")) == 1
+        first.kill()
+    finally:
+        first.stop()
+    [dead] = await fetch(database_url, "SELECT status FROM replays")
+    assert dead["status"] == "running"
+    done = run_cli([*args, *second], env, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "300 records read" in done.stdout
+
+
+async def test_a_rebuild_goes_on_only_in_the_schema_its_checkpoints_belong_to(
+    settings: Settings, env: dict[str, str], database_url: str
+) -> None:
+    """Rebuilds once went into a schema named like the consumer (`legacy`); the default
+    now has a hash, and resuming there would skip what the checkpoints say went into
+    `legacy`: refused, naming the schema to give."""
+    await create_counts_table(database_url)
+    await publish(settings, list(count_events(5)))
+    args = ["--handlers", HANDLERS, "--from-beginning", "--consumer", "legacy"]
+    args += ["--like", "event_counts"]
+    replay(env, *args, "--schema", "legacy")
+    [row] = await fetch(database_url, "SELECT id, started_at FROM replays")
+    started = row["started_at"].astimezone(UTC).isoformat(timespec="seconds")
+    result = run_cli(["replay", "--topic", settings.sync_topic, *args], env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.splitlines() == [
+        f"error: --consumer 'legacy' has checkpoints from its rebuild into schema legacy "
+        f"(replay {row['id']}, started {started}): give --schema legacy to go on there, "
+        "or another --consumer to rebuild from the start"
+    ]
+    again = replay(env, *args, "--schema", "legacy")
+    assert "5 records read, 0 applied, 5 duplicates" in again
 
 
 async def test_reapplying_narrowed_batch_after_an_outage_applies_each_record_once_more(

@@ -276,3 +276,30 @@ async def test_a_dead_letter_without_key_or_value_still_reaches_the_dlq(
     assert (letter.key, letter.value) == (None, b"")
     assert headers[deadletter.VALUE_OMITTED] == b"the original value is null"
     assert headers[deadletter.OFFSET] == b"7"
+
+
+async def test_a_dead_letter_sent_again_after_a_restart_carries_the_same_id(
+    settings: Settings,
+) -> None:
+    """A crash between Kafka's ack and the COMMIT: the restarted worker (a new producer)
+    sends the letter again, perhaps with another error; a reader of `.dlq` drops the copy
+    by its `dlq.id`, and keeps another consumer's letter for the same record."""
+    dlq = settings.dlq_topic(settings.sync_topic)
+    await kafka.ensure_topics(settings, [dlq])
+    record = Record(settings.sync_topic, 1, 12, b"k", b"v", ())
+    sends = [
+        (settings.consumer_group, DeadLetter(record, "handler timed out", 3)),
+        (settings.consumer_group, DeadLetter(record, "handler failed: boom", 1)),
+        ("rebuild1", DeadLetter(record, "handler timed out", 3)),
+    ]
+    for consumer, dead in sends:
+        producer = deadletter.DeadLetterProducer(settings, consumer)
+        await producer.start()
+        try:
+            await producer([dead])
+        finally:
+            await producer.stop()
+    letters = await read_all(settings, dlq, expected=3)
+    in_order = sorted(letters, key=lambda r: r.offset)  # one key: one partition
+    ids = [dict(letter.headers)[deadletter.ID] for letter in in_order]
+    assert ids[0] == ids[1] != ids[2]

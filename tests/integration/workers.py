@@ -247,13 +247,18 @@ async def wait_until_at_end(
 
 async def assert_dead_lettered(settings: Settings, topic: str, reasons: dict[int, str]) -> None:
     """`topic`'s dead-letter topic holds the records at exactly these offsets, each with
-    an error that contains its reason."""
+    an error that contains its reason and the id a reader drops resent copies by."""
     letters = await read_all(settings, settings.dlq_topic(topic), expected=len(reasons))
     found = {
         int(dict(letter.headers)[deadletter.OFFSET]): dict(letter.headers)[deadletter.ERROR]
         for letter in letters
     }
     assert found.keys() == reasons.keys(), found
+    for letter in letters:
+        headers = dict(letter.headers)
+        where = (topic, int(headers[deadletter.PARTITION]), int(headers[deadletter.OFFSET]))
+        expected = deadletter.letter_id(settings.consumer_group, *where)
+        assert headers[deadletter.ID].decode() == expected, headers
     for offset, reason in reasons.items():
         assert reason in found[offset].decode(), found[offset]
 

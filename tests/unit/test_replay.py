@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -10,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cronstream.cli import app, resume_commands
+from cronstream.names import is_identifier
 from cronstream.streams.replay import (
     Asked,
     PartitionPlan,
@@ -77,18 +79,50 @@ def test_rebuild_defaults_its_schema_and_tables() -> None:
     request = check(asked(from_beginning=True, consumer="rebuild.2026-11"), LIVE)
     assert (request.mode, request.schema, request.like) == (
         "rebuild",
-        "rebuild_2026_11",
+        schema_for("rebuild.2026-11"),
         ("entity_projection",),
     )
     assert check(asked(from_offset=0), LIVE).mode == "re-apply"
 
 
 @pytest.mark.parametrize(
-    ("consumer", "schema"),
-    [("rebuild1", "rebuild1"), ("Re-Build", "re_build"), ("2026", "r_2026"), ("pg_x", "r_pg_x")],
+    ("consumer", "readable"),
+    [
+        ("rebuild1", "rebuild1_"),
+        ("Re-Build", "re_build_"),
+        ("2026", "r_2026_"),
+        ("pg_x", "r_pg_x_"),
+        ("ünïcode; DROP", "_n_code__drop_"),
+        ("x" * 300, "x" * 52 + "_"),
+    ],
 )
-def test_default_schema_is_a_safe_identifier(consumer: str, schema: str) -> None:
-    assert schema_for(consumer) == schema
+def test_default_schema_is_a_readable_valid_identifier(consumer: str, readable: str) -> None:
+    schema = schema_for(consumer)
+    assert schema.startswith(readable) and re.fullmatch(r"[0-9a-f]{10}", schema[len(readable) :])
+    assert is_identifier(schema, qualified=False) and len(schema.encode()) <= 63
+    assert check(asked(from_beginning=True, consumer=consumer), LIVE).schema == schema
+
+
+# Names that read alike once made identifiers, each pair once sharing a schema.
+ALIKE = [
+    ("orders-v2", "orders.v2"),
+    ("Orders", "orders"),
+    ("orders v2", "orders_v2"),
+    ("a" * 63 + "-blue", "a" * 63 + "-green"),  # alike in their first 63 characters
+    ("a" * 52 + "1", "a" * 52 + "2"),  # alike in the readable part kept
+]
+
+
+@pytest.mark.parametrize(("one", "other"), ALIKE)
+def test_consumers_that_read_alike_get_schemas_of_their_own(one: str, other: str) -> None:
+    assert schema_for(one) != schema_for(other)
+
+
+def test_default_schema_is_the_same_in_every_run() -> None:
+    """A hash of the name (not Python's per-process hash()): a rebuild run again, from
+    another process or host, goes on in the schema it began."""
+    assert schema_for("orders-v2") == "orders_v2_abd2eeb2fd"
+    assert schema_for("Orders") == "orders_b7e8acdd52"
 
 
 def test_partitions_are_sorted() -> None:
@@ -201,7 +235,7 @@ def test_resume_commands_repeat_every_option_quoted_for_the_shell() -> None:
     [command] = resume_commands(request, ["my handlers"], "cdc:debezium", [(2, 17, 99)])
     assert shlex.split(command) == [
         "cronstream", "replay", "--topic", "t", "--handlers", "my handlers",
-        "--external-topics", "cdc:debezium", "--consumer", "r 1", "--schema", "r_1",
+        "--external-topics", "cdc:debezium", "--consumer", "r 1", "--schema", schema_for("r 1"),
         "--like", "a.t", "--rate-limit", "40.0",
         "--partitions", "2", "--from-offset", "17", "--to-offset", "99",
     ]  # fmt: skip
