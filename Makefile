@@ -75,6 +75,7 @@ run: migrate
 	@echo "and see it applied:"
 	@echo "  $(PSQL_HINT)\"SELECT key, payload->>'name' AS name FROM entity_projection WHERE entity = 'customer' AND key = '7'\""
 	@echo "status: $(BIN)/cronstream status, or http://$${CRONSTREAM_HTTP_HOST:-127.0.0.1}:$${CRONSTREAM_HTTP_PORT:-8080}/ in a browser"
+	@echo "POST /events: $(if $(CRONSTREAM_INGRESS_TOKEN),send 'Authorization: Bearer \$$CRONSTREAM_INGRESS_TOKEN',closed until you set CRONSTREAM_INGRESS_TOKEN to a token of your choice) (README: Ingress)"
 	@echo "Ctrl-C stops."
 	$(BIN)/cronstream --log-format text run --jobs-file demo/jobs.toml
 

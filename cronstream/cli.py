@@ -346,7 +346,10 @@ def report(topic: str, result: publish.PublishResult, skipped: int) -> None:
 
 
 def http_surface(settings: Settings) -> worker.Serve:
-    """The HTTP surface (cronstream/http.py) beside a worker's engine, given its readiness."""
+    """The HTTP surface (cronstream/http.py) beside a worker's engine, given its readiness.
+
+    Settings that would expose it are refused here, before anything starts."""
+    http.check_exposure(settings)
     return lambda readiness: http.Surface(settings, readiness)
 
 
@@ -415,8 +418,10 @@ def worker_command(
     CRONSTREAM_SHUTDOWN_TIMEOUT seconds.
 
     HTTP on CRONSTREAM_HTTP_HOST:CRONSTREAM_HTTP_PORT (default 127.0.0.1:8080; port 0
-    turns it off): /healthz, /readyz, /metrics (Prometheus), POST /events (needs
-    `Authorization: Bearer` when CRONSTREAM_INGRESS_TOKEN is set) and a status page at /.
+    turns it off): /healthz, /readyz, /metrics (Prometheus), POST /events and a status
+    page at /. POST /events is closed until CRONSTREAM_INGRESS_TOKEN is set (then it
+    needs `Authorization: Bearer <token>`, as / does); an address other than loopback
+    needs the token to start.
     """
     overrides = {"external_topics": external_topics, "batch_size": batch_size, "engine": engine}
     ctx.obj |= {name: value for name, value in overrides.items() if value is not None}

@@ -2,15 +2,27 @@
 
     GET  /healthz  200 while the process runs
     GET  /readyz   200 when Postgres and Kafka answer and the engine's partitions are
-                   assigned and positioned; 503 with the reasons otherwise
+                   assigned and positioned; 503 naming what is not, and why only to
+                   whom may see details
     GET  /metrics  Prometheus text (prometheus-client's default registry)
     POST /events   one envelope or a JSON array of them -> 202 {"ids": [...]}
     GET  /         the status page (cronstream/status_page.py)
 
+Closed by default: POST /events is 403 unless CRONSTREAM_INGRESS_TOKEN is set (then it
+needs the bearer token, as / and the reasons of /readyz do) or CRONSTREAM_INGRESS_OPEN
+opens it on a loopback address; a non-loopback address without a token does not start.
+A Host header not in the allow-list is refused (421) except on /healthz, /metrics and
+/readyz, which probes reach by any name: a web page whose name was rebound to
+127.0.0.1 cannot post events or read the page. The bearer token is compared in constant
+time and never logged.
+
 POST /events validates with `publish`'s code (a body is what a line of a publish file
 is, or an array of those) and sends nothing unless every event is valid; 202 only once
 Kafka acknowledged them all. Bad input is a 4xx naming the event (index) and field,
-never a 500. The bearer token is compared in constant time and never logged.
+never a 500; the scanners' own type is refused (422). At most
+CRONSTREAM_HTTP_MAX_INGRESS bodies are read at once, each within
+CRONSTREAM_HTTP_BODY_TIMEOUT and CRONSTREAM_INGRESS_MAX_BYTES; connections are capped
+and given deadlines by `http_limits.Guard`.
 
 Off when CRONSTREAM_HTTP_PORT is 0. The status page is collected at most every
 `STATUS_CACHE_SECONDS`, so a refreshing browser cannot hammer Postgres.
@@ -21,24 +33,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import ipaddress
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import prometheus_client
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from cronstream import db, kafka, publish, status, status_page
-from cronstream.envelope import WHOLE_VALUE, EnvelopeError, json_object, strict_loads
+from cronstream import db, http_limits, kafka, publish, status, status_page
+from cronstream.envelope import (
+    SYNC_REQUIRED,
+    WHOLE_VALUE,
+    EnvelopeError,
+    json_object,
+    strict_loads,
+)
 from cronstream.errors import CronstreamError
-from cronstream.settings import Settings, env_var
+from cronstream.kafka import MAX_REQUEST_SIZE
+from cronstream.settings import Settings, SettingsError, env_var, host_name
 from cronstream.untrusted import shown
 
 if TYPE_CHECKING:
     from cronstream.streams.worker import Readiness
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +73,14 @@ MAX_LISTED_ERRORS = 50
 # loop (heartbeats, batches) keeps running, and bounded so one body cannot hog it.
 MAX_EVENTS = 10_000
 SHUTDOWN_SECONDS = 3.0
+# After answering a request whose body was not read (refused, timed out), aiohttp reads
+# and drops the rest this long, so the client gets the answer rather than a reset.
+LINGER_SECONDS = 2.0
 READY_CACHE_SECONDS = 1.0  # probes share one check: a probe storm costs no connections
 JSON_TYPES = ("application/json", "text/json")
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+ANY_HOST = ("/healthz", "/metrics", "/readyz")  # probes and Prometheus use any name
+SCANNER_TYPES = (SYNC_REQUIRED,)  # the scanners' own: its events come from the tables
 
 
 class PortInUse(CronstreamError):
@@ -66,6 +95,28 @@ def _errors(status: int, errors: list[Any], **headers: str) -> web.Response:
     return _json(status, {"errors": errors}, **headers)
 
 
+def is_loopback(host: str) -> bool:
+    name = host_name(host).strip("[]")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
+
+
+def check_exposure(settings: Settings) -> None:
+    """Refuse a surface reachable from the network without a token (SettingsError)."""
+    host = settings.http_host
+    if settings.http_port == 0 or settings.ingress_token is not None or is_loopback(host):
+        return
+    raise SettingsError(
+        f"{env_var('http_host')}={host} is reachable from the network: set "
+        f"{env_var('ingress_token')} (POST /events, / and /readyz details need it), or "
+        "bind a loopback address"
+    )
+
+
 class Surface:
     """The aiohttp app and its server; `start` and `stop` around the engine's run."""
 
@@ -78,13 +129,20 @@ class Surface:
         self.status: status.Status | None = None
         self.status_at = 0.0
         self.status_lock = asyncio.Lock()
-        self.ready: list[str] = []
+        self.ready: list[tuple[str, str]] = []
         self.ready_at = float("-inf")
         self.ready_lock = asyncio.Lock()
+        self.listener: asyncio.Server | None = None
+        self.guard: http_limits.Guard | None = None
+        self.ingress_busy = 0
+        extra = settings.http_allowed_hosts
+        self.hosts = frozenset([*LOOPBACK_NAMES, host_name(settings.http_host), *extra])
 
     def app(self) -> web.Application:
         # Bodies over the limit are refused by aiohttp while reading: never held whole.
-        app = web.Application(client_max_size=self.settings.ingress_max_bytes)
+        app = web.Application(
+            client_max_size=self.settings.ingress_max_bytes, middlewares=[self.gate]
+        )
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics)
@@ -94,24 +152,49 @@ class Surface:
 
     async def start(self) -> None:
         """Serve on http_host:http_port (nothing when the port is 0); PortInUse if taken."""
-        host, port = self.settings.http_host, self.settings.http_port
+        settings = self.settings
+        host, port = settings.http_host, settings.http_port
         if port == 0:
             return
+        check_exposure(settings)
         # In-flight requests get a few seconds at shutdown, not aiohttp's default minute.
-        runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=SHUTDOWN_SECONDS)
+        runner = web.AppRunner(
+            self.app(),
+            access_log=None,
+            shutdown_timeout=SHUTDOWN_SECONDS,
+            keepalive_timeout=settings.http_keepalive_timeout,
+            lingering_time=LINGER_SECONDS,
+        )
         await runner.setup()
+        assert runner.server is not None  # set by setup()
+        guard = http_limits.Guard(
+            runner.server, settings.http_max_connections, settings.http_header_timeout
+        )
         try:
-            await web.TCPSite(runner, host, port).start()
+            # Our own listener rather than web.TCPSite: the guard is its protocol factory.
+            listener = await asyncio.get_running_loop().create_server(guard, host, port)
         except OSError as error:
             await runner.cleanup()
             raise PortInUse(
                 f"cannot serve HTTP on {host}:{port}: {error.strerror or error}; set "
                 f"{env_var('http_port')} to a free port, or to 0 to turn HTTP off"
             ) from None
-        self.runner = runner
+        self.runner, self.listener, self.guard = runner, listener, guard
         log.info("HTTP on http://%s:%d/", host, port, extra={"host": host, "port": port})
+        if settings.ingress_token is None and settings.ingress_open:
+            log.warning(
+                "POST /events takes events from every local process without a token "
+                "(%s=true); set %s instead",
+                env_var("ingress_open"),
+                env_var("ingress_token"),
+            )
 
     async def stop(self) -> None:
+        if self.listener is not None:
+            self.listener.close()  # no new connections; the runner closes the open ones
+            self.listener = None
+        if self.guard is not None:
+            self.guard.stop()
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
@@ -119,6 +202,33 @@ class Surface:
             with contextlib.suppress(Exception):
                 await self.producer.stop()
             self.producer = None
+
+    @web.middleware
+    async def gate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Every request: its headers arrived in time; its Host is one of ours."""
+        if self.guard is not None:
+            self.guard.started(request.protocol)
+        if request.path not in ANY_HOST and not self._our_host(request):
+            message = (
+                f"Host {shown(request.headers.get('Host', ''))!r} is not a name of this "
+                f"server: add it to {env_var('http_allowed_hosts')}"
+            )
+            return _errors(421, [message])
+        return await handler(request)
+
+    def _our_host(self, request: web.Request) -> bool:
+        return host_name(request.headers.get("Host", "")) in self.hosts
+
+    def _authorized(self, request: web.Request) -> bool:
+        """The request may see details: it carries the token, or none is set."""
+        token = self.settings.ingress_token
+        if token is None:
+            return True
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        expected = token.get_secret_value().encode()
+        # surrogateescape: the header's own bytes, whatever they are, compared whole.
+        offered = given.strip().encode("utf-8", "surrogateescape")
+        return scheme.lower() == "bearer" and hmac.compare_digest(offered, expected)
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
@@ -129,16 +239,19 @@ class Surface:
                 self.ready = await self._check_ready()
                 self.ready_at = time.monotonic()
             reasons = self.ready
-        if reasons:
-            return _json(503, {"ready": False, "reasons": reasons})
-        return _json(200, {"ready": True, "reasons": []})
+        if not reasons:
+            return _json(200, {"ready": True, "reasons": []})
+        # Why names servers, users and databases: only for whom may see the page.
+        if self._our_host(request) and self._authorized(request):
+            return _json(503, {"ready": False, "reasons": [f"{n}: {why}" for n, why in reasons]})
+        return _json(503, {"ready": False, "reasons": [name for name, _ in reasons]})
 
-    async def _check_ready(self) -> list[str]:
-        """Why the worker is not ready; empty when it is."""
+    async def _check_ready(self) -> list[tuple[str, str]]:
+        """What is not ready and why; empty when all is."""
         engine = self.readiness()
         postgres, kafka_reason = await asyncio.gather(self._postgres(), self._kafka())
-        reasons = [
-            f"{name}: {reason}"
+        return [
+            (name, reason)
             for name, reason in (
                 ("engine", engine),
                 ("postgres", postgres),
@@ -146,7 +259,6 @@ class Surface:
             )
             if reason is not None
         ]
-        return reasons
 
     async def _postgres(self) -> str | None:
         try:
@@ -201,6 +313,8 @@ class Surface:
         )
 
     async def page(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return self._challenge()
         async with self.status_lock:  # concurrent requests share one collection
             if self.status is None or time.monotonic() - self.status_at > STATUS_CACHE_SECONDS:
                 self.status = await status.collect(self.settings, self.settings.jobs_file)
@@ -208,38 +322,56 @@ class Surface:
             shown_status = self.status
         return web.Response(text=status_page.render(shown_status), content_type="text/html")
 
-    async def events(self, request: web.Request) -> web.Response:
-        refused = self._unauthorized(request)
-        if refused is not None:
-            return refused
-        if request.content_type not in JSON_TYPES:
-            return _errors(415, ["send the events as Content-Type: application/json"])
-        limit = self.settings.ingress_max_bytes
-        too_large = f"the body is over {limit} bytes ({env_var('ingress_max_bytes')})"
-        if request.content_length is not None and request.content_length > limit:
-            return _errors(413, [too_large])
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return _errors(413, [too_large])
-        records, errors = await asyncio.to_thread(parse_events, body)
-        if errors:
-            return _errors(400, errors)
-        return await self._send(records)
-
-    def _unauthorized(self, request: web.Request) -> web.Response | None:
-        token = self.settings.ingress_token
-        if token is None:
-            return None
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        expected = token.get_secret_value().encode()
-        # surrogateescape: the header's own bytes, whatever they are, compared whole.
-        offered = given.strip().encode("utf-8", "surrogateescape")
-        if scheme.lower() == "bearer" and hmac.compare_digest(offered, expected):
-            return None
+    def _challenge(self) -> web.Response:
         challenge = 'Bearer realm="cronstream"'
         message = "missing or wrong bearer token (Authorization: Bearer <token>)"
         return _errors(401, [message], **{"WWW-Authenticate": challenge})
+
+    async def events(self, request: web.Request) -> web.Response:
+        settings = self.settings
+        if settings.ingress_token is None and not settings.ingress_open:
+            closed = f"POST /events is closed: set {env_var('ingress_token')} and send it"
+            return _errors(403, [f"{closed} as Authorization: Bearer <token>"])
+        if not self._authorized(request):
+            return self._challenge()
+        if request.content_type not in JSON_TYPES:
+            return _errors(415, ["send the events as Content-Type: application/json"])
+        limit = settings.ingress_max_bytes
+        too_large = f"the body is over {limit} bytes ({env_var('ingress_max_bytes')})"
+        if request.content_length is not None and request.content_length > limit:
+            return _errors(413, [too_large])
+        if self.ingress_busy >= settings.http_max_ingress:
+            busy = f"{settings.http_max_ingress} requests are being handled; retry shortly"
+            return _errors(503, [busy], **{"Retry-After": "1"})
+        self.ingress_busy += 1  # bounds the bodies held at once, hence memory
+        try:
+            return await self._ingest(request, too_large)
+        finally:
+            self.ingress_busy -= 1
+
+    async def _ingest(self, request: web.Request, too_large: str) -> web.Response:
+        seconds = self.settings.http_body_timeout
+        try:
+            async with asyncio.timeout(seconds):
+                body = await request.read()  # aiohttp stops at client_max_size
+        except web.HTTPRequestEntityTooLarge:
+            return _errors(413, [too_large])
+        except TimeoutError:
+            late = f"the body did not arrive within {seconds:g}s"
+            response = _errors(408, [f"{late} ({env_var('http_body_timeout')})"])
+            response.force_close()
+            return response
+        accepted, errors = await asyncio.to_thread(parse_events, body)
+        if errors:
+            return _errors(400, errors)
+        scanners = [
+            _error(index, EnvelopeError("type", f"'{a.type}' is the scanners' own type"))
+            for index, a in enumerate(accepted)
+            if a.type in SCANNER_TYPES
+        ]
+        if scanners:
+            return _errors(422, scanners[:MAX_LISTED_ERRORS])
+        return await self._send([(a.id, a.record) for a in accepted])
 
     async def _send(self, records: list[tuple[str, publish.Record]]) -> web.Response:
         unavailable = {"Retry-After": "5"}
@@ -269,8 +401,16 @@ def _error(index: int | None, error: EnvelopeError) -> dict[str, Any]:
     return {"index": index, "field": error.field, "message": str(error)}
 
 
-def parse_events(body: bytes) -> tuple[list[tuple[str, publish.Record]], list[dict[str, Any]]]:
-    """(event id, record) of each event of a body, or the errors naming index and field.
+class Accepted(NamedTuple):
+    """A valid event of a body, as its Kafka record."""
+
+    id: str
+    type: str
+    record: publish.Record
+
+
+def parse_events(body: bytes) -> tuple[list[Accepted], list[dict[str, Any]]]:
+    """Each event of a body as its record, or the errors naming index and field.
 
     A body is one envelope, exactly as a line of a `publish` file, or a JSON array of
     them; id, occurred_at, trace_id and source may be omitted, as there.
@@ -294,14 +434,17 @@ def parse_events(body: bytes) -> tuple[list[tuple[str, publish.Record]], list[di
             too_many = f"holds {len(array)} events: send at most {MAX_EVENTS} per request"
             return [], [_error(None, EnvelopeError(WHOLE_VALUE, too_many))]
         items = [_item(element) for element in array]
-    records: list[tuple[str, publish.Record]] = []
+    records: list[Accepted] = []
     errors: list[dict[str, Any]] = []
     for index, item in enumerate(items):
         try:
             if isinstance(item, EnvelopeError):
                 raise item
+            if len(item) > MAX_REQUEST_SIZE:  # before it is parsed: Kafka would refuse it
+                over = f"is {len(item)} bytes, over the producer's limit of {MAX_REQUEST_SIZE}"
+                raise EnvelopeError(WHOLE_VALUE, over)
             event, value = publish.parse_line(item, INGRESS_SOURCE)
-            records.append((event.id, publish.record(index, event, value)))
+            records.append(Accepted(event.id, event.type, publish.record(index, event, value)))
         except EnvelopeError as error:
             errors.append(_error(index, error))
             if len(errors) == MAX_LISTED_ERRORS:  # enough to fix; the rest is not checked

@@ -207,16 +207,45 @@ class Settings(BaseSettings):
     http_host: str = Field(
         "127.0.0.1", min_length=1, description="address the HTTP surface binds to"
     )
+    http_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host header names the HTTP surface answers besides localhost, "
+        "127.0.0.1, [::1] and CRONSTREAM_HTTP_HOST, comma-separated (a port is ignored)",
+    )
+    http_header_timeout: float = Field(
+        10.0, gt=0, le=3600, description="seconds a new connection has to send its headers"
+    )
+    http_body_timeout: float = Field(
+        10.0, gt=0, le=3600, description="seconds to receive a POST /events body"
+    )
+    http_keepalive_timeout: float = Field(
+        15.0,
+        gt=0,
+        le=3600,
+        description="seconds an idle connection stays open after a response",
+    )
+    http_max_connections: int = Field(
+        100, ge=1, le=100_000, description="open HTTP connections; more are answered 503"
+    )
+    http_max_ingress: int = Field(
+        8, ge=1, le=1000, description="POST /events handled at once; more are answered 503"
+    )
     ingress_token: SecretStr | None = Field(
         None,
         min_length=1,
-        description="when set, POST /events needs 'Authorization: Bearer <token>'",
+        description="the bearer token POST /events needs ('Authorization: Bearer <token>'); "
+        "with it set, / and the reasons of /readyz need it too",
+    )
+    ingress_open: bool = Field(
+        False,
+        description="take POST /events without a token (a loopback address only; logged "
+        "as a warning at start)",
     )
     ingress_max_bytes: int = Field(
         4 * 1_048_576, ge=1024, le=256 * 1_048_576, description="largest POST /events body"
     )
 
-    @field_validator("handlers", "external_topics", mode="before")
+    @field_validator("handlers", "external_topics", "http_allowed_hosts", mode="before")
     @classmethod
     def _comma_separated(cls, value: object, info: ValidationInfo) -> object:
         if not isinstance(value, str):
@@ -224,6 +253,17 @@ class Settings(BaseSettings):
         if info.field_name == "external_topics":
             return parse_topic_formats(value)
         return _comma_list(value)
+
+    @field_validator("http_allowed_hosts")
+    @classmethod
+    def _host_names(cls, value: list[str]) -> list[str]:
+        names = []
+        for item in value:
+            name = host_name(item)
+            if not _HOST_NAME.fullmatch(name):
+                raise ValueError(f"'{item}' is not a host name, IP address or [IPv6] address")
+            names.append(name)
+        return names
 
     @field_validator("database_url")
     @classmethod
@@ -295,6 +335,20 @@ class Settings(BaseSettings):
 
 # Kafka's own rule for topic names ("." and ".." excepted, below).
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._\-]{1,249}")
+
+
+# What a Host header's name may be: a DNS name, an IPv4 address or a bracketed IPv6 one.
+_HOST_NAME = re.compile(r"[a-z0-9.\-_]{1,253}|\[[0-9a-f:.]{2,45}\]")
+
+
+def host_name(host: str) -> str:
+    """A Host header (or an address) as its lower-case name, without a port."""
+    host = host.strip().lower()
+    if host.startswith("["):  # [::1] or [::1]:8080
+        return host[: host.find("]") + 1] if "]" in host else host
+    if host.count(":") == 1:  # name:port; a bare IPv6 address has more colons
+        return host.split(":")[0]
+    return f"[{host}]" if ":" in host else host
 
 
 def _comma_list(value: str) -> list[str]:

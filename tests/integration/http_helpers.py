@@ -36,8 +36,14 @@ async def readyz(url: str) -> tuple[int, dict[str, object]]:
 async def wait_ready(url: str, process: WorkerProcess, seconds: float = 90) -> None:
     """Until /readyz says 200; fails early, with the log, if the process died."""
 
+    answers: list[tuple[int, dict[str, object]]] = []
+
     async def ready() -> bool:
         assert process.alive(), f"{process.name} exited:\n{process.logs()[-3000:]}"
-        return (await readyz(url))[0] == 200
+        answers.append(await readyz(url))
+        return answers[-1][0] == 200
 
-    await wait_for(ready, seconds, f"{url}/readyz to say 200")
+    try:
+        await wait_for(ready, seconds, f"{url}/readyz to say 200")
+    except AssertionError as error:
+        raise AssertionError(f"{error}; it said {answers[-1:]}") from None

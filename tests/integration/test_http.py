@@ -1,5 +1,6 @@
 """The worker's HTTP surface, against a real `cronstream worker` process: every status
-code of /healthz, /readyz, /metrics, POST /events and / (cronstream/http.py)."""
+code of /healthz, /readyz, /metrics, POST /events and / (cronstream/http.py), who may
+reach each (token, Host), and the settings that refuse to start an exposed surface."""
 
 from __future__ import annotations
 
@@ -128,13 +129,14 @@ async def test_readyz_and_ingress_on_each_engine(
 ) -> None:
     """Both engines serve the surface and say when their partitions are positioned."""
     port = free_port()
-    process = WorkerProcess(http_env(cli_env, port, CRONSTREAM_ENGINE=engine), tmp_path, engine)
+    env = http_env(cli_env, port, CRONSTREAM_ENGINE=engine, CRONSTREAM_INGRESS_TOKEN=TOKEN)
+    process = WorkerProcess(env, tmp_path, engine)
     process.start()
     url = f"http://127.0.0.1:{port}"
     try:
         await wait_ready(url, process)
         async with aiohttp.ClientSession() as session:
-            status, answer, _ = await post(session, url, body(envelope()), headers={})
+            status, answer, _ = await post(session, url, body(envelope()))
         assert status == 202, answer
     finally:
         code, _ = process.terminate()
@@ -191,6 +193,90 @@ async def test_post_events_needs_the_bearer_token(
     assert TOKEN not in served.process.logs()
 
 
+# Host header ({port}: the worker's), method, path, status; the token is sent.
+HOSTS = [
+    ("127.0.0.1:{port}", "POST", "/events", 202),
+    ("localhost:{port}", "POST", "/events", 202),
+    ("LocalHost", "POST", "/events", 202),
+    ("[::1]:{port}", "POST", "/events", 202),
+    ("attacker.example", "POST", "/events", 421),
+    ("attacker.example:{port}", "POST", "/events", 421),
+    ("127.0.0.1.attacker.example", "POST", "/events", 421),
+    ("attacker.example:{port}", "GET", "/", 421),
+    ("", "GET", "/", 421),
+    ("attacker.example:{port}", "GET", "/healthz", 200),  # probes use any name
+    ("attacker.example:{port}", "GET", "/metrics", 200),
+    ("attacker.example:{port}", "GET", "/readyz", 200),
+]
+
+
+@pytest.mark.parametrize(("host", "method", "path", "expected"), HOSTS)
+async def test_only_our_host_names_are_answered(
+    served: Served,
+    session: aiohttp.ClientSession,
+    host: str,
+    method: str,
+    path: str,
+    expected: int,
+) -> None:
+    """A page whose DNS name was rebound to 127.0.0.1 sends its own name as Host."""
+    port = served.url.rsplit(":", 1)[1]
+    headers = AUTH | {"Host": host.format(port=port), "Content-Type": JSON}
+    data = body(envelope()) if method == "POST" else None
+    before = await end_offsets(served.settings, served.settings.sync_topic)
+    async with session.request(method, served.url + path, data=data, headers=headers) as answer:
+        assert answer.status == expected, await answer.text()
+        if expected == 421:
+            message = (await answer.json())["errors"]
+            assert len(message) == 1 and "CRONSTREAM_HTTP_ALLOWED_HOSTS" in message[0]
+    if expected != 202:
+        assert await end_offsets(served.settings, served.settings.sync_topic) == before
+
+
+async def test_ingress_is_closed_without_a_token(
+    settings: Settings, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The defaults: POST /events is 403 with one line saying what to set; the page is
+    served to the loopback names only."""
+    port = free_port()
+    process = WorkerProcess(http_env(cli_env, port), tmp_path, "worker")
+    url = f"http://127.0.0.1:{port}"
+    process.start()
+    try:
+        await wait_ready(url, process)
+        before = await end_offsets(settings, settings.sync_topic)
+        async with aiohttp.ClientSession() as session:
+            status, answer, _ = await post(session, url, body(envelope()), headers={})
+            assert status == 403, answer
+            assert len(answer["errors"]) == 1 and "CRONSTREAM_INGRESS_TOKEN" in answer["errors"][0]
+            status, answer, _ = await post(session, url, body(envelope()), headers=AUTH)
+            assert status == 403, answer  # a token nobody set opens nothing
+            rebound = {"Host": "attacker.example"}
+            status, answer, _ = await post(session, url, body(envelope()), headers=rebound)
+            assert status == 421, answer
+            async with session.get(f"{url}/") as page:
+                assert page.status == 200
+            async with session.get(f"{url}/", headers=rebound) as page:
+                assert page.status == 421
+        assert await end_offsets(settings, settings.sync_topic) == before
+    finally:
+        process.stop()
+
+
+@pytest.mark.parametrize("opened", [False, True])
+def test_a_network_address_without_a_token_does_not_start(
+    cli_env: dict[str, str], opened: bool
+) -> None:
+    extra = {"CRONSTREAM_INGRESS_OPEN": "true"} if opened else {}
+    env = http_env(cli_env, free_port(), CRONSTREAM_HTTP_HOST="0.0.0.0", **extra)
+    result = run_cli(["worker"], env, timeout=60)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.stderr
+    assert "CRONSTREAM_HTTP_HOST=0.0.0.0" in lines[0] and "CRONSTREAM_INGRESS_TOKEN" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
 # body, Content-Type, status, and the (index, field) the first error names (None: any).
 BAD_INPUT: list[tuple[bytes, str | None, int, tuple[int | None, str] | None]] = [
     (b"", JSON, 400, (None, "<value>")),
@@ -219,6 +305,8 @@ BAD_INPUT: list[tuple[bytes, str | None, int, tuple[int | None, str] | None]] = 
     (b"null", JSON, 400, (0, "<value>")),
     (b"[1, 2", JSON, 400, (None, "<value>")),
     (b"[" + b",".join([b"1"] * 10_001) + b"]", JSON, 400, (None, "<value>")),  # too many
+    (body([envelope(), envelope(type="sync_required")]), JSON, 422, (1, "type")),
+    (body(envelope(type="sync_required", version=2**63 - 1)), JSON, 422, (0, "type")),
     (body(envelope()), "text/plain", 415, None),
     (body(envelope()), "application/x-www-form-urlencoded", 415, None),
     (body(envelope()), None, 415, None),  # aiohttp sends application/octet-stream
@@ -284,6 +372,8 @@ async def test_status_page_escapes_untrusted_text(
     finally:
         await connection.close()
     async with session.get(f"{served.url}/") as response:
+        assert response.status == 401  # a token is set: the page needs it too
+    async with session.get(f"{served.url}/", headers=AUTH) as response:
         assert response.status == 200
         assert response.content_type == "text/html"
         page = await response.text()
@@ -297,13 +387,15 @@ async def test_status_page_escapes_untrusted_text(
 async def test_readyz_is_503_naming_postgres_when_it_is_unreachable(
     cli_env: dict[str, str], tmp_path: Path
 ) -> None:
+    """Why (the server, user, database) only with the token; without, only what."""
     port = free_port()
     closed = free_port()  # nothing listens there
     env = http_env(
         cli_env,
         port,
-        CRONSTREAM_DATABASE_URL=f"postgresql://cronstream:hunter2@127.0.0.1:{closed}/x",
+        CRONSTREAM_DATABASE_URL=f"postgresql://appuser:hunter2@127.0.0.1:{closed}/proddb",
         CRONSTREAM_CONNECT_TIMEOUT="1",
+        CRONSTREAM_INGRESS_TOKEN=TOKEN,
     )
     process = WorkerProcess(env, tmp_path, "worker")
     process.start()
@@ -319,9 +411,18 @@ async def test_readyz_is_503_naming_postgres_when_it_is_unreachable(
         status, answer = answers[-1]
         assert status == 503
         reasons = answer["reasons"]
-        assert isinstance(reasons, list)
-        assert any(str(r).startswith("postgres: ") for r in reasons), reasons
-        assert "hunter2" not in json.dumps(answer)
+        assert isinstance(reasons, list) and "postgres" in reasons, answer
+        assert set(reasons) <= {"engine", "postgres", "kafka"}, answer  # names, no more
+        for text in ("appuser", "proddb", "hunter2", "127.0.0.1"):
+            assert text not in json.dumps(answer), answer
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{url}/readyz", headers=AUTH) as response,
+        ):
+            detailed = await response.json()
+        assert response.status == 503
+        assert any(r.startswith("postgres: ") and "proddb" in r for r in detailed["reasons"])
+        assert "hunter2" not in json.dumps(detailed)
         assert process.alive()
     finally:
         process.stop()
@@ -339,11 +440,13 @@ async def test_post_events_is_503_when_kafka_refuses(
     finally:
         await admin.close()
     port = free_port()
-    process = WorkerProcess(http_env(cli_env, port), tmp_path, "worker")
+    env = http_env(cli_env, port, CRONSTREAM_INGRESS_OPEN="true")  # no token: opened loudly
+    process = WorkerProcess(env, tmp_path, "worker")
     process.start()
     url = f"http://127.0.0.1:{port}"
     try:
         await wait_ready(url, process)
+        assert process.log_entries("POST /events takes events from every local process")
         async with aiohttp.ClientSession() as session:
             status, answer, headers = await post(
                 session, url, body(envelope(payload={"pad": "x" * 5000})), headers={}

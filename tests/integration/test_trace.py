@@ -86,11 +86,13 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+TOKEN = "trace-test-token"  # POST /events is closed without one
+
+
 def http(method: str, url: str, body: object = None) -> tuple[int, bytes]:
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        url, data=data, method=method, headers={"Content-Type": "application/json"}
-    )
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, response.read()
@@ -107,7 +109,9 @@ async def test_post_events_trace_id_reaches_the_batch_line(
     await kafka.ensure_topics(settings, [settings.sync_topic])
     trace_id = f"ingress-{uuid.uuid4().hex[:8]}"
     port = free_port()
-    env = worker_env(cli_env, "batch", CRONSTREAM_HTTP_PORT=str(port))
+    env = worker_env(
+        cli_env, "batch", CRONSTREAM_HTTP_PORT=str(port), CRONSTREAM_INGRESS_TOKEN=TOKEN
+    )
     worker = WorkerProcess(env, tmp_path, "worker")
     base = f"http://127.0.0.1:{port}"
     worker.start()

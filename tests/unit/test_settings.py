@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 from cronstream.cli import app
 from cronstream.db import unavailable
 from cronstream.formats import TopicFormat
-from cronstream.settings import Settings, env_var, redact_url, scrub
+from cronstream.http import check_exposure
+from cronstream.settings import Settings, SettingsError, env_var, host_name, redact_url, scrub
 
 PASSWORD = "pw#S3cr/et?x"
 
@@ -160,3 +161,50 @@ def test_an_ssl_file_that_will_not_load_is_named_by_its_variable(
 def test_dlq_topic_and_env_var_names() -> None:
     assert Settings().dlq_topic("orders") == "orders.dlq"
     assert env_var("database_url") == "CRONSTREAM_DATABASE_URL"
+
+
+@pytest.mark.parametrize(
+    ("given", "name"),
+    [
+        ("LocalHost:8080", "localhost"),
+        ("[::1]:8080", "[::1]"),
+        ("::1", "[::1]"),
+        ("10.0.0.5", "10.0.0.5"),
+        ("example.org:443", "example.org"),
+        ("", ""),
+    ],
+)
+def test_a_host_header_is_compared_by_its_name(given: str, name: str) -> None:
+    assert host_name(given) == name
+
+
+def test_allowed_hosts_are_names_without_their_ports(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRONSTREAM_HTTP_ALLOWED_HOSTS", "Cronstream.internal:8080, 10.0.0.5,")
+    assert Settings().http_allowed_hosts == ["cronstream.internal", "10.0.0.5"]
+    monkeypatch.setenv("CRONSTREAM_HTTP_ALLOWED_HOSTS", "ok.example, not a name")
+    with pytest.raises(ValidationError, match="'not a name' is not a host name"):
+        Settings()
+
+
+@pytest.mark.parametrize(
+    ("host", "exposed"),
+    [
+        ("127.0.0.1", False),
+        ("127.0.0.2", False),
+        ("localhost", False),
+        ("::1", False),
+        ("0.0.0.0", True),
+        ("::", True),
+        ("10.0.0.5", True),
+        ("worker.example", True),  # a name may resolve to anything
+    ],
+)
+def test_a_network_address_needs_the_ingress_token(host: str, exposed: bool) -> None:
+    open_ingress = Settings(http_host=host, ingress_open=True)
+    if exposed:
+        with pytest.raises(SettingsError, match="CRONSTREAM_INGRESS_TOKEN"):
+            check_exposure(open_ingress)
+    else:
+        check_exposure(open_ingress)
+    check_exposure(Settings(http_host=host, ingress_token="t"))
+    check_exposure(Settings(http_host=host, http_port=0))  # nothing served
