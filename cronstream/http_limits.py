@@ -41,11 +41,16 @@ class Guard:
         self.most = most
         self.header_timeout = header_timeout
         self.due: dict[web.RequestHandler, asyncio.TimerHandle] = {}
+        self.unmade: set[web.RequestHandler] = set()
 
     def __call__(self) -> asyncio.BaseProtocol:
-        if len(self.server.connections) >= self.most:
+        # The loop accepts a burst of connections in one pass and makes them afterwards:
+        # those handed out and not made yet count too, or a burst passes the cap.
+        self.unmade = {protocol for protocol in self.unmade if _unmade(protocol)}
+        if len(self.server.connections) + len(self.unmade) >= self.most:
             return _Refused()
         protocol = self.server()
+        self.unmade.add(protocol)
         loop = asyncio.get_running_loop()
         self.due[protocol] = loop.call_later(self.header_timeout, self._late, protocol)
         return protocol
@@ -64,3 +69,9 @@ class Guard:
         for timer in self.due.values():
             timer.cancel()
         self.due.clear()
+
+
+def _unmade(protocol: web.RequestHandler) -> bool:
+    """Accepted, and its connection_made has not run yet (it has no transport, and it
+    still has the server it reports to, which connection_lost takes away)."""
+    return protocol.transport is None and protocol._manager is not None
