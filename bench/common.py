@@ -17,9 +17,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from cronstream import migrate
-from cronstream.envelope import Event
-from cronstream.settings import Settings
+from cronstream.config.settings import Settings
+from cronstream.events.envelope import Event
+from cronstream.pg import migrate
 
 PAYLOAD_FILLER = "x" * 150  # with the other fields, a payload of about 200 bytes
 

@@ -17,7 +17,7 @@ import faust
 from faust.types import StreamT
 
 from bench.loops import upsert
-from cronstream.settings import Settings
+from cronstream.config.settings import Settings
 
 PROGRESS_TABLE = "CREATE TABLE IF NOT EXISTS bench_progress (events bigint NOT NULL)"
 ADVANCE = "UPDATE bench_progress SET events = events + $1"

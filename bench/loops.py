@@ -11,9 +11,9 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.common import Arm, Stopwatch
-from cronstream import kafka
+from cronstream.config.settings import Settings
 from cronstream.handlers.sql import query
-from cronstream.settings import Settings
+from cronstream.kafka import clients
 
 CHECKPOINT_UPSERT = """
 INSERT INTO checkpoints (consumer, topic, partition, "offset")
@@ -28,14 +28,14 @@ def _consumer(settings: Settings, topic: str, group: str | None) -> AIOKafkaCons
         group_id=group,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
-        **kafka.connection_options(settings),
+        **clients.connection_options(settings),
     )
 
 
 async def raw_produce(settings: Settings, topic: str, values: list[tuple[bytes, bytes]]) -> Arm:
     """aiokafka alone sending ready bytes, idempotent with acks=all, counted after every ack."""
     producer = AIOKafkaProducer(
-        **kafka.connection_options(settings), enable_idempotence=True, acks="all", linger_ms=5
+        **clients.connection_options(settings), enable_idempotence=True, acks="all", linger_ms=5
     )
     await producer.start()
     try:

@@ -30,11 +30,11 @@ import asyncpg
 from bench import loops
 from bench.common import Arm, Stopwatch, dump, fresh_database, process_cpu, ratio, workload
 from bench.faust_agent import PROGRESS_TABLE
-from cronstream import kafka
-from cronstream.envelope import Event
+from cronstream.config.settings import Settings
+from cronstream.events.envelope import Event
+from cronstream.kafka import clients
 from cronstream.schedulers.jobs import ScanConfig
 from cronstream.schedulers.scanner import Scanner
-from cronstream.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 POLL = 0.02
@@ -185,10 +185,10 @@ async def final_rows(connection: asyncpg.Connection, from_version: int) -> int:
 async def scan_emit_arm(settings: Settings, n: int) -> Arm:
     """A flag-mode scan job's body over `n` flagged rows, until acknowledged and marked."""
     topic = f"bench.scan.{uuid.uuid4().hex[:8]}"
-    await kafka.ensure_topics(settings, [topic])
+    await clients.ensure_topics(settings, [topic])
     async with fresh_database(settings) as url:
         connection = await asyncpg.connect(url)
-        producer = kafka.producer(settings)
+        producer = clients.producer(settings)
         await producer.start()
         try:
             await connection.execute(SCAN_TABLE)
@@ -251,7 +251,7 @@ async def paced(
     settings: Settings, topic: str, rate: int, seconds: float, stop: asyncio.Event | None = None
 ) -> int:
     """Send events at `rate`/s with their send time in the payload; return how many."""
-    producer = kafka.producer(settings)
+    producer = clients.producer(settings)
     await producer.start()
     sent, began = 0, time.monotonic()
     try:
@@ -289,7 +289,7 @@ async def wait_rows(connection: asyncpg.Connection, at_least: int, seconds: floa
 async def e2e_latency(settings: Settings, seconds: float) -> dict[str, float]:
     """p50/p99 ms from the producer's send to the applying transaction, at 2,000 events/s."""
     topic = f"bench.latency.{uuid.uuid4().hex[:8]}"
-    await kafka.ensure_topics(settings, [topic])
+    await clients.ensure_topics(settings, [topic])
     async with fresh_database(settings) as url:
         connection = await asyncpg.connect(url)
         process = spawn(["cronstream", "worker"], worker_env(settings, url, topic, f"{topic}.g"))
@@ -317,7 +317,7 @@ async def e2e_latency(settings: Settings, seconds: float) -> dict[str, float]:
 async def recovery(settings: Settings, **extra: str) -> float:
     """Seconds from SIGKILL of a loaded worker, restarted at once, to its next applied batch."""
     topic = f"bench.recovery.{uuid.uuid4().hex[:8]}"
-    await kafka.ensure_topics(settings, [topic])
+    await clients.ensure_topics(settings, [topic])
     async with fresh_database(settings) as url:
         connection = await asyncpg.connect(url)
         env = worker_env(settings, url, topic, f"{topic}.g", **extra)
@@ -347,7 +347,7 @@ async def recovery(settings: Settings, **extra: str) -> float:
 async def main(n: int, latency_seconds: float) -> dict[str, object]:
     settings = Settings()
     topic = f"bench.{uuid.uuid4().hex[:8]}"
-    await kafka.ensure_topics(settings, [topic, f"{topic}.raw"])
+    await clients.ensure_topics(settings, [topic, f"{topic}.raw"])
     events = list(workload(n, keys=max(n // 2, 1)))
     arms: dict[str, Arm] = {}
     say(f"raw_produce: {n} events")

@@ -14,7 +14,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from cronstream.envelope import Event
+    from cronstream.events.envelope import Event
     from cronstream.handlers.registry import Handler, Registry
 
 try:
@@ -26,10 +26,10 @@ __all__ = ["Event", "Handler", "Registry", "__version__"]
 
 
 def __getattr__(name: str) -> object:
-    # Imported on first use: `import cronstream.settings` must not load the handlers
+    # Imported on first use: `import cronstream.config.settings` must not load the handlers
     # package (and asyncpg) just because this package's __init__ runs first.
     if name == "Event":
-        from cronstream.envelope import Event
+        from cronstream.events.envelope import Event
 
         return Event
     if name in ("Handler", "Registry"):

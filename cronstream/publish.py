@@ -19,8 +19,7 @@ from typing import IO
 from aiokafka import AIOKafkaProducer
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
-from cronstream import kafka
-from cronstream.envelope import (
+from cronstream.events.envelope import (
     WHOLE_VALUE,
     EnvelopeError,
     Event,
@@ -30,7 +29,8 @@ from cronstream.envelope import (
     json_object,
     new_trace_id,
 )
-from cronstream.kafka import MAX_REQUEST_SIZE, Message
+from cronstream.kafka import clients
+from cronstream.kafka.clients import MAX_REQUEST_SIZE, Message
 
 # Sends awaited together; bounds memory while keeping the producer's pipeline full.
 WINDOW = 2000
@@ -151,7 +151,7 @@ async def send(
     result = PublishResult()
     pending = iter(records)
     while window := list(islice(pending, WINDOW)):
-        delivery = await kafka.send(
+        delivery = await clients.send(
             producer, [Message(topic, item.value, item.key, item.headers) for item in window]
         )
         result.sent += len(delivery.acked)

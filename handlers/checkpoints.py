@@ -42,15 +42,17 @@ from typing import Any, NamedTuple, cast
 import asyncpg
 from aiokafka.errors import KafkaError
 
-from cronstream.envelope import EnvelopeError, Event, header_trace_id
+from cronstream.config.topics import ENVELOPE, TopicFormat
 from cronstream.errors import CronstreamError
-from cronstream.formats import ENVELOPE, Decoder, TopicFormat
+from cronstream.events import formats as topic_formats
+from cronstream.events.envelope import EnvelopeError, Event, header_trace_id
+from cronstream.events.formats import Decoder
 from cronstream.handlers.registry import Handler, describe
 from cronstream.handlers.sql import query
-from cronstream.kafka_salvage import unreadable_header
-from cronstream.logs import trace, trace_id_var
-from cronstream.retry import RetryPolicy
-from cronstream.untrusted import safe_text
+from cronstream.kafka.salvage import unreadable_header
+from cronstream.runtime.logs import trace, trace_id_var
+from cronstream.runtime.retry import RetryPolicy
+from cronstream.runtime.untrusted import safe_text
 
 log = logging.getLogger(__name__)
 
@@ -238,9 +240,10 @@ class BatchApplier:
         self.reapply_through = dict(reapply_through or {})
         self._reapplied: dict[TopicPartition, int] = {}
         self._decoders: dict[str, tuple[str, Decoder]] = {
-            topic: (given.what, given.decoder()) for topic, given in (formats or {}).items()
+            topic: (topic_formats.what(given), topic_formats.decoder(given))
+            for topic, given in (formats or {}).items()
         }
-        self._envelopes = (ENVELOPE.what, ENVELOPE.decoder())
+        self._envelopes = (topic_formats.what(ENVELOPE), topic_formats.decoder(ENVELOPE))
 
     def _fresh(self, tp: TopicPartition, offset: int, checkpoint: int) -> bool:
         """Above the checkpoint, or in the range being re-applied and not re-applied yet."""

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import asyncpg
 from pydantic_core import to_json
 
-from cronstream.envelope import SYNC_REQUIRED, Event
+from cronstream.events.envelope import SYNC_REQUIRED, Event
 from cronstream.handlers.registry import Registry
 from cronstream.handlers.sql import query
 

@@ -8,8 +8,8 @@ from typing import Protocol
 
 import asyncpg
 
-from cronstream.envelope import Event
 from cronstream.errors import CronstreamError
+from cronstream.events.envelope import Event
 
 
 class Handler(Protocol):

@@ -33,7 +33,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 
 from cronstream.errors import CronstreamError
-from cronstream.untrusted import shown
+from cronstream.runtime.untrusted import shown
 
 ALIASES = {"@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually"}
 # How far a repeated hour can reach back in wall-clock time (DST shifts are at most 2 h).

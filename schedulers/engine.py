@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
-from cronstream.retry import pause
+from cronstream.runtime.retry import pause
 from cronstream.schedulers.cron import CronError, Schedule
 
 log = logging.getLogger(__name__)

@@ -34,13 +34,13 @@ from typing import Annotated, Any, Literal
 import asyncpg
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from cronstream import names
-from cronstream.envelope import EnvelopeError, json_object
 from cronstream.errors import CronstreamError, problems
+from cronstream.events.envelope import EnvelopeError, json_object
+from cronstream.runtime import names
+from cronstream.runtime.untrusted import shown
 from cronstream.schedulers.cron import CronError, Schedule, shortest_interval
 from cronstream.schedulers.engine import Job
 from cronstream.schedulers.sql import query
-from cronstream.untrusted import shown
 
 MAX_GRACE = 31 * 86_400.0  # seconds
 MAX_JITTER = 86_400.0  # seconds

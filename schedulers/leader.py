@@ -17,10 +17,10 @@ import logging
 
 import asyncpg
 
-from cronstream import db
-from cronstream.retry import pause
+from cronstream.config.settings import Settings
+from cronstream.pg import connections
+from cronstream.runtime.retry import pause
 from cronstream.schedulers.sql import query
-from cronstream.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class Leadership:
         while not stopping.is_set():
             try:
                 if self.connection is None or self.connection.is_closed():
-                    self.connection = await db.connect(
+                    self.connection = await connections.connect(
                         self.settings, {"application_name": self.application_name}
                     )
                 if await self.connection.fetchval(query("leader_try_lock")):
@@ -49,7 +49,7 @@ class Leadership:
                 if not announced:
                     log.info("standing by: another scheduler leads")
                     announced = True
-            except (db.DatabaseUnavailable, *db.CONNECT_ERRORS) as error:
+            except (connections.DatabaseUnavailable, *connections.CONNECT_ERRORS) as error:
                 log.warning("leader election: %s", error)
                 self._drop()
             await pause(self.poll_seconds, stopping)
@@ -62,13 +62,13 @@ class Leadership:
         try:
             await asyncio.wait_for(self.connection.fetchval("SELECT 1"), self.poll_seconds * 5)
             return True
-        except (TimeoutError, *db.CONNECT_ERRORS):
+        except (TimeoutError, *connections.CONNECT_ERRORS):
             self._drop()
             return False
 
     async def release(self) -> None:
         if self.connection is not None and not self.connection.is_closed():
-            with contextlib.suppress(*db.CONNECT_ERRORS):
+            with contextlib.suppress(*connections.CONNECT_ERRORS):
                 await self.connection.execute(query("leader_unlock"))
         self._drop()
 

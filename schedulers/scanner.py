@@ -41,8 +41,8 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
-from cronstream import kafka, metrics, names
-from cronstream.envelope import (
+from cronstream.errors import CronstreamError
+from cronstream.events.envelope import (
     MAX_DEPTH,
     SYNC_REQUIRED,
     EnvelopeError,
@@ -51,11 +51,12 @@ from cronstream.envelope import (
     strict_loads,
     sync_event_id,
 )
-from cronstream.errors import CronstreamError
-from cronstream.kafka import Message
+from cronstream.kafka import clients
+from cronstream.kafka.clients import Message
+from cronstream.runtime import metrics, names
+from cronstream.runtime.untrusted import safe_text
 from cronstream.schedulers.jobs import SYSTEM_SCHEMA, JobError, ScanConfig, quote
 from cronstream.schedulers.sql import query
-from cronstream.untrusted import safe_text
 
 log = logging.getLogger(__name__)
 
@@ -377,7 +378,7 @@ class Scanner:
         Returns the rows Kafka took and the ones the producer refused as too large. Any
         other failure (Kafka unreachable, say) raises: nothing of the page is marked.
         """
-        delivery = await kafka.send(
+        delivery = await clients.send(
             self.producer,
             [
                 Message(self.topic, row.value, row.event.kafka_key, row.event.kafka_headers)

@@ -24,16 +24,18 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
-from cronstream import db, kafka, metrics, shutdown
-from cronstream.envelope import new_trace_id
-from cronstream.logs import trace, trace_id_var
-from cronstream.retry import RetryPolicy, pause
+from cronstream.config.settings import Settings
+from cronstream.events.envelope import new_trace_id
+from cronstream.kafka import clients
+from cronstream.pg import connections
+from cronstream.runtime import metrics, shutdown
+from cronstream.runtime.logs import trace, trace_id_var
+from cronstream.runtime.retry import RetryPolicy, pause
 from cronstream.schedulers.engine import Clock, Engine, Job, SystemClock
 from cronstream.schedulers.jobs import JobError, load_file, load_table, merge, scan_config
 from cronstream.schedulers.leader import Leadership
 from cronstream.schedulers.runs import Runs
 from cronstream.schedulers.scanner import ScanBlocked, Scanner
-from cronstream.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +82,11 @@ class Scheduler:
         # fails that run, and frees its connection for the other jobs. The leader's and
         # the LISTEN connections are their own, without them: they only idle or run
         # statements that never wait (pg_try_advisory_lock, SELECT 1, LISTEN).
-        bounds = db.session_settings(self.settings, f"cronstream-scheduler {self.node}")
-        pool = await db.pool(self.settings, max_size=4, server_settings=bounds)
+        bounds = connections.session_settings(self.settings, f"cronstream-scheduler {self.node}")
+        pool = await connections.pool(self.settings, max_size=4, server_settings=bounds)
         async with pool:
-            await kafka.ensure_topics(self.settings, [self.settings.sync_topic])
-            async with kafka.started(kafka.producer(self.settings)) as producer:
+            await clients.ensure_topics(self.settings, [self.settings.sync_topic])
+            async with clients.started(clients.producer(self.settings)) as producer:
                 await self._stand_by_and_lead(pool, producer)
 
     async def _stand_by_and_lead(self, pool: asyncpg.Pool, producer: AIOKafkaProducer) -> None:
@@ -172,7 +174,7 @@ class Scheduler:
 
     async def _listen(self) -> None:
         """A new LISTEN connection, listening on every channel in `self.channels`."""
-        listener = await db.connect(
+        listener = await connections.connect(
             self.settings, server_settings={"application_name": LISTEN_APPLICATION}
         )
         listener.add_termination_listener(self._on_listener_lost)
@@ -187,7 +189,7 @@ class Scheduler:
         self._drop_listener()
         try:
             await self._listen()
-        except (db.DatabaseUnavailable, *db.CONNECT_ERRORS) as error:
+        except (connections.DatabaseUnavailable, *connections.CONNECT_ERRORS) as error:
             self._drop_listener()
             self.listen_failures += 1
             delay = self.listen_retry.delay(self.listen_failures)
@@ -253,7 +255,7 @@ class Scheduler:
             for channel in self.listening - self.channels:
                 await listener.remove_listener(channel, self._on_notify)
                 self.listening.discard(channel)
-        except db.CONNECT_ERRORS as error:
+        except connections.CONNECT_ERRORS as error:
             log.warning("LISTEN failed: %s; listening again", error)
             self._drop_listener()
             self.listen_retry_at = self.clock.now()

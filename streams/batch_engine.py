@@ -34,14 +34,16 @@ from collections.abc import Iterable
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError
 
-from cronstream import db, kafka, kafka_salvage, metrics, shutdown
+from cronstream.config.settings import Settings
 from cronstream.handlers.checkpoints import Outcome, Record, consumed
 from cronstream.handlers.registry import Registry
-from cronstream.kafka_health import HEALTH, Degraded, Recovered
-from cronstream.settings import Settings
+from cronstream.kafka import clients, salvage
+from cronstream.kafka.health import HEALTH, Degraded, Recovered
+from cronstream.pg import connections
+from cronstream.runtime import metrics, shutdown
+from cronstream.runtime.untrusted import safe_text
 from cronstream.streams.batches import BatchLoop, log_batch, settle
 from cronstream.streams.positions import read_checkpoints, report_ahead
-from cronstream.untrusted import safe_text
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +90,7 @@ class BatchEngine:
             rebalance_timeout_ms=max(session_ms * 2, 20_000),
             max_poll_records=settings.batch_size,
             group_instance_id=settings.worker_id,
-            **kafka.connection_options(settings),
+            **clients.connection_options(settings),
         )
 
     async def run(self) -> None:
@@ -164,7 +166,7 @@ class BatchEngine:
         try:
             positioned = consumer.assignment() - self.unpositioned  # Postgres may be away
             positions = {tp: await consumer.position(tp) for tp in positioned}
-            salvaged = await kafka_salvage.salvage(consumer, positions)
+            salvaged = await salvage.salvage(consumer, positions)
         except (KafkaError, IllegalStateError) as trouble:  # revoked, or Kafka away
             log.warning("reading the partitions after the failed poll failed: %r", trouble)
             salvaged = {}
@@ -238,7 +240,7 @@ class BatchEngine:
 
     def readiness(self) -> str | None:
         """None once partitions are assigned and all positioned at their checkpoints,
-        else why not (GET /readyz, cronstream/http.py)."""
+        else why not (GET /readyz, cronstream/web/server.py)."""
         assigned = self.consumer.assignment() if self.consumer is not None else set()
         if not assigned:
             return "no partitions assigned yet (or more workers than partitions)"
@@ -262,7 +264,7 @@ class BatchEngine:
         Kafka's committed offset, else to the beginning."""
         try:
             checkpoints = await read_checkpoints(self.settings)
-        except db.DatabaseUnavailable as error:
+        except connections.DatabaseUnavailable as error:
             # Starting without them could skip events never applied: wait for Postgres.
             log.warning("partitions wait for their checkpoints to be readable: %s", error)
             await asyncio.sleep(min(self.settings.retry_backoff_max, 1.0))

@@ -18,8 +18,8 @@ from operator import itemgetter
 
 import asyncpg
 
-from cronstream import db, metrics
-from cronstream.envelope import new_trace_id
+from cronstream.config.settings import Settings
+from cronstream.events.envelope import new_trace_id
 from cronstream.handlers.checkpoints import (
     BatchApplier,
     Outcome,
@@ -29,11 +29,12 @@ from cronstream.handlers.checkpoints import (
     is_outage,
 )
 from cronstream.handlers.registry import Handler, Registry
-from cronstream.logs import trace
-from cronstream.retry import RetryPolicy, pause
-from cronstream.settings import Settings
+from cronstream.pg import connections
+from cronstream.runtime import metrics
+from cronstream.runtime.logs import trace
+from cronstream.runtime.retry import RetryPolicy, pause
+from cronstream.runtime.untrusted import safe_text
 from cronstream.streams.deadletter import DeadLetterProducer
-from cronstream.untrusted import safe_text
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +98,10 @@ class BatchLoop:
 
     async def _connection(self) -> asyncpg.Connection:
         if self.connection is None or self.connection.is_closed():
-            bounds = db.session_settings(
+            bounds = connections.session_settings(
                 self.settings, f"cronstream worker {self.settings.consumer_group}"
             )
-            self.connection = await db.connect(self.settings, bounds)
+            self.connection = await connections.connect(self.settings, bounds)
         return self.connection
 
     def _drop_connection(self) -> None:

@@ -9,7 +9,7 @@ partitions back to checkpoint + 1 (see streams/positions.py).
 faust lets an exception out of a poll crash the worker, and a restarted one crashes on
 the same record (aiokafka's parser raising on a header name that is not UTF-8). Here a
 failed poll seeks every partition back the same way, and returns instead the records
-that cronstream/kafka_salvage.py read byte for byte, for the agent to dead-letter. faust
+that cronstream/kafka/salvage.py read byte for byte, for the agent to dead-letter. faust
 drops what it delivered already (below its read offset per partition), so going back
 redelivers only what the failed poll took out of aiokafka's buffer.
 """
@@ -26,10 +26,10 @@ from faust.exceptions import ConsumerNotStarted
 from faust.transport.drivers.aiokafka import Consumer
 from faust.types import TP
 
-from cronstream import kafka_salvage
-from cronstream.settings import Settings
+from cronstream.config.settings import Settings
+from cronstream.kafka import salvage
+from cronstream.runtime.untrusted import safe_text
 from cronstream.streams.positions import read_checkpoints_patiently, report_ahead, rewinds
-from cronstream.untrusted import safe_text
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def checkpoint_consumer(settings: Settings) -> type[Consumer]:
                 else:
                     await consumer.seek_to_beginning(tp)
             positions = {tp: await consumer.position(tp) for tp in consumer.assignment()}
-            return await kafka_salvage.salvage(consumer, positions)
+            return await salvage.salvage(consumer, positions)
 
     return CheckpointConsumer
 

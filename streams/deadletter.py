@@ -8,12 +8,12 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
 
-from cronstream import kafka
+from cronstream.config.settings import Settings
 from cronstream.handlers.checkpoints import DeadLetter, DeadLettersNotSent, Record
-from cronstream.kafka import Message
-from cronstream.kafka_salvage import raw_name, readable
-from cronstream.settings import Settings
-from cronstream.untrusted import safe_bytes
+from cronstream.kafka import clients
+from cronstream.kafka.clients import Message
+from cronstream.kafka.salvage import raw_name, readable
+from cronstream.runtime.untrusted import safe_bytes
 
 # Long enough for any message, short enough that the headers never push a record that
 # fit its topic over the broker's size limit.
@@ -27,7 +27,7 @@ OFFSET = "dlq.original.offset"
 ATTEMPTS = "dlq.attempts"
 CONSUMER = "dlq.consumer"
 VALUE_OMITTED = "dlq.value.omitted"
-# A header whose name is not UTF-8 (see cronstream/kafka_salvage.py): Kafka clients,
+# A header whose name is not UTF-8 (see cronstream/kafka/salvage.py): Kafka clients,
 # aiokafka included, cannot write such a name, so it travels as these two headers.
 HEADER_NAME = "dlq.header.name"
 HEADER_VALUE = "dlq.header.value"
@@ -69,7 +69,7 @@ class DeadLetterProducer:
 
     async def start(self) -> None:
         # aiokafka clients must be created inside the running loop.
-        self.producer = kafka.producer(self.settings)
+        self.producer = clients.producer(self.settings)
         await self.producer.start()
 
     async def stop(self) -> None:
@@ -79,7 +79,7 @@ class DeadLetterProducer:
     async def __call__(self, letters: Sequence[DeadLetter]) -> None:
         """Send and wait for every ack; on failure, say which letters did get through."""
         assert self.producer is not None, "start() first"
-        whole = await kafka.send(self.producer, [self._message(x, whole=True) for x in letters])
+        whole = await clients.send(self.producer, [self._message(x, whole=True) for x in letters])
         # The record plus our headers is over a limit: send where it is instead of what
         # it is; the original stays readable at its offset.
         too_large: list[int] = []
@@ -91,7 +91,7 @@ class DeadLetterProducer:
                 failures.append(error)
         sent = [letters[index] for index in sorted(whole.acked)]
         if too_large:
-            bare = await kafka.send(
+            bare = await clients.send(
                 self.producer, [self._message(letters[index], whole=False) for index in too_large]
             )
             sent += [letters[too_large[index]] for index in sorted(bare.acked)]

@@ -26,10 +26,11 @@ import faust
 from faust.streams import Stream
 from faust.types import TP, EventT, StreamT
 
-from cronstream import kafka, metrics, shutdown
+from cronstream.config.settings import Settings
 from cronstream.handlers.checkpoints import Outcome, Record, consumed
 from cronstream.handlers.registry import Registry
-from cronstream.settings import Settings
+from cronstream.kafka import clients
+from cronstream.runtime import metrics, shutdown
 from cronstream.streams import consumer
 from cronstream.streams.batches import BatchLoop, log_batch
 from cronstream.streams.worker import Readiness, Serve, Surface
@@ -174,7 +175,7 @@ async def _drain(batch: asyncio.Future[Outcome | None], seconds: float) -> Outco
 
 def kafka_credentials(settings: Settings) -> Any:
     """faust's credentials object for the configured SASL / TLS options, if any."""
-    options = kafka.connection_options(settings)
+    options = clients.connection_options(settings)
     context = options.get("ssl_context")
     if settings.kafka_sasl_mechanism:
         password = settings.kafka_sasl_password

@@ -13,9 +13,9 @@ import time
 from collections.abc import Mapping
 from typing import Protocol, TypeVar
 
-from cronstream import db
+from cronstream.config.settings import Settings
 from cronstream.handlers.sql import query
-from cronstream.settings import Settings
+from cronstream.pg import connections
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def report_ahead(topic: str, partition: int, committed: int, checkpoint: int) ->
 
 
 async def read_checkpoints(settings: Settings) -> dict[tuple[str, int], int]:
-    async with db.connection(settings) as connection:
+    async with connections.connection(settings) as connection:
         rows = await connection.fetch(query("checkpoints_of_consumer"), settings.consumer_group)
     return {(row["topic"], row["partition"]): row["offset"] for row in rows}
 
@@ -72,7 +72,7 @@ async def read_checkpoints_patiently(settings: Settings) -> dict[tuple[str, int]
     while True:
         try:
             return await read_checkpoints(settings)
-        except db.DatabaseUnavailable as error:
+        except connections.DatabaseUnavailable as error:
             if time.monotonic() + delay > deadline:
                 raise
             log.warning("cannot read checkpoints yet, retrying: %s", error)

@@ -49,18 +49,19 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import OffsetOutOfRangeError
 
-from cronstream import db, kafka, kafka_salvage
-from cronstream.envelope import Event
+from cronstream.config.settings import Settings
 from cronstream.errors import CronstreamError
+from cronstream.events.envelope import Event
 from cronstream.handlers.checkpoints import Outcome, Record, Router, is_outage
 from cronstream.handlers.registry import Handler, Registry
-from cronstream.names import NOT_AN_IDENTIFIER, is_identifier, quote
-from cronstream.retry import pause
-from cronstream.settings import Settings
+from cronstream.kafka import clients, salvage
+from cronstream.pg import connections
+from cronstream.runtime.names import NOT_AN_IDENTIFIER, is_identifier, quote
+from cronstream.runtime.retry import pause
+from cronstream.runtime.untrusted import safe_text, shown
 from cronstream.streams.batch_engine import to_record
 from cronstream.streams.batches import BatchLoop, router, settle
 from cronstream.streams.sql import query
-from cronstream.untrusted import safe_text, shown
 
 log = logging.getLogger(__name__)
 
@@ -315,8 +316,8 @@ async def plan(settings: Settings, request: Request) -> Plan:
     """Resolve the request against Kafka and the consumer's checkpoints; writes nothing."""
     topic = request.asked.topic
     consumer_name = request.asked.consumer or settings.consumer_group
-    consumer = AIOKafkaConsumer(enable_auto_commit=False, **kafka.connection_options(settings))
-    async with kafka.started(consumer) as reader:
+    consumer = AIOKafkaConsumer(enable_auto_commit=False, **clients.connection_options(settings))
+    async with clients.started(consumer) as reader:
         # The cluster's metadata as fetched now; the consumer's own may not know the topic.
         cluster = await reader._client.fetch_all_metadata()
         existing = sorted(cluster.partitions_for_topic(topic) or ())
@@ -342,7 +343,7 @@ async def plan(settings: Settings, request: Request) -> Plan:
         if request.to_time is not None:
             found = await reader.offsets_for_times(dict.fromkeys(tps, to_millis(request.to_time)))
             lasts = {tp: found[tp].offset - 1 if found.get(tp) else None for tp in tps}
-    async with db.connection(settings) as connection:
+    async with connections.connection(settings) as connection:
         rows = await connection.fetch(query("replay_checkpoints"), consumer_name, topic)
         if request.schema is not None:
             await _check_schema(connection, request.schema, request.like)
@@ -572,9 +573,11 @@ class Replay:
         """Replay the plan; the Progress says how it ended (never raises for a failure
         once the audit row exists: the row and the result say it)."""
         request = self.plan.request
-        self.audit = await db.connect(self.settings)
+        self.audit = await connections.connect(self.settings)
         try:
-            await kafka.ensure_topics(self.settings, [self.settings.dlq_topic(request.asked.topic)])
+            await clients.ensure_topics(
+                self.settings, [self.settings.dlq_topic(request.asked.topic)]
+            )
             self.progress.replay_id = await self._start(self.audit)
             self.progress.started = time.monotonic()
             try:
@@ -637,9 +640,9 @@ class Replay:
             # Records deleted under the replay (retention) are an error, never a silent
             # jump to the log end that would end the replay "succeeded".
             auto_offset_reset="none",
-            **kafka.connection_options(self.settings),
+            **clients.connection_options(self.settings),
         )
-        async with kafka.started(self.batches), kafka.started(consumer) as reader:
+        async with clients.started(self.batches), clients.started(consumer) as reader:
             reader.assign(list(remaining))
             for tp, offsets in remaining.items():
                 reader.seek(tp, offsets.start)
@@ -662,7 +665,7 @@ class Replay:
                 if polled:
                     quiet_since = time.monotonic()
                 elif time.monotonic() - quiet_since > self.settings.request_timeout:
-                    # aiokafka's own connection errors are held back (cronstream/kafka_health.py)
+                    # aiokafka's own connection errors are held back (cronstream/kafka/health.py)
                     log.warning(
                         "replay waits: no records from Kafka for %.0fs (%d partition(s) left)",
                         self.settings.request_timeout,
@@ -707,7 +710,7 @@ class Replay:
             self.poll_failure = failure
         for tp, offset in positions.items():
             reader.seek(tp, offset)
-        salvaged = await kafka_salvage.salvage(reader, positions)
+        salvaged = await salvage.salvage(reader, positions)
         if not salvaged:  # not a record's fault: Kafka gets a moment
             await pause(1.0, self.stopping)
         return salvaged
@@ -749,10 +752,10 @@ class Replay:
         if self.audit is not None:
             self.audit.terminate()
         try:
-            self.audit = await db.connect(self.settings)
+            self.audit = await connections.connect(self.settings)
             # The lock went with the old session; the window between is not guarded.
             await self.audit.execute(query("replay_hold"), self.progress.replay_id)
-        except (db.DatabaseUnavailable, *db.CONNECT_ERRORS) as error:
+        except (connections.DatabaseUnavailable, *connections.CONNECT_ERRORS) as error:
             log.warning("replay %s: audit connection lost: %s", self.progress.replay_id, error)
 
     async def _finish(self) -> None:

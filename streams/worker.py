@@ -7,9 +7,10 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
-from cronstream import kafka, shutdown
+from cronstream.config.settings import Settings
 from cronstream.handlers.registry import Registry
-from cronstream.settings import Settings
+from cronstream.kafka import clients
+from cronstream.runtime import shutdown
 from cronstream.streams.batch_engine import BatchEngine
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ Both engines provide one (streams/batch_engine.py, streams/faust_engine.py)."""
 
 class Surface(Protocol):
     """What serves beside a worker, started before its engine and stopped after it (the
-    CLI passes cronstream/http.py's HTTP surface)."""
+    CLI passes cronstream/web/server.py's HTTP surface)."""
 
     async def start(self) -> None: ...
 
@@ -49,7 +50,7 @@ def run_worker(
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        loop.run_until_complete(kafka.ensure_topics(settings, topics))
+        loop.run_until_complete(clients.ensure_topics(settings, topics))
         if settings.engine == "faust":
             from cronstream.streams import faust_engine  # faust is slow to import; only when chosen
 

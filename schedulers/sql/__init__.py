@@ -1,5 +1,5 @@
 """The named SQL of cronstream.schedulers, beside the code that runs it."""
 
-from cronstream.queries import Queries
+from cronstream.pg.queries import Queries
 
 query = Queries(__name__)

@@ -19,8 +19,9 @@ import asyncpg
 import pytest
 from aiokafka.errors import KafkaError
 
-from cronstream import kafka, migrate
-from cronstream.settings import Settings
+from cronstream.config.settings import Settings
+from cronstream.kafka import clients
+from cronstream.pg import migrate
 from tests.integration.handlers_under_test import COUNTS_TABLE
 from tests.integration.services import HOW_TO_START, Services, find
 
@@ -67,7 +68,7 @@ async def _delete_session_topics(settings: Settings) -> None:
     """Delete the topics this session's tests made: a session makes hundreds, and a
     broker that keeps thousands of partitions runs out of its 512 MB heap."""
     try:
-        async with kafka.started(kafka.Admin(settings)) as admin:
+        async with clients.started(clients.Admin(settings)) as admin:
             made = sorted(t for t in await admin.client.list_topics() if SESSION in t)
             for begin in range(0, len(made), 200):
                 await admin.client.delete_topics(made[begin : begin + 200])

@@ -9,24 +9,26 @@ from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from cronstream import kafka
-from cronstream.settings import Settings
+from cronstream.config.settings import Settings
+from cronstream.kafka import clients
 
 
 async def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
     """Each partition's log end offset; {} when the topic does not exist."""
     if not await topic_exists(settings, topic):
         return {}
-    async with kafka.started(kafka.Admin(settings)) as admin:
+    async with clients.started(clients.Admin(settings)) as admin:
         (described,) = await admin.client.describe_topics([topic])
     partitions = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
-    async with kafka.started(AIOKafkaConsumer(**kafka.connection_options(settings))) as consumer:
+    async with clients.started(
+        AIOKafkaConsumer(**clients.connection_options(settings))
+    ) as consumer:
         offsets = await consumer.end_offsets(partitions)
     return {tp.partition: offset for tp, offset in offsets.items()}
 
 
 async def topic_exists(settings: Settings, topic: str) -> bool:
-    async with kafka.started(kafka.Admin(settings)) as admin:
+    async with clients.started(clients.Admin(settings)) as admin:
         return topic in await admin.client.list_topics()
 
 
@@ -38,10 +40,10 @@ async def read_all(
         topic,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
-        **kafka.connection_options(settings),
+        **clients.connection_options(settings),
     )
     records: list[ConsumerRecord[bytes, bytes]] = []
-    async with kafka.started(consumer):
+    async with clients.started(consumer):
         deadline = time.monotonic() + deadline_s
         while len(records) < expected and time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=500)

@@ -16,7 +16,7 @@ from cronstream.handlers.checkpoints import (
     Record,
 )
 from cronstream.handlers.registry import Handler
-from cronstream.retry import RetryPolicy
+from cronstream.runtime.retry import RetryPolicy
 from tests.integration.handlers_under_test import count
 from tests.integration.workers import count_events
 

@@ -13,8 +13,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from cronstream import kafka
-from cronstream.settings import Settings
+from cronstream.config.settings import Settings
+from cronstream.kafka import clients
 from tests.integration.workers import (
     WorkerProcess,
     assert_dead_lettered,
@@ -93,8 +93,8 @@ async def test_a_cloudevents_topic_projects_both_modes_and_dead_letters_malforme
         9: "invalid CloudEvent: field 'time': header ce_time is not UTF-8",
         10: "invalid CloudEvent: field 'specversion': is missing: not a CloudEvent",
     }
-    await kafka.ensure_topics(settings, [topic])
-    await send_records(settings, [kafka.Message(topic, v, b"k", h) for v, h in records])
+    await clients.ensure_topics(settings, [topic])
+    await send_records(settings, [clients.Message(topic, v, b"k", h) for v, h in records])
 
     worker.start()
     await wait_until_at_end(settings, worker, topic, 30)

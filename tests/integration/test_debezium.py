@@ -27,7 +27,7 @@ import asyncpg
 import pytest
 from aiokafka import ConsumerRecord
 
-from cronstream.settings import Settings
+from cronstream.config.settings import Settings
 from tests.integration.conftest import unique_name
 from tests.integration.kafka_helpers import end_offsets, read_all, wait_for
 from tests.integration.services import Services

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from cronstream.settings import Settings
+from cronstream.config.settings import Settings
 from tests.integration.kafka_helpers import end_offsets, wait_for
 from tests.integration.workers import (
     ROOT,

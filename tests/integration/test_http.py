@@ -1,5 +1,5 @@
 """The worker's HTTP surface, against a real `cronstream worker` process: every status
-code of /healthz, /readyz, /metrics, POST /events and / (cronstream/http.py), who may
+code of /healthz, /readyz, /metrics, POST /events and / (cronstream/web/server.py), who may
 reach each (token, Host), and the settings that refuse to start an exposed surface."""
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
 
-from cronstream.envelope import TRACE_HEADER
-from cronstream.kafka import connection_options
-from cronstream.settings import Settings
+from cronstream.config.settings import Settings
+from cronstream.events.envelope import TRACE_HEADER
+from cronstream.kafka.clients import connection_options
 from tests.integration.conftest import (
     TEMPLATE,
     _admin,

@@ -11,8 +11,8 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
-from cronstream import kafka
-from cronstream.settings import Settings
+from cronstream.config.settings import Settings
+from cronstream.kafka import clients
 from tests.integration.kafka_helpers import wait_for
 from tests.integration.workers import (
     WorkerProcess,
@@ -88,8 +88,8 @@ async def test_a_scrape_after_traffic_shows_records_batches_lag_runs_and_scans(
     process.start()
     try:
         published = len(await publish(settings, list(count_events(50))))
-        await kafka.ensure_topics(settings, [topic])
-        producer: AIOKafkaProducer = kafka.producer(settings)
+        await clients.ensure_topics(settings, [topic])
+        producer: AIOKafkaProducer = clients.producer(settings)
         try:
             await producer.start()  # inside: a cancelled start must still stop it
             await producer.send_and_wait(topic, value=b"not json at all", key=b"x:1")

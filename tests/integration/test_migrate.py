@@ -8,7 +8,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from cronstream import migrate
+from cronstream.pg import migrate
 from tests.integration.conftest import copy_migrations, run_cli
 
 SCHEMA = """
@@ -78,7 +78,7 @@ async def test_dry_run_does_not_wait_for_the_migration_lock(
     (directory / "9001_more.sql").write_text("CREATE TABLE more (id int);\n")
     holder = await asyncpg.connect(database_url)
     try:
-        await holder.execute("SELECT pg_advisory_lock(hashtext('cronstream.migrate'))")
+        await holder.execute("SELECT pg_advisory_lock(hashtext('cronstream.pg.migrate'))")
         result = run_cli(
             ["migrate", "--dry-run", "--migrations-dir", str(directory)], cli_env, timeout=30
         )

@@ -16,10 +16,10 @@ from typing import Any
 import asyncpg
 import pytest
 
-from cronstream import kafka
-from cronstream.envelope import Event
+from cronstream.config.settings import Settings
+from cronstream.events.envelope import Event
 from cronstream.handlers.projection import project
-from cronstream.settings import Settings
+from cronstream.kafka import clients
 from cronstream.streams.replay import schema_for
 from tests.integration.conftest import run_cli
 from tests.integration.workers import (
@@ -156,8 +156,8 @@ async def test_a_debezium_topic_projects_changes_acknowledges_tombstones_and_dea
         10: "invalid Debezium record: field '<key>': is empty",
     }
     # One partition, so that offsets are the list's positions.
-    await kafka.ensure_topics(settings.model_copy(update={"topic_partitions": 1}), [topic])
-    await send_records(settings, [kafka.Message(topic, value, key) for key, value in records])
+    await clients.ensure_topics(settings.model_copy(update={"topic_partitions": 1}), [topic])
+    await send_records(settings, [clients.Message(topic, value, key) for key, value in records])
 
     worker.start()
     await wait_until_at_end(settings, worker, topic, 60)

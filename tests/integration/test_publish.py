@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from cronstream.envelope import decode
-from cronstream.settings import Settings
+from cronstream.config.settings import Settings
+from cronstream.events.envelope import decode
 from tests.integration.conftest import run_cli
 from tests.integration.kafka_helpers import end_offsets, read_all, topic_exists
 

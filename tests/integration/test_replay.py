@@ -13,12 +13,12 @@ import asyncpg
 import pytest
 from aiokafka.structs import RecordMetadata
 
-from cronstream import kafka
 from cronstream.cli import build_registry
-from cronstream.envelope import Event
+from cronstream.config.settings import Settings
+from cronstream.events.envelope import Event
 from cronstream.handlers.checkpoints import BatchApplier, is_outage
-from cronstream.retry import RetryPolicy
-from cronstream.settings import Settings
+from cronstream.kafka import clients
+from cronstream.runtime.retry import RetryPolicy
 from cronstream.streams import replay as replay_module
 from cronstream.streams.replay import schema_for
 from tests.integration.conftest import run_cli
@@ -73,8 +73,8 @@ async def wait_until_applied(settings: Settings, live: list[WorkerProcess]) -> N
 
 async def publish_at(settings: Settings, events: list[Event], at: datetime) -> list[RecordMetadata]:
     """Send events stamped with Kafka timestamp `at`; their partitions and offsets."""
-    await kafka.ensure_topics(settings, [settings.sync_topic])
-    producer = kafka.producer(settings)
+    await clients.ensure_topics(settings, [settings.sync_topic])
+    producer = clients.producer(settings)
     try:
         await producer.start()  # inside: a cancelled start must still stop it
         futures = [

@@ -11,11 +11,11 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import MessageSizeTooLargeError
 
-from cronstream import kafka
-from cronstream.envelope import decode
+from cronstream.config.settings import Settings
+from cronstream.events.envelope import decode
+from cronstream.kafka import clients
 from cronstream.schedulers.jobs import JobError, ScanConfig
 from cronstream.schedulers.scanner import ScanBlocked, Scanner
-from cronstream.settings import Settings
 from tests.integration.kafka_helpers import read_all, wait_for
 
 # A text key that may be NULL, so flag and watermark mode can meet the keys they refuse.
@@ -90,8 +90,8 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 
 @pytest.fixture
 async def producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
-    await kafka.ensure_topics(settings, [settings.sync_topic])
-    started = kafka.producer(settings)
+    await clients.ensure_topics(settings, [settings.sync_topic])
+    started = clients.producer(settings)
     await started.start()
     yield started
     await started.stop()
@@ -259,7 +259,7 @@ async def test_a_topic_limit_below_the_producers_fails_the_run_and_marks_nothing
 ) -> None:
     """The broker refuses the whole batch: no row can be told apart, none is marked."""
     topic = f"{settings.sync_topic}.small"
-    admin = AIOKafkaAdminClient(**kafka.connection_options(settings))
+    admin = AIOKafkaAdminClient(**clients.connection_options(settings))
     await admin.start()
     try:
         limit = {"max.message.bytes": "3000"}

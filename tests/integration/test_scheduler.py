@@ -14,14 +14,14 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from cronstream import kafka
-from cronstream.envelope import decode
+from cronstream.config.settings import Settings
+from cronstream.events.envelope import decode
+from cronstream.kafka import clients
 from cronstream.schedulers.jobs import ScanConfig
 from cronstream.schedulers.runs import Runs
 from cronstream.schedulers.scanner import Scanner
 from cronstream.schedulers.service import LISTEN_APPLICATION
 from cronstream.schedulers.sql import query
-from cronstream.settings import Settings
 from tests.integration.conftest import run_cli
 from tests.integration.kafka_helpers import read_all, wait_for
 from tests.integration.workers import WorkerProcess, worker_env
@@ -180,7 +180,7 @@ async def test_notify_runs_the_scan_long_before_its_cron_tick(
     process.start()
     try:
         await wait_for_log(process, "listening on")
-        await kafka.ensure_topics(settings, [settings.sync_topic])
+        await clients.ensure_topics(settings, [settings.sync_topic])
         began = time.monotonic()
         await db.execute("UPDATE customers SET name = 'b', needs_sync = true WHERE id = 1")
         notified_at = await db.fetchval(
@@ -216,8 +216,8 @@ async def test_watermark_scan_does_not_miss_a_row_whose_transaction_commits_late
     the commit are repeated until the watermark passes it, not counted on the first."""
     await db.execute("INSERT INTO customers (id, name) VALUES (1, 'early'), (3, 'early')")
     config = ScanConfig(mode="watermark", table="customers", entity="customer")
-    await kafka.ensure_topics(settings, [settings.sync_topic])
-    producer = kafka.producer(settings)
+    await clients.ensure_topics(settings, [settings.sync_topic])
+    producer = clients.producer(settings)
     await producer.start()
     late = await asyncpg.connect(database_url)
     emitted = 0
@@ -606,7 +606,7 @@ async def test_a_lost_listen_connection_is_re_established_and_notify_runs_the_sc
         await wait_for_log(process, "listening again on", 30)
         # NOTIFYs sent while nobody listened are lost: it scans once more, at once.
         await wait_for(lambda: finished_runs(2), 30, "the scan after listening again")
-        await kafka.ensure_topics(settings, [settings.sync_topic])
+        await clients.ensure_topics(settings, [settings.sync_topic])
         began = time.monotonic()
         await db.execute("UPDATE customers SET name = 'b', needs_sync = true WHERE id = 1")
         await db.execute("SELECT pg_notify('customers_changed', '1')")

@@ -10,8 +10,8 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
-from cronstream import kafka
-from cronstream.settings import Settings
+from cronstream.config.settings import Settings
+from cronstream.kafka import clients
 from tests.integration.conftest import run_cli
 from tests.integration.http_helpers import free_port
 from tests.integration.kafka_helpers import end_offsets, wait_for
@@ -30,7 +30,7 @@ STALE_OFFSET = 10_000_000
 
 async def send_raw(settings: Settings, value: bytes) -> None:
     """A value no worker can decode: it is dead-lettered."""
-    producer: AIOKafkaProducer = kafka.producer(settings)
+    producer: AIOKafkaProducer = clients.producer(settings)
     try:
         await producer.start()  # inside: a cancelled start must still stop it
         await (await producer.send(settings.sync_topic, value=value, key=b"bad:1"))
@@ -134,7 +134,7 @@ async def test_status_names_the_leading_scheduler(cli_env: dict[str, str], tmp_p
 async def test_status_exits_1_in_one_line_when_postgres_is_unreachable(
     cli_env: dict[str, str], settings: Settings
 ) -> None:
-    await kafka.ensure_topics(settings, [settings.sync_topic])
+    await clients.ensure_topics(settings, [settings.sync_topic])
     env = cli_env | {
         "CRONSTREAM_DATABASE_URL": f"postgresql://cronstream:hunter2@127.0.0.1:{free_port()}/x"
     }

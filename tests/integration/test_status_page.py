@@ -17,7 +17,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from cronstream.settings import Settings
+from cronstream.config.settings import Settings
 from tests.integration.http_helpers import free_port, http_env, wait_ready
 from tests.integration.kafka_helpers import wait_for
 from tests.integration.workers import WorkerProcess

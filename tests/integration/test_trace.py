@@ -18,13 +18,13 @@ from typing import Any
 
 import asyncpg
 
-from cronstream import kafka
-from cronstream.envelope import Event
+from cronstream.config.settings import Settings
+from cronstream.events.envelope import Event
 from cronstream.handlers.checkpoints import BatchApplier, DeadLetter, Record
 from cronstream.handlers.registry import Handler
-from cronstream.logs import trace, trace_id_var
-from cronstream.retry import RetryPolicy
-from cronstream.settings import Settings
+from cronstream.kafka import clients
+from cronstream.runtime.logs import trace, trace_id_var
+from cronstream.runtime.retry import RetryPolicy
 from tests.integration import handlers_under_test
 from tests.integration.conftest import run_cli
 from tests.integration.handlers_under_test import HANDLER_LINE, logs_and_counts
@@ -66,7 +66,7 @@ async def test_publish_trace_id_reaches_the_batch_line_and_the_handlers_own_line
     settings: Settings, database_url: str, cli_env: dict[str, str], tmp_path: Path, engine: str
 ) -> None:
     await create_counts_table(database_url)
-    await kafka.ensure_topics(settings, [settings.sync_topic])
+    await clients.ensure_topics(settings, [settings.sync_topic])
     trace_id = f"publish-{uuid.uuid4().hex[:8]}"
     worker = WorkerProcess(worker_env(cli_env, engine), tmp_path, "worker")
     worker.start()
@@ -106,7 +106,7 @@ async def test_post_events_trace_id_reaches_the_batch_line(
     settings: Settings, database_url: str, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
     await create_counts_table(database_url)
-    await kafka.ensure_topics(settings, [settings.sync_topic])
+    await clients.ensure_topics(settings, [settings.sync_topic])
     trace_id = f"ingress-{uuid.uuid4().hex[:8]}"
     port = free_port()
     env = worker_env(

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from aiokafka import ConsumerRecord
 
-from cronstream import kafka
-from cronstream.envelope import Event
-from cronstream.settings import Settings
+from cronstream.config.settings import Settings
+from cronstream.events.envelope import Event
+from cronstream.kafka import clients
 from cronstream.streams import deadletter
 from tests.integration.conftest import run_cli
 from tests.integration.kafka_helpers import read_all, wait_for
@@ -51,7 +51,7 @@ def kcat() -> str:
 
 
 async def send_to(settings: Settings, partition: int, events: list[Event]) -> None:
-    async with kafka.started(kafka.producer(settings)) as producer:
+    async with clients.started(clients.producer(settings)) as producer:
         for event in events:
             await producer.send(
                 settings.sync_topic, event.encode(), key=event.kafka_key, partition=partition
@@ -87,7 +87,7 @@ def send_unreadable(settings: Settings, event: Event) -> None:
 async def topic_with_an_unreadable_record(settings: Settings) -> tuple[list[str], Event]:
     """BEFORE valid events on each partition, the bad one, AFTER more on each; the valid
     events' ids and the bad event (itself a valid envelope: only its header is bad)."""
-    await kafka.ensure_topics(settings, [settings.sync_topic])
+    await clients.ensure_topics(settings, [settings.sync_topic])
     events = list(count_events(PARTITIONS * (BEFORE + AFTER)))
     per_partition = [events[p::PARTITIONS] for p in range(PARTITIONS)]
     for partition, mine in enumerate(per_partition):
@@ -178,13 +178,13 @@ async def test_a_poll_past_checkpoint_plus_one_is_counted_and_said_once(
     next transaction resume one past checkpoint + 1. A legitimate gap, counted."""
     await create_counts_table(database_url)
     settings = settings.model_copy(update={"topic_partitions": 1})
-    await kafka.ensure_topics(settings, [settings.sync_topic])
+    await clients.ensure_topics(settings, [settings.sync_topic])
     worker = WorkerProcess(worker_env(cli_env, CRONSTREAM_TOPIC_PARTITIONS="1"), tmp_path, "w")
     first, second = list(count_events(10)), list(count_events(10, start=10))
-    producer = kafka.producer(settings, transactional_id=f"tx-{settings.sync_topic}")
+    producer = clients.producer(settings, transactional_id=f"tx-{settings.sync_topic}")
     worker.start()
     try:
-        async with kafka.started(producer):
+        async with clients.started(producer):
             sent = 0
             for events in (first, second):
                 async with producer.transaction():

@@ -23,7 +23,7 @@ import asyncpg
 import pytest
 from pydantic import SecretStr
 
-from cronstream.settings import Settings
+from cronstream.config.settings import Settings
 from tests.integration.conftest import _admin, _drop_database, environment, with_database
 from tests.integration.kafka_helpers import wait_for
 from tests.integration.services import Services

@@ -9,10 +9,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from cronstream import kafka
-from cronstream.envelope import Event
+from cronstream.config.settings import Settings
+from cronstream.events.envelope import Event
 from cronstream.handlers.checkpoints import DeadLetter, Record
-from cronstream.settings import Settings
+from cronstream.kafka import clients
 from cronstream.streams import deadletter
 from tests.integration.kafka_helpers import read_all, wait_for
 from tests.integration.workers import (
@@ -75,8 +75,8 @@ async def test_poison_messages_go_to_the_dead_letter_topic_and_the_rest_is_appli
     settings: Settings, database_url: str, worker: WorkerProcess
 ) -> None:
     await create_counts_table(database_url)
-    await kafka.ensure_topics(settings, [settings.sync_topic])
-    producer = kafka.producer(settings)
+    await clients.ensure_topics(settings, [settings.sync_topic])
+    producer = clients.producer(settings)
     await producer.start()
     missing_field = json.loads(next(count_events(1)).encode())
     del missing_field["entity"]
@@ -203,8 +203,8 @@ async def test_hostile_values_and_stuck_handlers_are_dead_lettered_once_and_the_
     await create_counts_table(database_url)
     hostile = hostile_values()
     good = list(count_events(2 * len(hostile)))
-    await kafka.ensure_topics(settings, [settings.sync_topic])
-    producer = kafka.producer(settings)
+    await clients.ensure_topics(settings, [settings.sync_topic])
+    producer = clients.producer(settings)
     await producer.start()
     sent: dict[int, tuple[bytes | None, str]] = {}  # offset -> (value, reason)
     try:
@@ -263,7 +263,7 @@ async def test_a_dead_letter_without_key_or_value_still_reaches_the_dlq(
 ) -> None:
     """Kafka allows a record with neither (other clients write them); aiokafka does not."""
     dlq = settings.dlq_topic(settings.sync_topic)
-    await kafka.ensure_topics(settings, [dlq])
+    await clients.ensure_topics(settings, [dlq])
     producer = deadletter.DeadLetterProducer(settings)
     await producer.start()
     try:
@@ -285,7 +285,7 @@ async def test_a_dead_letter_sent_again_after_a_restart_carries_the_same_id(
     sends the letter again, perhaps with another error; a reader of `.dlq` drops the copy
     by its `dlq.id`, and keeps another consumer's letter for the same record."""
     dlq = settings.dlq_topic(settings.sync_topic)
-    await kafka.ensure_topics(settings, [dlq])
+    await clients.ensure_topics(settings, [dlq])
     record = Record(settings.sync_topic, 1, 12, b"k", b"v", ())
     sends = [
         (settings.consumer_group, DeadLetter(record, "handler timed out", 3)),

@@ -16,9 +16,9 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from cronstream import kafka
-from cronstream.envelope import Event
-from cronstream.settings import Settings
+from cronstream.config.settings import Settings
+from cronstream.events.envelope import Event
+from cronstream.kafka import clients
 from cronstream.streams import deadletter
 from tests.integration.handlers_under_test import COUNTS_TABLE
 from tests.integration.kafka_helpers import end_offsets, read_all, wait_for
@@ -172,8 +172,8 @@ async def publish(
     settings: Settings, events: list[Event], chunk: int = 0, pause: float = 0.0
 ) -> list[str]:
     """Send events (in chunks with pauses, to keep a stream flowing); return their ids."""
-    await kafka.ensure_topics(settings, [settings.sync_topic])
-    async with kafka.started(kafka.producer(settings)) as producer:
+    await clients.ensure_topics(settings, [settings.sync_topic])
+    async with clients.started(clients.producer(settings)) as producer:
         step = chunk or len(events)
         for begin in range(0, len(events), step):
             await send_events(producer, settings.sync_topic, events[begin : begin + step])
@@ -185,19 +185,19 @@ async def publish(
 async def send_events(producer: AIOKafkaProducer, topic: str, events: list[Event]) -> None:
     """Send events and wait for every ack; the first failure fails the test."""
     await send_messages(
-        producer, [kafka.Message(topic, e.encode(), e.kafka_key, e.kafka_headers) for e in events]
+        producer, [clients.Message(topic, e.encode(), e.kafka_key, e.kafka_headers) for e in events]
     )
 
 
-async def send_messages(producer: AIOKafkaProducer, messages: list[kafka.Message]) -> None:
+async def send_messages(producer: AIOKafkaProducer, messages: list[clients.Message]) -> None:
     """Send records, in order, and wait for every ack; the first failure fails the test."""
-    for _, error in (await kafka.send(producer, messages)).errors()[:1]:
+    for _, error in (await clients.send(producer, messages)).errors()[:1]:
         raise error
 
 
-async def send_records(settings: Settings, messages: list[kafka.Message]) -> None:
+async def send_records(settings: Settings, messages: list[clients.Message]) -> None:
     """`send_messages` with a producer of its own."""
-    async with kafka.started(kafka.producer(settings)) as producer:
+    async with clients.started(clients.producer(settings)) as producer:
         await send_messages(producer, messages)
 
 
@@ -205,9 +205,9 @@ async def publish_until(
     settings: Settings, done: asyncio.Event, chunk: int = 100, pause: float = 0.15
 ) -> list[str]:
     """Keep a stream of count events flowing until `done` is set; return their ids."""
-    await kafka.ensure_topics(settings, [settings.sync_topic])
+    await clients.ensure_topics(settings, [settings.sync_topic])
     ids: list[str] = []
-    async with kafka.started(kafka.producer(settings)) as producer:
+    async with clients.started(clients.producer(settings)) as producer:
         while not done.is_set():
             events = list(count_events(chunk, start=len(ids)))
             await send_events(producer, settings.sync_topic, events)
@@ -278,7 +278,7 @@ async def kafka_committed(settings: Settings, topic: str, partitions: int) -> di
     consumer = AIOKafkaConsumer(
         group_id=settings.consumer_group,
         enable_auto_commit=False,
-        **kafka.connection_options(settings),
+        **clients.connection_options(settings),
     )
     try:
         await consumer.start()  # inside: a cancelled start must still stop it
@@ -309,7 +309,7 @@ async def commit_offsets(settings: Settings, topic: str, offsets: dict[int, int]
     consumer = AIOKafkaConsumer(
         group_id=settings.consumer_group,
         enable_auto_commit=False,
-        **kafka.connection_options(settings),
+        **clients.connection_options(settings),
     )
     try:
         await consumer.start()  # inside: a cancelled start must still stop it

@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from cronstream.cloudevents import Adapter
-from cronstream.envelope import EnvelopeError, Event
-from cronstream.formats import TopicFormat
+from cronstream.config.topics import TopicFormat
+from cronstream.events import formats
+from cronstream.events.cloudevents import Adapter
+from cronstream.events.envelope import EnvelopeError, Event
 
 Headers = list[tuple[str, bytes]]
 
@@ -202,8 +203,8 @@ def test_a_dead_letter_names_the_format_and_the_field() -> None:
     cloudevents = TopicFormat("cloudevents")
     value, headers = binary(subject=None)
     with pytest.raises(EnvelopeError) as caught:
-        cloudevents.decoder()(value, None, headers)
-    message = f"invalid {cloudevents.what}: {caught.value}"
+        formats.decoder(cloudevents)(value, None, headers)
+    message = f"invalid {formats.what(cloudevents)}: {caught.value}"
     assert message.startswith("invalid CloudEvent: field 'subject': is missing")
 
 

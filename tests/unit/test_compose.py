@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from cronstream.settings import ENV_PREFIX, Settings
+from cronstream.config.settings import ENV_PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI_ONLY_VARIABLES = {"CRONSTREAM_LOG_LEVEL", "CRONSTREAM_LOG_FORMAT"}

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from cronstream.debezium import Adapter, key_text
-from cronstream.envelope import EnvelopeError
+from cronstream.events.debezium import Adapter, key_text
+from cronstream.events.envelope import EnvelopeError
 
 SOURCE = {
     "version": "3.6.1.Final",

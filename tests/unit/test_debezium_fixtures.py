@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from cronstream.debezium import Adapter
-from cronstream.envelope import Event
+from cronstream.events.debezium import Adapter
+from cronstream.events.envelope import Event
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "debezium"

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from cronstream.envelope import (
+from cronstream.events.envelope import (
     EnvelopeError,
     Event,
     decode,

@@ -7,17 +7,17 @@ import typer
 from typer.testing import CliRunner
 
 from cronstream.cli import Commands, app
-from cronstream.db import DatabaseUnavailable
-from cronstream.envelope import EnvelopeError
+from cronstream.config.settings import SettingsError
 from cronstream.errors import CronstreamError
+from cronstream.events.envelope import EnvelopeError
 from cronstream.handlers.checkpoints import DeadLettersNotSent, Outage, is_outage
 from cronstream.handlers.registry import RegistryError
-from cronstream.http import PortInUse
-from cronstream.migrate import MigrationError
+from cronstream.pg.connections import DatabaseUnavailable
+from cronstream.pg.migrate import MigrationError
 from cronstream.schedulers.cron import CronError
 from cronstream.schedulers.jobs import JobError
-from cronstream.settings import SettingsError
 from cronstream.streams.replay import ReplayError
+from cronstream.web.server import PortInUse
 
 runner = CliRunner()
 

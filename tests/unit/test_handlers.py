@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from cronstream.envelope import Event
+from cronstream.events.envelope import Event
 from cronstream.handlers.projection import newest_per_key
 from cronstream.handlers.registry import Registry, RegistryError, load_modules
-from cronstream.retry import RetryPolicy
+from cronstream.runtime.retry import RetryPolicy
 
 
 async def first(events: Sequence[Event], connection: asyncpg.Connection) -> None:

@@ -9,7 +9,7 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.record.memory_records import MemoryRecords
 
 from cronstream.handlers.checkpoints import Record
-from cronstream.kafka_salvage import parse, raw_name, readable, unreadable_header
+from cronstream.kafka.salvage import parse, raw_name, readable, unreadable_header
 from cronstream.streams.deadletter import HEADER_NAME, HEADER_VALUE, sendable_headers
 
 TP = TopicPartition("orders", 1)

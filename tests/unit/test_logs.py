@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from cronstream import kafka_health, logs
-from cronstream.kafka_health import Degraded, HeldBack, KafkaHealth, Recovered
+from cronstream.kafka import health as kafka_health
+from cronstream.kafka.health import Degraded, HeldBack, KafkaHealth, Recovered
+from cronstream.runtime import logs
 
 ROOT = Path(__file__).resolve().parents[2]
 

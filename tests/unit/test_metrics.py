@@ -20,10 +20,10 @@ import pytest
 from aiokafka import TopicPartition
 from prometheus_client import REGISTRY
 
-from cronstream import metrics
+from cronstream.config.settings import Settings
 from cronstream.handlers.checkpoints import DeadLetter, Outcome, Record
 from cronstream.handlers.registry import Registry
-from cronstream.settings import Settings
+from cronstream.runtime import metrics
 from cronstream.streams.batch_engine import BatchEngine
 from cronstream.streams.batches import BatchLoop
 

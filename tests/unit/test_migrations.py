@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from cronstream.migrate import (
+from cronstream.pg.migrate import (
     PACKAGED_MIGRATIONS,
     Applied,
     Migration,

@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cronstream.cli import app
-from cronstream.envelope import decode
+from cronstream.events.envelope import decode
 from cronstream.publish import Record, check, read_lines, spooled
 
 runner = CliRunner()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cronstream.queries import Queries, parse
+from cronstream.pg.queries import Queries, parse
 
 ROOT = Path(__file__).resolve().parents[2]
 

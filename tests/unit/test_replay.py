@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cronstream.cli import app, resume_commands
-from cronstream.names import is_identifier
+from cronstream.runtime.names import is_identifier
 from cronstream.streams.replay import (
     Asked,
     PartitionPlan,

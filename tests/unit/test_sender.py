@@ -1,4 +1,4 @@
-"""The one sender (cronstream.kafka.send) and its users: who was acknowledged, who not."""
+"""The one sender (cronstream.kafka.clients.send) and its users: who was acknowledged, who not."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from typing import Any
 
 from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError, NotLeaderForPartitionError
 
-from cronstream import kafka, publish
-from cronstream.kafka import Message
+from cronstream import publish
+from cronstream.kafka import clients
+from cronstream.kafka.clients import Message
 
 
 class Metadata:
@@ -48,7 +49,7 @@ def messages(*values: bytes) -> list[Message]:
 
 
 async def test_all_acknowledged_with_their_partitions() -> None:
-    delivery = await kafka.send(FakeProducer(), messages(b"a", b"bb", b"ccc"))
+    delivery = await clients.send(FakeProducer(), messages(b"a", b"bb", b"ccc"))
     assert delivery.acked == {0: 1, 1: 2, 2: 0}
     assert delivery.errors() == []
 
@@ -57,7 +58,7 @@ async def test_partial_failure_names_which_were_sent_and_which_not() -> None:
     too_large = MessageSizeTooLargeError()
     lost = NotLeaderForPartitionError()
     producer = FakeProducer(refuse={b"big": too_large}, fail={b"lost": lost})
-    delivery = await kafka.send(producer, messages(b"a", b"big", b"lost", b"d"))
+    delivery = await clients.send(producer, messages(b"a", b"big", b"lost", b"d"))
     assert sorted(delivery.acked) == [0, 3]  # a refused record does not stop the rest
     assert delivery.refused == {1: too_large}
     assert delivery.failed == {2: lost}
@@ -67,7 +68,7 @@ async def test_partial_failure_names_which_were_sent_and_which_not() -> None:
 async def test_kafka_unreachable_stops_sending_and_fails_the_rest() -> None:
     down = KafkaTimeoutError()
     producer = FakeProducer(refuse={b"b": down})
-    delivery = await kafka.send(producer, messages(b"a", b"b", b"c", b"d"))
+    delivery = await clients.send(producer, messages(b"a", b"b", b"c", b"d"))
     assert producer.sent == [b"a"]  # nothing more is tried once Kafka is away
     assert delivery.acked == {0: 1}
     assert delivery.failed == {1: down, 2: down, 3: down}

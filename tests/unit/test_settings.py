@@ -7,10 +7,17 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from cronstream.cli import app
-from cronstream.db import unavailable
-from cronstream.formats import TopicFormat
-from cronstream.http import check_exposure
-from cronstream.settings import Settings, SettingsError, env_var, host_name, redact_url, scrub
+from cronstream.config.settings import (
+    Settings,
+    SettingsError,
+    env_var,
+    host_name,
+    redact_url,
+    scrub,
+)
+from cronstream.config.topics import TopicFormat
+from cronstream.pg.connections import unavailable
+from cronstream.web.server import check_exposure
 
 PASSWORD = "pw#S3cr/et?x"
 

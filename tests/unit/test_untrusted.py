@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from cronstream.untrusted import safe_bytes, safe_text
+from cronstream.runtime.untrusted import safe_bytes, safe_text
 
 
 def test_nul_and_lone_surrogates_are_escaped() -> None:

@@ -7,8 +7,8 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 
+from cronstream.config.settings import Settings, scrub
 from cronstream.errors import START_SERVICES, CronstreamError
-from cronstream.settings import Settings, scrub
 
 CONNECT_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 

@@ -40,7 +40,8 @@ import re
 from datetime import datetime
 from typing import Any
 
-from cronstream.envelope import (
+from cronstream.events import formats
+from cronstream.events.envelope import (
     BIGINT_MAX,
     WHOLE_VALUE,
     EnvelopeError,
@@ -50,7 +51,7 @@ from cronstream.envelope import (
     header_trace_id,
     json_object,
 )
-from cronstream.untrusted import shown
+from cronstream.runtime.untrusted import shown
 
 CONTENT_TYPE = "<content-type>"  # the `field` of an error about the content-type header
 STRUCTURED = "application/cloudevents+json"
@@ -319,3 +320,6 @@ def _event(fields: dict[str, Any], payload: dict[str, Any]) -> Event:
     except EnvelopeError as error:
         field = _SENT_AS.get(error.field, error.field)
         raise EnvelopeError(field, error.reason, error.others) from None
+
+
+formats.register("cloudevents", "CloudEvent", Adapter)

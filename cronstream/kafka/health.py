@@ -169,3 +169,11 @@ def _node(args: tuple[object, ...], at: int | None) -> int | None:
         return int(str(args[at]))
     except ValueError:
         return None
+
+
+def hold_back_retries() -> None:
+    """Attach one HeldBack (feeding HEALTH) to each logger in RETRIED; idempotent."""
+    for name in RETRIED:
+        logger = logging.getLogger(name)
+        if not any(isinstance(found, HeldBack) for found in logger.filters):
+            logger.addFilter(HeldBack())

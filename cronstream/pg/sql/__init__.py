@@ -1,5 +1,5 @@
 """The named SQL of the core modules (migrations, status)."""
 
-from cronstream.queries import Queries
+from cronstream.pg.queries import Queries
 
 query = Queries(__name__)

@@ -25,17 +25,22 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
-from cronstream import http, kafka, logs, migrate, publish, shutdown, status
-from cronstream.db import connection
-from cronstream.envelope import SYNC_REQUIRED, EnvelopeError, Event, encoded, json_object
+from cronstream import publish
+from cronstream.config.settings import Settings, SettingsError, env_var
 from cronstream.errors import START_SERVICES, CronstreamError, problems
+from cronstream.events.envelope import SYNC_REQUIRED, EnvelopeError, Event, encoded, json_object
 from cronstream.handlers import projection
 from cronstream.handlers.registry import Registry, load_modules
+from cronstream.kafka import clients
+from cronstream.pg import migrate
+from cronstream.pg.connections import connection
+from cronstream.runtime import logs, shutdown
+from cronstream.runtime.untrusted import shown
 from cronstream.schedulers.cron import CronError, Schedule
 from cronstream.schedulers.service import Scheduler
-from cronstream.settings import Settings, SettingsError, env_var
+from cronstream.status import collect
 from cronstream.streams import replay, worker
-from cronstream.untrusted import shown
+from cronstream.web import server
 
 
 class Commands(TyperGroup):
@@ -326,8 +331,8 @@ async def send_all(
     total: int,
     show_progress: bool,
 ) -> publish.PublishResult:
-    await kafka.ensure_topics(settings, [topic])
-    async with kafka.started(kafka.producer(settings)) as producer:
+    await clients.ensure_topics(settings, [topic])
+    async with clients.started(clients.producer(settings)) as producer:
         with progress_bar(show_progress) as bar:
             task = bar.add_task("publish", total=total)
             return await publish.send(producer, topic, records, lambda n: bar.advance(task, n))
@@ -346,11 +351,11 @@ def report(topic: str, result: publish.PublishResult, skipped: int) -> None:
 
 
 def http_surface(settings: Settings) -> worker.Serve:
-    """The HTTP surface (cronstream/http.py) beside a worker's engine, given its readiness.
+    """The HTTP surface (cronstream/web/server.py) beside a worker's engine, given its readiness.
 
     Settings that would expose it are refused here, before anything starts."""
-    http.check_exposure(settings)
-    return lambda readiness: http.Surface(settings, readiness)
+    server.check_exposure(settings)
+    return lambda readiness: server.Surface(settings, readiness)
 
 
 def build_registry(modules: list[str]) -> Registry:
@@ -737,19 +742,19 @@ def jobs_list_command(ctx: typer.Context, jobs_file: JobsFileOption = None) -> N
         ctx.obj["jobs_file"] = jobs_file
     settings = settings_of(ctx)
 
-    from_file = status.file_jobs(settings.jobs_file)  # a bad file needs no database
+    from_file = collect.file_jobs(settings.jobs_file)  # a bad file needs no database
 
-    async def collect() -> status.Jobs:
+    async def load() -> collect.Jobs:
         async with connection(settings) as db:
-            return await status.load_jobs(db, from_file)
+            return await collect.load_jobs(db, from_file)
 
-    loaded = asyncio.run(collect())
+    loaded = asyncio.run(load())
     jobs, invalid, latest = loaded.jobs, loaded.invalid, loaded.latest
     table = Table("job", "schedule", "zone", "misfire", "enabled", "last run", "next run")
     now = datetime.now(UTC)
 
     def last_run(name: str, tz: tzinfo) -> str:
-        last = status.last_run(latest.get(name), tz)
+        last = collect.last_run(latest.get(name), tz)
         return last.describe() if last is not None else "-"
 
     for job in jobs:
@@ -796,7 +801,7 @@ def status_command(
     settings = settings_of(ctx)
     # The error line below says what aiokafka's own connection errors would repeat.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    collected = asyncio.run(status.collect(settings, settings.jobs_file))
+    collected = asyncio.run(collect.collect(settings, settings.jobs_file))
     if as_json:
         typer.echo(json.dumps(collected.to_json(), indent=2))
     else:
@@ -813,7 +818,7 @@ def status_command(
         fail(collected.jobs_error, 2)
 
 
-def print_status(collected: status.Status) -> None:
+def print_status(collected: collect.Status) -> None:
     """Tables of Text cells: topic names and errors are not rich markup."""
     console = Console(width=200)
     partitions = Table(

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from html import escape
 
-from cronstream.status import JobStatus, Partition, Status
+from cronstream.status.collect import JobStatus, Partition, Status
 
 REFRESH_SECONDS = 5
 

@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from cronstream.errors import CronstreamError, problems
-from cronstream.names import NAME_PATTERN
+from cronstream.runtime.names import NAME_PATTERN
 
 # uuid5 namespace for deterministic sync_required ids: the same (entity, key, version)
 # always yields the same id, so a re-emit after a crash is recognisably the same event.

@@ -6,7 +6,7 @@
                    whom may see details
     GET  /metrics  Prometheus text (prometheus-client's default registry)
     POST /events   one envelope or a JSON array of them -> 202 {"ids": [...]}
-    GET  /         the status page (cronstream/status_page.py)
+    GET  /         the status page (cronstream/status/page.py)
 
 Closed by default: POST /events is 403 unless CRONSTREAM_INGRESS_TOKEN is set (then it
 needs the bearer token, as / and the reasons of /readyz do) or CRONSTREAM_INGRESS_OPEN
@@ -22,7 +22,7 @@ Kafka acknowledged them all. Bad input is a 4xx naming the event (index) and fie
 never a 500; the scanners' own type is refused (422). At most
 CRONSTREAM_HTTP_MAX_INGRESS bodies are read at once, each within
 CRONSTREAM_HTTP_BODY_TIMEOUT and CRONSTREAM_INGRESS_MAX_BYTES; connections are capped
-and given deadlines by `http_limits.Guard`.
+and given deadlines by `limits.Guard`.
 
 Off when CRONSTREAM_HTTP_PORT is 0. The status page is collected at most every
 `STATUS_CACHE_SECONDS`, so a refreshing browser cannot hammer Postgres.
@@ -45,18 +45,22 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from cronstream import db, http_limits, kafka, publish, status, status_page
-from cronstream.envelope import (
+from cronstream import publish
+from cronstream.config.settings import Settings, SettingsError, env_var, host_name
+from cronstream.errors import CronstreamError
+from cronstream.events.envelope import (
     SYNC_REQUIRED,
     WHOLE_VALUE,
     EnvelopeError,
     json_object,
     strict_loads,
 )
-from cronstream.errors import CronstreamError
-from cronstream.kafka import MAX_REQUEST_SIZE
-from cronstream.settings import Settings, SettingsError, env_var, host_name
-from cronstream.untrusted import shown
+from cronstream.kafka import clients
+from cronstream.kafka.clients import MAX_REQUEST_SIZE
+from cronstream.pg import connections
+from cronstream.runtime.untrusted import shown
+from cronstream.status import collect, page
+from cronstream.web import limits
 
 if TYPE_CHECKING:
     from cronstream.streams.worker import Readiness
@@ -126,14 +130,14 @@ class Surface:
         self.runner: web.AppRunner | None = None
         self.producer: AIOKafkaProducer | None = None
         self.producer_lock = asyncio.Lock()
-        self.status: status.Status | None = None
+        self.status: collect.Status | None = None
         self.status_at = 0.0
         self.status_lock = asyncio.Lock()
         self.ready: list[tuple[str, str]] = []
         self.ready_at = float("-inf")
         self.ready_lock = asyncio.Lock()
         self.listener: asyncio.Server | None = None
-        self.guard: http_limits.Guard | None = None
+        self.guard: limits.Guard | None = None
         self.ingress_busy = 0
         extra = settings.http_allowed_hosts
         self.hosts = frozenset([*LOOPBACK_NAMES, host_name(settings.http_host), *extra])
@@ -167,7 +171,7 @@ class Surface:
         )
         await runner.setup()
         assert runner.server is not None  # set by setup()
-        guard = http_limits.Guard(
+        guard = limits.Guard(
             runner.server, settings.http_max_connections, settings.http_header_timeout
         )
         try:
@@ -263,12 +267,16 @@ class Surface:
     async def _postgres(self) -> str | None:
         try:
             async with asyncio.timeout(CHECK_TIMEOUT):
-                async with db.connection(self.settings) as connection:
+                async with connections.connection(self.settings) as connection:
                     await connection.fetchval("SELECT 1")
         except TimeoutError:
             return f"no answer within {CHECK_TIMEOUT:g}s"
-        except (db.DatabaseUnavailable, *db.CONNECT_ERRORS) as error:
-            return str(error) if isinstance(error, db.DatabaseUnavailable) else type(error).__name__
+        except (connections.DatabaseUnavailable, *connections.CONNECT_ERRORS) as error:
+            return (
+                str(error)
+                if isinstance(error, connections.DatabaseUnavailable)
+                else type(error).__name__
+            )
         return None
 
     async def _kafka(self) -> str | None:
@@ -286,7 +294,7 @@ class Surface:
         """The ingress producer, started on first use (Kafka may be down when we start)."""
         async with self.producer_lock:
             if self.producer is None:
-                producer = kafka.producer(self.settings)
+                producer = clients.producer(self.settings)
                 try:
                     await producer.start()
                 except BaseException:
@@ -317,10 +325,10 @@ class Surface:
             return self._challenge()
         async with self.status_lock:  # concurrent requests share one collection
             if self.status is None or time.monotonic() - self.status_at > STATUS_CACHE_SECONDS:
-                self.status = await status.collect(self.settings, self.settings.jobs_file)
+                self.status = await collect.collect(self.settings, self.settings.jobs_file)
                 self.status_at = time.monotonic()
             shown_status = self.status
-        return web.Response(text=status_page.render(shown_status), content_type="text/html")
+        return web.Response(text=page.render(shown_status), content_type="text/html")
 
     def _challenge(self) -> web.Response:
         challenge = 'Bearer realm="cronstream"'

@@ -22,15 +22,16 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from cronstream import db, kafka
+from cronstream.config.settings import Settings
+from cronstream.kafka import clients
+from cronstream.pg import connections
+from cronstream.pg.sql import query
+from cronstream.runtime.untrusted import shown
 from cronstream.schedulers import runs
 from cronstream.schedulers.cron import CronError
 from cronstream.schedulers.engine import Job
 from cronstream.schedulers.jobs import JobError, load_file, load_table, merge
 from cronstream.schedulers.leader import LEADER_APPLICATION
-from cronstream.settings import Settings
-from cronstream.sql import query
-from cronstream.untrusted import shown
 
 SERVICE_TIMEOUT = 5.0  # seconds for each of Postgres and Kafka
 LATEST_DEAD_LETTERS = 20
@@ -204,7 +205,7 @@ async def collect(settings: Settings, jobs_file: Path | None) -> Status:
     status = Status(collected_at=now, consumer_group=settings.consumer_group)
     try:
         await asyncio.wait_for(_from_postgres(settings, jobs_file, status), SERVICE_TIMEOUT)
-    except (TimeoutError, db.DatabaseUnavailable, *db.CONNECT_ERRORS) as error:
+    except (TimeoutError, connections.DatabaseUnavailable, *connections.CONNECT_ERRORS) as error:
         status.unreachable["postgres"] = _reason(error, settings)
     try:
         await asyncio.wait_for(_from_kafka(settings, status), SERVICE_TIMEOUT)
@@ -217,7 +218,7 @@ def _reason(error: BaseException, settings: Settings) -> str:
     """One line on why a service did not answer; never the password."""
     if isinstance(error, TimeoutError):
         return f"no answer within {SERVICE_TIMEOUT:g}s"
-    if isinstance(error, db.DatabaseUnavailable):
+    if isinstance(error, connections.DatabaseUnavailable):
         return str(error)
     if isinstance(error, asyncpg.UndefinedTableError):
         return (
@@ -227,11 +228,11 @@ def _reason(error: BaseException, settings: Settings) -> str:
         text = str(error)
         name = type(error).__name__
         return shown(text if text.startswith(name) else f"{name}: {text}")
-    return str(db.unavailable(settings, error))
+    return str(connections.unavailable(settings, error))
 
 
 async def _from_postgres(settings: Settings, jobs_file: Path | None, status: Status) -> None:
-    async with db.connection(settings) as connection:
+    async with connections.connection(settings) as connection:
         for row in await connection.fetch(query("status_checkpoints")):
             status.partitions.append(
                 Partition(row["consumer"], row["topic"], row["partition"], row["offset"])
@@ -269,8 +270,8 @@ async def _from_postgres(settings: Settings, jobs_file: Path | None, status: Sta
 
 async def _from_kafka(settings: Settings, status: Status) -> None:
     """Log start and end of every partition shown, plus the live group's own partitions."""
-    reader = AIOKafkaConsumer(**kafka.connection_options(settings))  # no group: reads only
-    async with kafka.started(reader) as consumer:
+    reader = AIOKafkaConsumer(**clients.connection_options(settings))  # no group: reads only
+    async with clients.started(reader) as consumer:
         # One metadata request for every topic (never creates one); the consumer's own
         # `topics()` fetches the same but keeps the partitions to itself.
         cluster = await consumer._client.fetch_all_metadata()

@@ -3,8 +3,9 @@
 At INFO the libraries cronstream runs on (aiokafka, faust, ...) log every group join
 and partition assignment; those lines would drown the pipeline's own (job runs,
 batches applied), so they are held at WARNING unless the level is DEBUG. aiokafka's
-per-attempt connection errors during a broker outage are demoted to DEBUG as well
-(cronstream/kafka_health.py): the worker says once that Kafka is degraded instead.
+per-attempt connection errors during a broker outage are demoted to DEBUG as well, by a
+filter that importing cronstream.kafka installs (cronstream/kafka/health.py): the worker
+says once that Kafka is degraded instead.
 
 `trace()` sets the trace id every line inside it carries: the stream engines set one
 per batch and per run of events given to a handler, the scheduler one per job run.
@@ -20,8 +21,6 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, Literal
-
-from cronstream.kafka_health import RETRIED, HeldBack
 
 trace_id_var: ContextVar[str | None] = ContextVar("trace_id", default=None)
 
@@ -41,9 +40,6 @@ def parse_level(text: str) -> int:
     if name not in LEVELS:
         raise ValueError(f"'{text}' is not a log level (use {', '.join(LEVELS)})")
     return logging.getLevelNamesMapping()[name]
-
-
-_HELD_BACK = HeldBack()
 
 
 class JsonFormatter(logging.Formatter):
@@ -95,10 +91,6 @@ def configure(level: str = "INFO", fmt: Literal["json", "text"] = "json") -> Non
     debug = threshold <= logging.DEBUG
     for name in LIBRARIES:
         logging.getLogger(name).setLevel(threshold if debug else max(threshold, logging.WARNING))
-    # aiokafka's retried errors, demoted to DEBUG (so shown at DEBUG) and counted.
-    for name in RETRIED:
-        logging.getLogger(name).removeFilter(_HELD_BACK)
-        logging.getLogger(name).addFilter(_HELD_BACK)
 
 
 @contextmanager

@@ -25,10 +25,10 @@ from typing import Any
 
 from pydantic_core import to_json
 
-from cronstream import envelope
-from cronstream.envelope import EnvelopeError, Event, Headers
-from cronstream.names import ENTITY_NAME
-from cronstream.untrusted import shown
+from cronstream.events import envelope, formats
+from cronstream.events.envelope import EnvelopeError, Event, Headers
+from cronstream.runtime.names import ENTITY_NAME
+from cronstream.runtime.untrusted import shown
 
 DEBEZIUM_NAMESPACE = uuid.UUID("0b9c6c1e-3f1e-5b8a-9d0e-646562657a69")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -157,3 +157,6 @@ class Adapter:
                 "trace_id": envelope.header_trace_id(headers),
             }
         )
+
+
+formats.register("debezium", "Debezium record", Adapter)

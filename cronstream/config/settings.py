@@ -10,9 +10,8 @@ from urllib.parse import unquote, urlsplit
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from cronstream.config.topics import TopicFormat, comma_list, parse_topic_formats
 from cronstream.errors import CronstreamError
-from cronstream.formats import FORMATS, TopicFormat
-from cronstream.names import ENTITY_NAME
 
 ENV_PREFIX = "CRONSTREAM_"
 
@@ -252,7 +251,7 @@ class Settings(BaseSettings):
             return value
         if info.field_name == "external_topics":
             return parse_topic_formats(value)
-        return _comma_list(value)
+        return comma_list(value)
 
     @field_validator("http_allowed_hosts")
     @classmethod
@@ -334,7 +333,6 @@ class Settings(BaseSettings):
 
 
 # Kafka's own rule for topic names ("." and ".." excepted, below).
-_TOPIC_NAME = re.compile(r"[A-Za-z0-9._\-]{1,249}")
 
 
 # What a Host header's name may be: a DNS name, an IPv4 address or a bracketed IPv6 one.
@@ -349,35 +347,6 @@ def host_name(host: str) -> str:
     if host.count(":") == 1:  # name:port; a bare IPv6 address has more colons
         return host.split(":")[0]
     return f"[{host}]" if ":" in host else host
-
-
-def _comma_list(value: str) -> list[str]:
-    return [item.strip() for item in value.split(",") if item.strip()]
-
-
-def parse_topic_formats(value: str) -> dict[str, TopicFormat]:
-    """`topic[:format[:entity]]`, comma-separated, as topic -> its format."""
-    formats: dict[str, TopicFormat] = {}
-    for item in _comma_list(value):
-        parts = [part.strip() for part in item.split(":")]
-        if len(parts) > 3:
-            raise ValueError(
-                f"'{item}': expected topic[:format[:entity]], found {len(parts)} parts"
-            )
-        topic, name, entity = [*parts, "", ""][:3]
-        name = name or "envelope"
-        if not _TOPIC_NAME.fullmatch(topic) or topic in (".", ".."):
-            raise ValueError(f"'{item}': the topic name must be 1-249 of A-Z a-z 0-9 . _ -")
-        if name not in FORMATS:
-            raise ValueError(f"'{item}': unknown format '{name}' (use {', '.join(FORMATS)})")
-        if entity and name == "envelope":
-            raise ValueError(f"'{item}': an entity is for debezium and cloudevents topics")
-        if entity and not ENTITY_NAME.fullmatch(entity):
-            raise ValueError(f"'{item}': the entity must be 1-180 of A-Z a-z 0-9 . _ -")
-        given = TopicFormat(name, entity or None)
-        if formats.setdefault(topic, given) != given:
-            raise ValueError(f"'{topic}' is given twice, with different formats")
-    return formats
 
 
 def env_var(field: str) -> str:

@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
 
-from cronstream.settings import Settings, SettingsError, env_var
+from cronstream.config.settings import Settings, SettingsError, env_var
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from importlib.resources.abc import Traversable
 import asyncpg
 
 from cronstream.errors import CronstreamError
-from cronstream.sql import query
+from cronstream.pg.sql import query
 
 PACKAGED_MIGRATIONS: Traversable = resources.files("cronstream") / "migrations"
 
