@@ -1,4 +1,4 @@
--- Queries of the migration runner (cronstream/migrate.py).
+-- Queries of the migration runner (cronstream/pg/migrate.py).
 
 -- migrations_lock --
 SELECT pg_advisory_lock(hashtext('cronstream.migrate'))
