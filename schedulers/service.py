@@ -3,7 +3,7 @@
 Any number of these may run; one leads through leader.py. The leader:
 - loads jobs from the jobs file and cron_jobs, and reloads on NOTIFY cronstream_jobs
   (and every RELOAD_SECONDS, in case a notification was missed);
-- steps the engine whenever a tick is due, claiming each tick in cron_runs first;
+- steps the timetable whenever a tick is due, claiming each tick in cron_runs first;
 - on NOTIFY on a scan job's `notify_channel`, runs that job at once, debounced;
 - re-establishes its LISTEN connection (with backoff) when it dies, and then scans each
   NOTIFY-fused job once: a NOTIFY sent while nobody listened is lost;
@@ -31,11 +31,11 @@ from cronstream.pg import connections
 from cronstream.runtime import metrics, shutdown
 from cronstream.runtime.logs import trace, trace_id_var
 from cronstream.runtime.retry import RetryPolicy, pause
-from cronstream.schedulers.engine import Clock, Engine, Job, SystemClock
-from cronstream.schedulers.jobs import JobError, load_file, load_table, merge, scan_config
+from cronstream.schedulers.jobs import Job, JobError, load_file, load_table, merge, scan_config
 from cronstream.schedulers.leader import Leadership
 from cronstream.schedulers.runs import Runs
 from cronstream.schedulers.scanner import ScanBlocked, Scanner
+from cronstream.schedulers.timetable import Clock, SystemClock, Timetable
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ class Scheduler:
             metrics.CRON_RUNS.labels(job.name, "failed").inc()
             await runs.fail(job.name, when, reason)
 
-        engine = Engine(self.clock, run_tick, skip_tick, report)
+        timetable = Timetable(self.clock, run_tick, skip_tick, report)
         self.channels = {JOBS_CHANNEL}
         self.listen_retry_at, self.listen_failures = None, 0
         self.invalid = {}  # a new leader reports every invalid row once more
@@ -145,15 +145,15 @@ class Scheduler:
                 if self.listen_retry_at is not None and now >= self.listen_retry_at:
                     await self._relisten()
                 if self.reload_needed or now - last_reload > timedelta(seconds=RELOAD_SECONDS):
-                    await self._reload(pool, engine, runs)
+                    await self._reload(pool, timetable, runs)
                     last_reload = now
                 if (pruner is None or pruner.done()) and (
                     last_prune is None or now - last_prune >= PRUNE_EVERY
                 ):
                     pruner = asyncio.create_task(self._prune(runs))
                     last_prune = now
-                self._fire_notified(engine, now)
-                due = await engine.step()
+                self._fire_notified(timetable, now)
+                due = await timetable.step()
                 until = now + timedelta(seconds=CHECK_SECONDS)
                 if due is not None and due < until:
                     until = due
@@ -169,7 +169,7 @@ class Scheduler:
         finally:
             if pruner is not None:
                 await shutdown.cancel_and_wait(pruner)
-            await engine.drain(self.settings.shutdown_timeout / 2)
+            await timetable.drain(self.settings.shutdown_timeout / 2)
             self._drop_listener()
 
     async def _listen(self) -> None:
@@ -221,7 +221,7 @@ class Scheduler:
         if listener is not None:
             listener.terminate()
 
-    async def _reload(self, pool: asyncpg.Pool, engine: Engine, runs: Runs) -> None:
+    async def _reload(self, pool: asyncpg.Pool, timetable: Timetable, runs: Runs) -> None:
         self.reload_needed = False
         async with pool.acquire() as connection:
             table_jobs, invalid = await load_table(connection)
@@ -230,11 +230,11 @@ class Scheduler:
                 log.error("%s; the job is not scheduled", error, extra={"job": name})
         self.invalid = invalid
         jobs = merge(self.file_jobs, table_jobs, invalid)
-        # Only jobs new to the engine need their last tick: one index probe each.
-        new = [job.name for job in jobs if job.enabled and job.name not in engine.planned]
-        engine.set_jobs(jobs, resume_from=await runs.last_ticks(new) if new else {})
+        # Only jobs new to the timetable need their last tick: one index probe each.
+        new = [job.name for job in jobs if job.enabled and job.name not in timetable.planned]
+        timetable.set_jobs(jobs, resume_from=await runs.last_ticks(new) if new else {})
         self.channels = {JOBS_CHANNEL} | {
-            c for job in engine.jobs.values() if (c := scan_config(job).notify_channel)
+            c for job in timetable.jobs.values() if (c := scan_config(job).notify_channel)
         }
         await self._sync_channels()
 
@@ -286,16 +286,16 @@ class Scheduler:
             self.notified[channel] = self.clock.now() + DEBOUNCE
         self.wake.set()
 
-    def _fire_notified(self, engine: Engine, now: datetime) -> None:
+    def _fire_notified(self, timetable: Timetable, now: datetime) -> None:
         for channel, deadline in list(self.notified.items()):
             if deadline > now:
                 continue
             del self.notified[channel]
-            for job in engine.jobs.values():
+            for job in timetable.jobs.values():
                 if scan_config(job).notify_channel == channel:
                     log.info("job %s: NOTIFY on %s, scanning now", job.name, channel)
                     metrics.NOTIFY_RUNS.labels(job.name).inc()
-                    engine.trigger(job.name)
+                    timetable.trigger(job.name)
 
     async def _run_tick(
         self,

@@ -29,8 +29,7 @@ from cronstream.pg.sql import query
 from cronstream.runtime.untrusted import shown
 from cronstream.schedulers import runs
 from cronstream.schedulers.cron import CronError
-from cronstream.schedulers.engine import Job
-from cronstream.schedulers.jobs import JobError, load_file, load_table, merge
+from cronstream.schedulers.jobs import Job, JobError, load_file, load_table, merge
 from cronstream.schedulers.leader import LEADER_APPLICATION
 
 SERVICE_TIMEOUT = 5.0  # seconds for each of Postgres and Kafka
