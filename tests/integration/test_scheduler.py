@@ -18,9 +18,9 @@ from cronstream.config.settings import Settings
 from cronstream.events.envelope import decode
 from cronstream.kafka import clients
 from cronstream.schedulers.jobs import ScanConfig
+from cronstream.schedulers.listener import LISTEN_APPLICATION
 from cronstream.schedulers.runs import Runs
 from cronstream.schedulers.scanner import Scanner
-from cronstream.schedulers.service import LISTEN_APPLICATION
 from cronstream.schedulers.sql import query
 from tests.integration.conftest import run_cli
 from tests.integration.kafka_helpers import read_all, wait_for
