@@ -108,7 +108,7 @@ Identifier = Annotated[str, AfterValidator(checked_identifier)]
 
 
 class ScanConfig(BaseModel):
-    """What a scan job reads and how it knows what is new (see schedulers/scanner.py)."""
+    """What a scan job reads and how it knows what is new (see schedulers/scan/)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 

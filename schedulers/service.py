@@ -33,7 +33,7 @@ from cronstream.schedulers.jobs import Job, JobError, load_file, load_table, mer
 from cronstream.schedulers.leader import Leadership
 from cronstream.schedulers.listener import Listener
 from cronstream.schedulers.runs import Runs
-from cronstream.schedulers.scanner import ScanBlocked, Scanner
+from cronstream.schedulers.scan import ScanBlocked, Scanner, scanner_for
 from cronstream.schedulers.timetable import Clock, SystemClock, Timetable
 
 log = logging.getLogger(__name__)
@@ -217,7 +217,7 @@ class Scheduler:
         scanner: Scanner | None = None
         try:
             async with pool.acquire() as connection:
-                scanner = Scanner(
+                scanner = scanner_for(
                     job.name,
                     scan_config(job),
                     connection,
