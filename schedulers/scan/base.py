@@ -52,6 +52,8 @@ class Scanner(ABC):
 
     queries: ClassVar[tuple[str, ...]]
     """The mode's named queries, filled with the job's quoted identifiers."""
+    page_query: ClassVar[str]
+    """The one of `queries` that reads a page: $1 the batch size, then `_after`'s values."""
 
     job: str
     config: ScanConfig
@@ -196,9 +198,9 @@ class Scanner(ABC):
             # of a row since fixed, emitted by hand or deleted.
             await self.connection.execute(query("scan_rejects_sweep"), self.job, started)
 
-    @abstractmethod
-    async def _fetch(self, position: Any) -> list[asyncpg.Record]:
-        """The page of rows after `position`, at most batch_size of them."""
+    def _after(self, position: Any) -> tuple[Any, ...]:
+        """The page query's parameters after the batch size: where the page starts."""
+        return (position,)
 
     @abstractmethod
     def _position(self, last: asyncpg.Record) -> Any:
@@ -221,7 +223,9 @@ class Scanner(ABC):
         """A rejected row as its log line names it."""
 
     async def _page(self, position: Any) -> Page:
-        records = await self._fetch(position)
+        records = await self.connection.fetch(
+            self.sql[self.page_query], self.config.batch_size, *self._after(position)
+        )
         if not records:
             return Page(0, [], [], position)
         rows: list[Row] = []

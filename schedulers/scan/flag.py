@@ -13,18 +13,16 @@ from typing import Any
 
 import asyncpg
 
-from cronstream.schedulers.scan.base import Columns
 from cronstream.schedulers.scan.keyed import KeyedScanner
 from cronstream.schedulers.scan.rows import Row
 
 
 class FlagScanner(KeyedScanner):
     queries = ("scan_flag_page", "scan_flag_mark", "scan_flag_null_keys")
+    page_query = "scan_flag_page"
 
-    def _check_columns(self, columns: Columns) -> tuple[str, bool]:
-        key = super()._check_columns(columns)
-        self._expect_type(columns, self.config.flag_column, "boolean")
-        return key
+    def _change_column(self) -> tuple[str, str]:
+        return self.config.flag_column, "boolean"
 
     async def _start_position(self) -> Any:
         return None
@@ -32,12 +30,6 @@ class FlagScanner(KeyedScanner):
     async def _count_null_keys(self, position: Any) -> int:
         count: int = await self.connection.fetchval(self.sql["scan_flag_null_keys"])
         return count
-
-    async def _fetch(self, position: Any) -> list[asyncpg.Record]:
-        records: list[asyncpg.Record] = await self.connection.fetch(
-            self.sql["scan_flag_page"], self.config.batch_size, position
-        )
-        return records
 
     def _position(self, last: asyncpg.Record) -> Any:
         return last["key"]

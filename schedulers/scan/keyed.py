@@ -12,12 +12,21 @@ from typing import Any
 import asyncpg
 
 from cronstream.runtime import metrics
-from cronstream.schedulers.scan.base import Scanner
+from cronstream.schedulers.scan.base import Columns, Scanner
 from cronstream.schedulers.scan.rows import KEY_LIMIT, Rejected, Row, capped
 
 
 class KeyedScanner(Scanner):
     """A scan of a table's own rows, keyed by `key_column`."""
+
+    @abstractmethod
+    def _change_column(self) -> tuple[str, str]:
+        """The column that tells which rows to emit, and the type it must have."""
+
+    def _check_columns(self, columns: Columns) -> tuple[str, bool]:
+        key = super()._check_columns(columns)
+        self._expect_type(columns, *self._change_column())
+        return key
 
     @abstractmethod
     def _version(self, record: asyncpg.Record) -> Any:

@@ -21,6 +21,7 @@ OUTBOX_COLUMNS = ("id", "entity", "key", "version", "payload", "emitted_at")
 
 class OutboxScanner(Scanner):
     queries = ("scan_outbox_page", "scan_outbox_mark")
+    page_query = "scan_outbox_page"
 
     def _check_columns(self, columns: Columns) -> tuple[str, bool]:
         missing = [c for c in OUTBOX_COLUMNS if c not in columns]
@@ -36,12 +37,6 @@ class OutboxScanner(Scanner):
 
     async def _null_keys(self, position: Any) -> None:
         """None to record: outbox pages go by id, which every row has."""
-
-    async def _fetch(self, position: Any) -> list[asyncpg.Record]:
-        records: list[asyncpg.Record] = await self.connection.fetch(
-            self.sql["scan_outbox_page"], self.config.batch_size, position
-        )
-        return records
 
     def _position(self, last: asyncpg.Record) -> Any:
         return last["id"]

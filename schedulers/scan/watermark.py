@@ -16,7 +16,6 @@ from typing import Any
 
 import asyncpg
 
-from cronstream.schedulers.scan.base import Columns
 from cronstream.schedulers.scan.keyed import KeyedScanner
 from cronstream.schedulers.scan.rows import Row
 from cronstream.schedulers.sql import query
@@ -24,11 +23,10 @@ from cronstream.schedulers.sql import query
 
 class WatermarkScanner(KeyedScanner):
     queries = ("scan_watermark_page", "scan_watermark_null_keys", "scan_watermark_keyless")
+    page_query = "scan_watermark_page"
 
-    def _check_columns(self, columns: Columns) -> tuple[str, bool]:
-        key = super()._check_columns(columns)
-        self._expect_type(columns, self.config.watermark_column, "xid8")
-        return key
+    def _change_column(self) -> tuple[str, str]:
+        return self.config.watermark_column, "xid8"
 
     async def _start_position(self) -> Any:
         stored = await self.connection.fetchval(query("scan_watermark_get"), self.job)
@@ -49,12 +47,8 @@ class WatermarkScanner(KeyedScanner):
     async def _completed(self, started: datetime) -> None:
         """Nothing: the watermark passed the rejected rows, a run does not meet them again."""
 
-    async def _fetch(self, position: Any) -> list[asyncpg.Record]:
-        xid, key = (position["xid"], position["key"]) if position else (None, None)
-        records: list[asyncpg.Record] = await self.connection.fetch(
-            self.sql["scan_watermark_page"], self.config.batch_size, xid, key
-        )
-        return records
+    def _after(self, position: Any) -> tuple[Any, ...]:
+        return (position["xid"], position["key"]) if position else (None, None)
 
     def _position(self, last: asyncpg.Record) -> Any:
         return {"xid": str(last["version"]), "key": last["key_text"]}
