@@ -34,7 +34,7 @@ from cronstream.config.settings import Settings
 from cronstream.events.envelope import Event
 from cronstream.kafka import clients
 from cronstream.schedulers.jobs import ScanConfig
-from cronstream.schedulers.scanner import Scanner
+from cronstream.schedulers.scan import scanner_for
 
 ROOT = Path(__file__).resolve().parent.parent
 POLL = 0.02
@@ -198,7 +198,7 @@ async def scan_emit_arm(settings: Settings, n: int) -> Arm:
                 n,
             )
             config = ScanConfig(mode="flag", table="bench_rows", entity="item")
-            scanner = Scanner("bench", config, connection, producer, topic, "bench")
+            scanner = scanner_for("bench", config, connection, producer, topic, "bench")
             watch = Stopwatch()
             emitted = await scanner.scan()
             arm = watch.stop(emitted)

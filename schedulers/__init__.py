@@ -1,1 +1,1 @@
-"""Cron engine, leader election, job store and Postgres scanners."""
+"""Cron timetable, leader election, job store and Postgres scanners."""

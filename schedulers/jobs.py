@@ -25,9 +25,11 @@ name, even an invalid row: that job is then not scheduled at all (and says why).
 
 from __future__ import annotations
 
+import hashlib
 import tomllib
 from collections.abc import Iterable, Mapping
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -39,7 +41,6 @@ from cronstream.events.envelope import EnvelopeError, json_object
 from cronstream.runtime import names
 from cronstream.runtime.untrusted import shown
 from cronstream.schedulers.cron import CronError, Schedule, shortest_interval
-from cronstream.schedulers.engine import Job
 from cronstream.schedulers.sql import query
 
 MAX_GRACE = 31 * 86_400.0  # seconds
@@ -52,7 +53,34 @@ class JobError(CronstreamError, ValueError):
     exit_code = 2
 
 
-def identifier(value: str) -> str:
+MisfirePolicy = Literal["skip", "once", "all"]
+
+
+@dataclass(frozen=True)
+class Job:
+    """A valid job, as the timetable plans it and the scheduler runs it."""
+
+    name: str
+    schedule: Schedule
+    kind: str = "scan"
+    config: dict[str, Any] = field(default_factory=dict, hash=False, compare=True)
+    misfire_policy: MisfirePolicy = "once"
+    misfire_grace: timedelta = timedelta(seconds=60)
+    max_catchup: int = 10
+    jitter: timedelta = timedelta(0)
+    enabled: bool = True
+    origin: str = "config"
+
+    def jitter_for(self, tick: datetime) -> timedelta:
+        """A delay in [0, jitter), the same for a tick wherever it is computed."""
+        if not self.jitter:
+            return timedelta(0)
+        digest = hashlib.sha256(f"{self.name}@{tick.isoformat()}".encode()).digest()
+        fraction = int.from_bytes(digest[:8], "big") / 2**64
+        return self.jitter * fraction
+
+
+def checked_identifier(value: str) -> str:
     """Accept `name` or `schema.name` made of plain SQL identifiers; refuse anything else."""
     if not names.is_identifier(value):
         raise ValueError(f"'{shown(value)}' {names.NOT_AN_IDENTIFIER}")
@@ -73,14 +101,14 @@ def user_table(value: str) -> str:
 
 def quote(name: str) -> str:
     """Quote a validated identifier (schema-qualified allowed) for use in SQL text."""
-    return names.quote(identifier(name))
+    return names.quote(checked_identifier(name))
 
 
-Identifier = Annotated[str, AfterValidator(identifier)]
+Identifier = Annotated[str, AfterValidator(checked_identifier)]
 
 
 class ScanConfig(BaseModel):
-    """What a scan job reads and how it knows what is new (see schedulers/scanner.py)."""
+    """What a scan job reads and how it knows what is new (see schedulers/scan/)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
@@ -105,7 +133,7 @@ class JobSpec(BaseModel):
     schedule: str
     timezone: str = "UTC"
     kind: Literal["scan"] = "scan"
-    misfire_policy: Literal["skip", "once", "all"] = "once"
+    misfire_policy: MisfirePolicy = "once"
     misfire_grace: float = Field(60, ge=0, le=MAX_GRACE, allow_inf_nan=False)
     max_catchup: int = Field(10, ge=1, le=10_000)
     jitter: float = Field(0, ge=0, le=MAX_JITTER, allow_inf_nan=False)

@@ -25,6 +25,9 @@ from cronstream.schedulers.sql import query
 log = logging.getLogger(__name__)
 
 LEADER_APPLICATION = "cronstream-scheduler-leader"
+# The advisory lock's name; its key is hashtext(LEADER_LOCK), computed by Postgres where
+# the lock is taken (leader_try_lock) and where `cronstream status` looks for it.
+LEADER_LOCK = "cronstream.scheduler"
 
 
 class Leadership:
@@ -44,7 +47,7 @@ class Leadership:
                     self.connection = await connections.connect(
                         self.settings, {"application_name": self.application_name}
                     )
-                if await self.connection.fetchval(query("leader_try_lock")):
+                if await self.connection.fetchval(query("leader_try_lock"), LEADER_LOCK):
                     return True
                 if not announced:
                     log.info("standing by: another scheduler leads")
@@ -69,7 +72,7 @@ class Leadership:
     async def release(self) -> None:
         if self.connection is not None and not self.connection.is_closed():
             with contextlib.suppress(*connections.CONNECT_ERRORS):
-                await self.connection.execute(query("leader_unlock"))
+                await self.connection.execute(query("leader_unlock"), LEADER_LOCK)
         self._drop()
 
     def _drop(self) -> None:

@@ -56,7 +56,7 @@ class Runs:
         await self.pool.execute(query("runs_record"), *args)
 
     async def last_ticks(self, jobs: Sequence[str]) -> dict[str, datetime]:
-        """Each named job's newest scheduled time: where the engine resumes it."""
+        """Each named job's newest scheduled time: where the timetable resumes it."""
         async with self.pool.acquire() as connection:
             newest = await latest(connection, jobs)
         return {job: run["scheduled_for"] for job, run in newest.items()}
@@ -69,7 +69,7 @@ class Runs:
     async def prune(self, before: datetime, batch: int) -> int:
         """Delete at most `batch` runs scheduled before `before`; how many went.
 
-        Each job's newest run stays, however old: the engine resumes the job from it.
+        Each job's newest run stays, however old: the timetable resumes the job from it.
         """
         result = await self.pool.execute(query("runs_prune"), before, batch)
         return int(result.split()[-1])

@@ -3,10 +3,9 @@
 Any number of these may run; one leads through leader.py. The leader:
 - loads jobs from the jobs file and cron_jobs, and reloads on NOTIFY cronstream_jobs
   (and every RELOAD_SECONDS, in case a notification was missed);
-- steps the engine whenever a tick is due, claiming each tick in cron_runs first;
-- on NOTIFY on a scan job's `notify_channel`, runs that job at once, debounced;
-- re-establishes its LISTEN connection (with backoff) when it dies, and then scans each
-  NOTIFY-fused job once: a NOTIFY sent while nobody listened is lost;
+- steps the timetable whenever a tick is due, claiming each tick in cron_runs first;
+- on NOTIFY on a scan job's `notify_channel`, runs that job at once, debounced; its
+  LISTEN connection (listener.py) is re-established when it dies;
 - deletes cron_runs older than CRONSTREAM_RUN_RETENTION days, in bounded batches;
 - checks every second that it still holds the lock, and stands down when it does not.
 """
@@ -19,7 +18,6 @@ import os
 import socket
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -30,21 +28,18 @@ from cronstream.kafka import clients
 from cronstream.pg import connections
 from cronstream.runtime import metrics, shutdown
 from cronstream.runtime.logs import trace, trace_id_var
-from cronstream.runtime.retry import RetryPolicy, pause
-from cronstream.schedulers.engine import Clock, Engine, Job, SystemClock
-from cronstream.schedulers.jobs import JobError, load_file, load_table, merge, scan_config
+from cronstream.runtime.retry import pause
+from cronstream.schedulers.jobs import Job, JobError, load_file, load_table, merge, scan_config
 from cronstream.schedulers.leader import Leadership
+from cronstream.schedulers.listener import Listener
 from cronstream.schedulers.runs import Runs
-from cronstream.schedulers.scanner import ScanBlocked, Scanner
+from cronstream.schedulers.scan import ScanBlocked, Scanner, scanner_for
+from cronstream.schedulers.timetable import Clock, SystemClock, Timetable
 
 log = logging.getLogger(__name__)
 
-JOBS_CHANNEL = "cronstream_jobs"
 CHECK_SECONDS = 1.0
 RELOAD_SECONDS = 10.0
-DEBOUNCE = timedelta(milliseconds=200)
-# The LISTEN connection's application_name, so an operator can tell it apart.
-LISTEN_APPLICATION = "cronstream-scheduler-listen"
 PRUNE_EVERY = timedelta(minutes=1)
 PRUNE_BATCH = 5_000  # rows per DELETE: short statements, short row locks
 PRUNE_BATCHES = 20  # per round: a large backlog goes over several rounds
@@ -64,16 +59,7 @@ class Scheduler:
         self.node = node_name()
         self.stopping = asyncio.Event()
         self.wake = asyncio.Event()
-        self.reload_needed = True
-        self.notified: dict[str, datetime] = {}  # channel -> when the debounce ends
-        self.channels: set[str] = {JOBS_CHANNEL}  # what the leader should listen on
-        self.listening: set[str] = set()  # what the current LISTEN connection listens on
-        self.listener: asyncpg.Connection | None = None
-        self.listen_retry_at: datetime | None = None  # set while the listener is down
-        self.listen_failures = 0  # failed attempts since the listener was lost
-        self.listen_retry = RetryPolicy(
-            backoff=settings.retry_backoff, backoff_max=settings.retry_backoff_max
-        )
+        self.listener = Listener(settings, self.clock, self.wake)
         self.invalid: dict[str, str] = {}  # cron_jobs rows refused, and why
 
     async def run(self) -> None:
@@ -127,41 +113,36 @@ class Scheduler:
             metrics.CRON_RUNS.labels(job.name, "failed").inc()
             await runs.fail(job.name, when, reason)
 
-        engine = Engine(self.clock, run_tick, skip_tick, report)
-        self.channels = {JOBS_CHANNEL}
-        self.listen_retry_at, self.listen_failures = None, 0
+        timetable = Timetable(self.clock, run_tick, skip_tick, report)
+        listener = self.listener
+        listener.reset()
         self.invalid = {}  # a new leader reports every invalid row once more
-        self.reload_needed = True
         last_reload = self.clock.now()
         pruner: asyncio.Task[None] | None = None
         last_prune: datetime | None = None
         try:
-            await self._listen()
+            await listener.listen()
             while not self.stopping.is_set():
                 if not await leadership.still_held():
                     log.error("lost the leader lock (its connection dropped); standing down")
                     return
                 now = self.clock.now()
-                if self.listen_retry_at is not None and now >= self.listen_retry_at:
-                    await self._relisten()
-                if self.reload_needed or now - last_reload > timedelta(seconds=RELOAD_SECONDS):
-                    await self._reload(pool, engine, runs)
+                if listener.retry_at is not None and now >= listener.retry_at:
+                    await listener.relisten()
+                if listener.reload_needed or now - last_reload > timedelta(seconds=RELOAD_SECONDS):
+                    await self._reload(pool, timetable, runs)
                     last_reload = now
                 if (pruner is None or pruner.done()) and (
                     last_prune is None or now - last_prune >= PRUNE_EVERY
                 ):
                     pruner = asyncio.create_task(self._prune(runs))
                     last_prune = now
-                self._fire_notified(engine, now)
-                due = await engine.step()
+                self._fire_notified(timetable, now)
+                due = await timetable.step()
                 until = now + timedelta(seconds=CHECK_SECONDS)
                 if due is not None and due < until:
                     until = due
-                for deadline in self.notified.values():
-                    until = min(until, deadline)
-                if self.listen_retry_at is not None:
-                    until = min(until, self.listen_retry_at)
-                await self.clock.sleep_until(until, self.wake)
+                await self.clock.sleep_until(listener.next_deadline(until), self.wake)
                 self.wake.clear()
         except asyncio.CancelledError:
             self.stopping.set()  # `cronstream run` stops us by cancelling: scans stop after a page
@@ -169,60 +150,11 @@ class Scheduler:
         finally:
             if pruner is not None:
                 await shutdown.cancel_and_wait(pruner)
-            await engine.drain(self.settings.shutdown_timeout / 2)
-            self._drop_listener()
+            await timetable.drain(self.settings.shutdown_timeout / 2)
+            listener.drop()
 
-    async def _listen(self) -> None:
-        """A new LISTEN connection, listening on every channel in `self.channels`."""
-        listener = await connections.connect(
-            self.settings, server_settings={"application_name": LISTEN_APPLICATION}
-        )
-        listener.add_termination_listener(self._on_listener_lost)
-        self.listener = listener
-        self.listening = set()
-        for channel in sorted(self.channels):
-            await listener.add_listener(channel, self._on_notify)
-            self.listening.add(channel)
-
-    async def _relisten(self) -> None:
-        """Listen again after the LISTEN connection died; then scan each fused job once."""
-        self._drop_listener()
-        try:
-            await self._listen()
-        except (connections.DatabaseUnavailable, *connections.CONNECT_ERRORS) as error:
-            self._drop_listener()
-            self.listen_failures += 1
-            delay = self.listen_retry.delay(self.listen_failures)
-            self.listen_retry_at = self.clock.now() + timedelta(seconds=delay)
-            log.warning("cannot LISTEN again: %s; next try in %.1f s", error, delay)
-            return
-        self.listen_retry_at = None
-        self.listen_failures = 0
-        # Every NOTIFY sent while nobody listened is lost: scan each fused job once, as a
-        # new leader does, and reload the jobs in case a cron_jobs change went unheard.
-        self.reload_needed = True
-        now = self.clock.now()
-        for channel in self.listening - {JOBS_CHANNEL}:
-            self.notified.setdefault(channel, now)
-        log.info("listening again on %s", ", ".join(sorted(self.listening)))
-
-    def _on_listener_lost(self, connection: asyncpg.Connection) -> None:
-        if connection is not self.listener:
-            return  # one we closed ourselves
-        self.listener = None
-        self.listening = set()
-        self.listen_retry_at = self.clock.now()
-        log.warning("the LISTEN connection was lost; listening again")
-        self.wake.set()
-
-    def _drop_listener(self) -> None:
-        listener, self.listener = self.listener, None
-        self.listening = set()
-        if listener is not None:
-            listener.terminate()
-
-    async def _reload(self, pool: asyncpg.Pool, engine: Engine, runs: Runs) -> None:
-        self.reload_needed = False
+    async def _reload(self, pool: asyncpg.Pool, timetable: Timetable, runs: Runs) -> None:
+        self.listener.reload_needed = False
         async with pool.acquire() as connection:
             table_jobs, invalid = await load_table(connection)
         for name, error in invalid.items():
@@ -230,38 +162,12 @@ class Scheduler:
                 log.error("%s; the job is not scheduled", error, extra={"job": name})
         self.invalid = invalid
         jobs = merge(self.file_jobs, table_jobs, invalid)
-        # Only jobs new to the engine need their last tick: one index probe each.
-        new = [job.name for job in jobs if job.enabled and job.name not in engine.planned]
-        engine.set_jobs(jobs, resume_from=await runs.last_ticks(new) if new else {})
-        self.channels = {JOBS_CHANNEL} | {
-            c for job in engine.jobs.values() if (c := scan_config(job).notify_channel)
-        }
-        await self._sync_channels()
-
-    async def _sync_channels(self) -> None:
-        """LISTEN on the channels that are new, UNLISTEN the ones no job uses any more."""
-        listener = self.listener
-        if listener is None:
-            return  # _relisten listens on all of self.channels
-        added = self.channels - self.listening
-        try:
-            for channel in sorted(added):
-                await listener.add_listener(channel, self._on_notify)
-                self.listening.add(channel)
-                if channel != JOBS_CHANNEL:
-                    # A NOTIFY sent before this LISTEN is lost: scan once now, so a
-                    # change committed while this leader started does not wait for cron.
-                    self.notified.setdefault(channel, self.clock.now())
-            for channel in self.listening - self.channels:
-                await listener.remove_listener(channel, self._on_notify)
-                self.listening.discard(channel)
-        except connections.CONNECT_ERRORS as error:
-            log.warning("LISTEN failed: %s; listening again", error)
-            self._drop_listener()
-            self.listen_retry_at = self.clock.now()
-            return
-        if added:
-            log.info("listening on %s", ", ".join(sorted(added)))
+        # Only jobs new to the timetable need their last tick: one index probe each.
+        new = [job.name for job in jobs if job.enabled and job.name not in timetable.planned]
+        timetable.set_jobs(jobs, resume_from=await runs.last_ticks(new) if new else {})
+        await self.listener.sync(
+            c for job in timetable.jobs.values() if (c := scan_config(job).notify_channel)
+        )
 
     async def _prune(self, runs: Runs) -> None:
         """Delete runs older than the retention, a bounded batch at a time."""
@@ -279,23 +185,13 @@ class Scheduler:
         if deleted:
             log.info("pruned %d run(s) scheduled before %s", deleted, before.isoformat())
 
-    def _on_notify(self, connection: Any, pid: int, channel: str, payload: str) -> None:
-        if channel == JOBS_CHANNEL:
-            self.reload_needed = True
-        elif channel not in self.notified:
-            self.notified[channel] = self.clock.now() + DEBOUNCE
-        self.wake.set()
-
-    def _fire_notified(self, engine: Engine, now: datetime) -> None:
-        for channel, deadline in list(self.notified.items()):
-            if deadline > now:
-                continue
-            del self.notified[channel]
-            for job in engine.jobs.values():
+    def _fire_notified(self, timetable: Timetable, now: datetime) -> None:
+        for channel in self.listener.due(now):
+            for job in timetable.jobs.values():
                 if scan_config(job).notify_channel == channel:
                     log.info("job %s: NOTIFY on %s, scanning now", job.name, channel)
                     metrics.NOTIFY_RUNS.labels(job.name).inc()
-                    engine.trigger(job.name)
+                    timetable.trigger(job.name)
 
     async def _run_tick(
         self,
@@ -321,7 +217,7 @@ class Scheduler:
         scanner: Scanner | None = None
         try:
             async with pool.acquire() as connection:
-                scanner = Scanner(
+                scanner = scanner_for(
                     job.name,
                     scan_config(job),
                     connection,

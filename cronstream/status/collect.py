@@ -29,9 +29,8 @@ from cronstream.pg.sql import query
 from cronstream.runtime.untrusted import shown
 from cronstream.schedulers import runs
 from cronstream.schedulers.cron import CronError
-from cronstream.schedulers.engine import Job
-from cronstream.schedulers.jobs import JobError, load_file, load_table, merge
-from cronstream.schedulers.leader import LEADER_APPLICATION
+from cronstream.schedulers.jobs import Job, JobError, load_file, load_table, merge
+from cronstream.schedulers.leader import LEADER_APPLICATION, LEADER_LOCK
 
 SERVICE_TIMEOUT = 5.0  # seconds for each of Postgres and Kafka
 LATEST_DEAD_LETTERS = 20
@@ -256,7 +255,7 @@ async def _from_postgres(settings: Settings, jobs_file: Path | None, status: Sta
                 query("status_dead_letters_latest"), LATEST_DEAD_LETTERS
             )
         ]
-        leader = await connection.fetchrow(query("status_leader"))
+        leader = await connection.fetchrow(query("status_leader"), LEADER_LOCK)
         if leader is not None:
             name = leader["application_name"] or ""
             status.leader = name.removeprefix(LEADER_APPLICATION).strip() or "(unnamed)"

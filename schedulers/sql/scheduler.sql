@@ -64,7 +64,8 @@ WHERE ctid = ANY (ARRAY(
 ))
 
 -- leader_try_lock --
-SELECT pg_try_advisory_lock(hashtext('cronstream.scheduler'))
+-- $1: the lock's name, LEADER_LOCK (schedulers/leader.py); the key is its hashtext.
+SELECT pg_try_advisory_lock(hashtext($1::text))
 
 -- leader_unlock --
-SELECT pg_advisory_unlock(hashtext('cronstream.scheduler'))
+SELECT pg_advisory_unlock(hashtext($1::text))

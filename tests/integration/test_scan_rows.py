@@ -15,7 +15,7 @@ from cronstream.config.settings import Settings
 from cronstream.events.envelope import decode
 from cronstream.kafka import clients
 from cronstream.schedulers.jobs import JobError, ScanConfig
-from cronstream.schedulers.scanner import ScanBlocked, Scanner
+from cronstream.schedulers.scan import ScanBlocked, Scanner, scanner_for
 from tests.integration.kafka_helpers import read_all, wait_for
 
 # A text key that may be NULL, so flag and watermark mode can meet the keys they refuse.
@@ -107,7 +107,7 @@ async def scan(
             return bool(await db.fetchval(query))
 
         await wait_for(settled, 60, "no transaction older than the rows to be in flight")
-    scanner = Scanner("job", config, db, producer, settings.sync_topic, "trace")
+    scanner = scanner_for("job", config, db, producer, settings.sync_topic, "trace")
     await scanner.scan()
     return scanner
 
@@ -143,7 +143,7 @@ async def test_a_bad_row_is_recorded_and_the_rows_around_it_are_emitted(
     for statement in (before, bad_row, after):  # one transaction each: ordered xids
         await db.execute(statement)
     config = CONFIGS[mode]
-    caplog.set_level(logging.INFO, logger="cronstream.schedulers.scanner")
+    caplog.set_level(logging.INFO, logger="cronstream.schedulers.scan")
 
     first = await scan(db, producer, settings, config)
 
@@ -269,7 +269,7 @@ async def test_a_topic_limit_below_the_producers_fails_the_run_and_marks_nothing
     await db.execute(OUTBOX + "('item', 'a', 1, '{}')")
     await db.execute(OUTBOX + "('item', 'big', 1, jsonb_build_object('x', repeat('x', 5000)))")
 
-    scanner = Scanner("job", CONFIGS["outbox"], db, producer, topic, "trace")
+    scanner = scanner_for("job", CONFIGS["outbox"], db, producer, topic, "trace")
     with pytest.raises(MessageSizeTooLargeError):
         await scanner.scan()
 

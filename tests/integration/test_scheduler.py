@@ -18,9 +18,9 @@ from cronstream.config.settings import Settings
 from cronstream.events.envelope import decode
 from cronstream.kafka import clients
 from cronstream.schedulers.jobs import ScanConfig
+from cronstream.schedulers.listener import LISTEN_APPLICATION
 from cronstream.schedulers.runs import Runs
-from cronstream.schedulers.scanner import Scanner
-from cronstream.schedulers.service import LISTEN_APPLICATION
+from cronstream.schedulers.scan import Scanner, scanner_for
 from cronstream.schedulers.sql import query
 from tests.integration.conftest import run_cli
 from tests.integration.kafka_helpers import read_all, wait_for
@@ -205,7 +205,7 @@ def scanner(
     producer: AIOKafkaProducer,
     settings: Settings,
 ) -> Scanner:
-    return Scanner(job, config, connection, producer, settings.sync_topic, "trace")
+    return scanner_for(job, config, connection, producer, settings.sync_topic, "trace")
 
 
 async def test_watermark_scan_does_not_miss_a_row_whose_transaction_commits_late(

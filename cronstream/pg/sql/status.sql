@@ -14,14 +14,15 @@ SELECT consumer, topic, partition, "offset", dlq_topic, error, attempts, created
 FROM dead_letters ORDER BY id DESC LIMIT $1
 
 -- status_leader --
--- The session holding the scheduler's advisory lock (leader_try_lock). A bigint key is
--- shown in pg_locks as classid (high 32 bits) and objid (low 32 bits), objsubid 1; the
--- leader names itself in its application_name (schedulers/leader.py).
+-- The session holding the scheduler's advisory lock (leader_try_lock; $1 is its name,
+-- LEADER_LOCK in schedulers/leader.py). A bigint key is shown in pg_locks as classid
+-- (high 32 bits) and objid (low 32 bits), objsubid 1; the leader names itself in its
+-- application_name.
 SELECT a.application_name, a.backend_start
 FROM pg_locks AS l
 JOIN pg_stat_activity AS a ON a.pid = l.pid
 WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-  AND l.classid::bigint = (hashtext('cronstream.scheduler')::bigint >> 32) & 4294967295
-  AND l.objid::bigint = hashtext('cronstream.scheduler')::bigint & 4294967295
+  AND l.classid::bigint = (hashtext($1::text)::bigint >> 32) & 4294967295
+  AND l.objid::bigint = hashtext($1::text)::bigint & 4294967295
 LIMIT 1

@@ -1,6 +1,6 @@
-"""The cron engine: which ticks are due, misfires, overlap, jitter; with an injectable clock.
+"""The timetable: which ticks are due, misfires, overlap, jitter; with an injectable clock.
 
-A tick is one scheduled fire time of one job. The engine remembers, per job, up to
+A tick is one scheduled fire time of one job. The timetable remembers, per job, up to
 which instant it has planned; each step plans the ticks in (planned, now]:
 
 - a tick at most `misfire_grace` old is on time and runs;
@@ -22,41 +22,17 @@ reason; runs of one job never overlap.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import Protocol
 
 from cronstream.runtime.retry import pause
-from cronstream.schedulers.cron import CronError, Schedule
+from cronstream.schedulers.cron import CronError
+from cronstream.schedulers.jobs import Job
 
 log = logging.getLogger(__name__)
-
-MisfirePolicy = Literal["skip", "once", "all"]
-
-
-@dataclass(frozen=True)
-class Job:
-    name: str
-    schedule: Schedule
-    kind: str = "scan"
-    config: dict[str, Any] = field(default_factory=dict, hash=False, compare=True)
-    misfire_policy: MisfirePolicy = "once"
-    misfire_grace: timedelta = timedelta(seconds=60)
-    max_catchup: int = 10
-    jitter: timedelta = timedelta(0)
-    enabled: bool = True
-    origin: str = "config"
-
-    def jitter_for(self, tick: datetime) -> timedelta:
-        """A delay in [0, jitter), the same for a tick wherever it is computed."""
-        if not self.jitter:
-            return timedelta(0)
-        digest = hashlib.sha256(f"{self.name}@{tick.isoformat()}".encode()).digest()
-        fraction = int.from_bytes(digest[:8], "big") / 2**64
-        return self.jitter * fraction
 
 
 @dataclass(frozen=True)
@@ -67,7 +43,7 @@ class TickPlan:
     """The first and the last tick that will not run, when there are any."""
 
 
-def plan(job: Job, after: datetime, now: datetime) -> TickPlan:
+def plan_ticks(job: Job, after: datetime, now: datetime) -> TickPlan:
     """The ticks of `job` in (after, now] to run, by its misfire policy.
 
     However long the pause, at most `max_catchup` ticks run, and only the ticks that
@@ -121,10 +97,10 @@ Reporter = Callable[[Job, datetime, str], Awaitable[None]]
 
 
 async def _log_only(job: Job, when: datetime, reason: str) -> None:
-    """The default Reporter: the engine has logged the error already."""
+    """The default Reporter: the timetable has logged the error already."""
 
 
-class Engine:
+class Timetable:
     """Plans and starts ticks for a set of jobs; the caller decides when to step."""
 
     def __init__(
@@ -166,7 +142,7 @@ class Engine:
             if name in self.broken:
                 continue
             try:
-                ticks = plan(job, self.planned[name], now)
+                ticks = plan_ticks(job, self.planned[name], now)
                 upcoming.append(job.schedule.next_after(now))
             except Exception as error:
                 # One job's schedule must not stop the others: set it aside, say so.

@@ -1,16 +1,4 @@
-"""Scan jobs: turn Postgres rows that need it into sync_required events.
-
-Modes, like Kafka Connect's JDBC source but without its holes:
-
-- `flag`: rows whose boolean `flag_column` is true. The row version is `xmin`; after
-  Kafka acknowledged a batch, the flag is cleared only where the row is still at the
-  emitted version, so a change made meanwhile is emitted again by a later scan.
-- `watermark`: rows whose `watermark_column` (an xid8 set to pg_current_xact_id() on
-  every write) is past the job's watermark. A page only contains rows written by
-  transactions older than the oldest one still in flight, so a transaction that
-  commits after the scan cannot slip behind the watermark (the JDBC connector's
-  issues #172 and #915).
-- `outbox`: rows of an outbox table not yet emitted, in id order.
+"""The scan of one job, whatever its mode: pages of rows, emitted, then marked.
 
 Pages use keyset pagination. Rows are marked (flag cleared, watermark stored, outbox row
 stamped) only after Kafka acknowledged the page (idempotent producer, acks=all). A crash
@@ -21,80 +9,35 @@ A row that cannot become an event (a bad entity, key, version or payload, a NULL
 event larger than Kafka accepts) is rejected: logged in one line, recorded in
 `scan_rejected_rows` in the transaction that marks its page, and never marked itself.
 The scan goes on past it by keyset position, so a page of rejects cannot stop or loop a
-run. In flag and outbox mode the row stays pending: each run meets it again (updating
-its record in place) and emits it once it is fixed; a complete run drops the records of
-rows it no longer met. In watermark mode the watermark passes it; its record stays
-until a later version of the row is emitted.
+run. What happens to it next is the mode's: see flag.py, watermark.py and outbox.py.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from cronstream.errors import CronstreamError
-from cronstream.events.envelope import (
-    MAX_DEPTH,
-    SYNC_REQUIRED,
-    EnvelopeError,
-    Event,
-    json_object,
-    strict_loads,
-    sync_event_id,
-)
+from cronstream.events.envelope import SYNC_REQUIRED, EnvelopeError, Event, sync_event_id
 from cronstream.kafka import clients
 from cronstream.kafka.clients import Message
 from cronstream.runtime import metrics, names
 from cronstream.runtime.untrusted import safe_text
 from cronstream.schedulers.jobs import SYSTEM_SCHEMA, JobError, ScanConfig, quote
+from cronstream.schedulers.scan.rows import KEY_LIMIT, Page, Rejected, Row, capped, payload_object
 from cronstream.schedulers.sql import query
 
 log = logging.getLogger(__name__)
 
-# A btree entry holds about 2,700 bytes: 500 characters of up to 4 bytes fit.
-KEY_LIMIT = 500
-OUTBOX_COLUMNS = ("id", "entity", "key", "version", "payload", "emitted_at")
-
-
-def capped(key: str, limit: int) -> str:
-    """`key` made safe; one too long is cut and ends in a hash of all of it, so that two
-    keys with the same beginning stay apart."""
-    text = safe_text(key, len(key) * 10)  # escaped, not cut
-    if len(text) <= limit:
-        return text
-    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-    return f"{text[: limit - 29]}... (sha256 {digest})"
-
-
-def payload_object(text: str | bytes | None) -> dict[str, Any]:
-    """A row's JSON as an object, or an EnvelopeError saying why it cannot be one."""
-    if text is None:
-        raise EnvelopeError("payload", "is NULL")
-    # Postgres text holds no NUL and no lone surrogate; only a \u escape brings one in,
-    # so JSON without one, and with too few brackets to nest past MAX_DEPTH as a
-    # payload, skips the walk over every string (costly per row).
-    if (
-        isinstance(text, str)
-        and "\\u" not in text
-        and text.count("[") + text.count("{") < MAX_DEPTH
-    ):
-        with contextlib.suppress(ValueError, RecursionError):
-            data = strict_loads(text)
-            if type(data) is dict:
-                return data
-    try:
-        return json_object(text, depth=2)  # the careful path, which says what is wrong
-    except EnvelopeError as error:
-        raise EnvelopeError("payload", error.reason) from None
+Columns = dict[str, tuple[str, bool]]
+"""A table's columns: name -> (type, NOT NULL)."""
 
 
 class ScanBlocked(CronstreamError):
@@ -103,34 +46,14 @@ class ScanBlocked(CronstreamError):
     lacks. The run fails, the next tick tries again."""
 
 
-@dataclass(frozen=True)
-class Row:
-    """A source row that became an event; `mark` is what marking it emitted needs."""
-
-    event: Event
-    value: bytes
-    source_row: str
-    mark: Any
-
-
-@dataclass(frozen=True)
-class Rejected:
-    source_row: str  # the key (flag, watermark) or the outbox id, escaped and capped
-    key: str | None
-    reason: str
-
-
-@dataclass(frozen=True)
-class Page:
-    size: int  # rows read, rejected ones included
-    rows: list[Row]
-    rejected: list[Rejected]
-    position: Any  # where the next page starts
-
-
 @dataclass
-class Scanner:
-    """One scan of one job: pages of rows, emitted then marked."""
+class Scanner(ABC):
+    """One scan of one job: pages of rows, emitted then marked. One subclass per mode."""
+
+    queries: ClassVar[tuple[str, ...]]
+    """The mode's named queries, filled with the job's quoted identifiers."""
+    page_query: ClassVar[str]
+    """The one of `queries` that reads a page: $1 the batch size, then `_after`'s values."""
 
     job: str
     config: ScanConfig
@@ -146,20 +69,8 @@ class Scanner:
 
     async def _prepare(self) -> None:
         config = self.config
-        columns = await self._columns()
-        if config.mode == "outbox":
-            missing = [c for c in OUTBOX_COLUMNS if c not in columns]
-            if missing:
-                raise JobError(
-                    f"job '{self.job}': outbox table {config.table} has no column "
-                    + ", ".join(missing)
-                )
-        key_type, key_not_null = self._column(columns, config.key_column)
+        key_type, key_not_null = self._check_columns(await self._columns())
         self.key_nullable = not key_not_null
-        if config.mode == "flag":
-            self._expect_type(columns, config.flag_column, "boolean")
-        if config.mode == "watermark":
-            self._expect_type(columns, config.watermark_column, "xid8")
         names = {
             "table": quote(config.table),
             "key": quote(config.key_column),
@@ -167,19 +78,17 @@ class Scanner:
             "watermark": quote(config.watermark_column),
             "key_type": key_type,
         }
-        for name in (
-            f"scan_{config.mode}_page",
-            "scan_flag_mark",
-            "scan_outbox_mark",
-            "scan_flag_null_keys",
-            "scan_watermark_null_keys",
-            "scan_watermark_keyless",
-        ):
+        for name in self.queries:
             self.sql[name] = query(name).format(**names)
 
-    async def _columns(self) -> dict[str, tuple[str, bool]]:
-        """The table's columns: name -> (type, NOT NULL); a JobError if there is no table,
-        or if the name resolves to one in a system schema (`pg_authid` to pg_catalog's)."""
+    def _check_columns(self, columns: Columns) -> tuple[str, bool]:
+        """The key column's (type, NOT NULL); a JobError if the table lacks what the mode
+        reads."""
+        return self._column(columns, self.config.key_column)
+
+    async def _columns(self) -> Columns:
+        """The table's columns; a JobError if there is no table, or if the name resolves
+        to one in a system schema (`pg_authid` to pg_catalog's)."""
         table = self.config.table
         found = await self.connection.fetchrow(query("scan_table"), quote(table))
         if found is None:
@@ -195,14 +104,12 @@ class Scanner:
         rows = await self.connection.fetch(query("scan_columns"), found["oid"])
         return {r["name"]: (str(r["type"]), bool(r["not_null"])) for r in rows}
 
-    def _column(self, columns: dict[str, tuple[str, bool]], column: str) -> tuple[str, bool]:
+    def _column(self, columns: Columns, column: str) -> tuple[str, bool]:
         if column not in columns:
             raise JobError(f"job '{self.job}': table {self.config.table} has no column {column}")
         return columns[column]
 
-    def _expect_type(
-        self, columns: dict[str, tuple[str, bool]], column: str, expected: str
-    ) -> None:
+    def _expect_type(self, columns: Columns, column: str, expected: str) -> None:
         found, _ = self._column(columns, column)
         if found != expected:
             raise JobError(
@@ -264,10 +171,8 @@ class Scanner:
             complete = page.size < self.config.batch_size
             if not complete and should_stop():
                 break
-        if complete and self.config.mode != "watermark" and self.known_rejects:
-            # A complete flag or outbox run met every row still pending: a record it did
-            # not refresh is of a row since fixed, emitted by hand or deleted.
-            await self.connection.execute(query("scan_rejects_sweep"), self.job, start["started"])
+        if complete:
+            await self._completed(start["started"])
         log.info(
             "job %s: scan %s: %d emitted, %d rejected",
             self.job,
@@ -278,43 +183,49 @@ class Scanner:
         )
         return self.emitted
 
+    @abstractmethod
     async def _start_position(self) -> Any:
-        if self.config.mode == "watermark":
-            stored = await self.connection.fetchval(query("scan_watermark_get"), self.job)
-            return json.loads(stored) if stored else None
-        return 0 if self.config.mode == "outbox" else None
+        """Where the first page starts."""
 
+    @abstractmethod
     async def _null_keys(self, position: Any) -> None:
-        """Record rows whose key is NULL: they have no keyset position, so no page has them."""
-        if self.config.mode == "outbox" or not self.key_nullable:
-            return
-        if self.config.mode == "flag":
-            count = await self.connection.fetchval(self.sql["scan_flag_null_keys"])
-        else:
-            xid = position["xid"] if position else None
-            count = await self.connection.fetchval(self.sql["scan_watermark_null_keys"], xid)
-        if count:
-            reason = f"key column {self.config.key_column} is NULL in {count} row(s)"
-            async with self.connection.transaction():
-                await self._record([Rejected("", None, reason)])
-            self.rejected += count
-            metrics.SCANNER_ROWS_REJECTED.labels(self.job).inc(count)
-        elif (
-            self.config.mode == "watermark"  # flag mode: a complete run sweeps it
-            and self.known_rejects
-            and not await self.connection.fetchval(self.sql["scan_watermark_keyless"])
-        ):
-            # No row without a key left (given one, or deleted): their record goes.
-            await self.connection.execute(query("scan_rejects_resolve"), self.job, [""])
+        """Record the rows no page can have (a NULL key is no keyset position)."""
+
+    async def _completed(self, started: datetime) -> None:
+        """After a run that met every row: records of rows it did not meet again go."""
+        if self.known_rejects:
+            # A complete run met every row still pending: a record it did not refresh is
+            # of a row since fixed, emitted by hand or deleted.
+            await self.connection.execute(query("scan_rejects_sweep"), self.job, started)
+
+    def _after(self, position: Any) -> tuple[Any, ...]:
+        """The page query's parameters after the batch size: where the page starts."""
+        return (position,)
+
+    @abstractmethod
+    def _position(self, last: asyncpg.Record) -> Any:
+        """Where the page after the one ending in `last` starts."""
+
+    @abstractmethod
+    def _row(self, record: asyncpg.Record) -> Row:
+        """The event of one source row, or an EnvelopeError saying why there is none."""
+
+    @abstractmethod
+    def _rejected(self, record: asyncpg.Record, reason: str) -> Rejected:
+        """A row that cannot become an event."""
+
+    @abstractmethod
+    async def _mark_emitted(self, rows: list[Row], position: Any) -> None:
+        """Mark the rows Kafka acknowledged, in the page's transaction."""
+
+    @abstractmethod
+    def _describe(self, item: Rejected) -> str:
+        """A rejected row as its log line names it."""
 
     async def _page(self, position: Any) -> Page:
-        config = self.config
-        fetch = self.sql[f"scan_{config.mode}_page"]
-        if config.mode == "watermark":
-            xid, key = (position["xid"], position["key"]) if position else (None, None)
-            records = await self.connection.fetch(fetch, config.batch_size, xid, key)
-        else:
-            records = await self.connection.fetch(fetch, config.batch_size, position)
+        records = await self.connection.fetch(
+            self.sql[self.page_query], self.config.batch_size, *self._after(position)
+        )
         if not records:
             return Page(0, [], [], position)
         rows: list[Row] = []
@@ -324,32 +235,20 @@ class Scanner:
                 rows.append(self._row(record))
             except EnvelopeError as error:
                 rejected.append(self._rejected(record, str(error)))
-        last = records[-1]
-        if config.mode == "outbox":
-            position = last["id"]
-        elif config.mode == "flag":
-            position = last["key"]
-        else:
-            position = {"xid": str(last["version"]), "key": last["key_text"]}
-        return Page(len(records), rows, rejected, position)
+        return Page(len(records), rows, rejected, self._position(records[-1]))
 
-    def _row(self, record: asyncpg.Record) -> Row:
-        """The event of one source row, or an EnvelopeError saying why there is none."""
-        config = self.config
-        if config.mode == "outbox":
-            entity, key, version = record["entity"], record["key"], record["version"]
-            id_version: object = f"outbox:{record['id']}"
-            payload, source_row, mark = record["payload"], str(record["id"]), record["id"]
-        else:
-            entity, key = config.entity_name, record["key_text"]
-            # In flag mode the row version is xmin: fine to tell one row state from
-            # another (the event id, the mark guard) but not ordered across
-            # transactions, so the event carries no version and consumers order by
-            # occurred_at. An xid8 watermark is ordered and is the version.
-            version = record["version"] if config.mode == "watermark" else None
-            id_version = record["version"]
-            payload, source_row = record["row"], capped(key, KEY_LIMIT)
-            mark = (record["key"], record["version"])
+    def _event(
+        self,
+        entity: Any,
+        key: Any,
+        version: Any,
+        id_version: object,
+        payload: str | bytes | None,
+        source_row: str,
+        mark: Any,
+    ) -> Row:
+        """A row of the page as its event; `entity`, `key` and `version` as the row has
+        them (Event.new refuses bad ones), `id_version` what tells its states apart."""
         data = payload_object(payload)
         event = Event.new(
             type=SYNC_REQUIRED,
@@ -363,14 +262,6 @@ class Scanner:
             trace_id=self.trace_id,
         )
         return Row(event, event.encode(), source_row, mark)
-
-    def _rejected(self, record: asyncpg.Record, reason: str) -> Rejected:
-        if self.config.mode == "outbox":
-            key = record["key"]
-            key_text = None if key is None else capped(str(key), KEY_LIMIT)
-            return Rejected(str(record["id"]), key_text, reason)
-        key_text = capped(record["key_text"], KEY_LIMIT)
-        return Rejected(key_text, key_text, reason)
 
     async def _emit(self, rows: list[Row]) -> tuple[list[Row], list[Rejected]]:
         """Send a page; wait until Kafka acknowledged every record (acks=all).
@@ -407,20 +298,7 @@ class Scanner:
 
     async def _mark(self, rows: list[Row], rejected: list[Rejected], position: Any) -> None:
         """Mark the emitted rows and record the rejected ones, in one transaction."""
-        mode = self.config.mode
-        if mode == "flag" and rows:
-            keys, versions = zip(*(row.mark for row in rows), strict=True)
-            await self.connection.execute(self.sql["scan_flag_mark"], list(keys), list(versions))
-        elif mode == "outbox" and rows:
-            ids = [row.mark for row in rows]
-            await self.connection.execute(self.sql["scan_outbox_mark"], ids)
-        elif mode == "watermark":
-            # The watermark passes rejected rows too: their records say so.
-            stored = json.dumps(position)
-            await self.connection.execute(query("scan_watermark_set"), self.job, stored)
-            if self.known_rejects and rows:
-                emitted = [row.source_row for row in rows]
-                await self.connection.execute(query("scan_rejects_resolve"), self.job, emitted)
+        await self._mark_emitted(rows, position)
         await self._record(rejected)
 
     async def _record(self, rejected: list[Rejected]) -> None:
@@ -448,9 +326,3 @@ class Scanner:
             [item.key for item in unique.values()],
             [safe_text(item.reason, 1000) for item in unique.values()],
         )
-
-    def _describe(self, item: Rejected) -> str:
-        key = "NULL" if item.key is None else repr(capped(item.key, 120))
-        if self.config.mode == "outbox":
-            return f"outbox id {item.source_row} (key {key})"
-        return f"key {key}"

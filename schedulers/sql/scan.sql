@@ -1,4 +1,4 @@
--- Scan-job queries (schedulers/scanner.py). {table}, {key}, {flag}, {watermark} and
+-- Scan-job queries (schedulers/scan/). {table}, {key}, {flag}, {watermark} and
 -- {key_type} are filled with identifiers validated and quoted at load time, or with the
 -- key column's type as the catalog names it; values always travel as $n parameters.
 

@@ -1,4 +1,4 @@
-"""The cron engine driven by a fake clock: misfires after a pause, overlap, jitter."""
+"""The cron timetable driven by a fake clock: misfires after a pause, overlap, jitter."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from croniter import croniter
 
 import cronstream.schedulers.cron
 from cronstream.schedulers.cron import CronError, Schedule
-from cronstream.schedulers.engine import Engine, Job, MisfirePolicy, plan
+from cronstream.schedulers.jobs import Job, MisfirePolicy
+from cronstream.schedulers.timetable import Timetable, plan_ticks
 
 START = datetime(2027, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -35,34 +36,36 @@ def job(policy: MisfirePolicy = "once", expression: str = "*/15 * * * *", **kw: 
 
 
 def test_on_time_ticks_run() -> None:
-    ticks = plan(job(), START, START + timedelta(minutes=15, seconds=5))
+    ticks = plan_ticks(job(), START, START + timedelta(minutes=15, seconds=5))
     assert ticks.run == [START + timedelta(minutes=15)]
     assert ticks.misfired is None
 
 
 def test_three_hour_pause_skip_runs_nothing_missed() -> None:
-    ticks = plan(job("skip"), START, START + timedelta(hours=3, seconds=5))
+    ticks = plan_ticks(job("skip"), START, START + timedelta(hours=3, seconds=5))
     assert ticks.run == [START + timedelta(hours=3)]  # the last tick is still within grace
     assert ticks.misfired == (START + timedelta(minutes=15), START + timedelta(hours=2, minutes=45))
 
 
 def test_three_hour_pause_once_coalesces_into_one_run() -> None:
-    ticks = plan(job("once"), START, START + timedelta(hours=3, minutes=5))
+    ticks = plan_ticks(job("once"), START, START + timedelta(hours=3, minutes=5))
     assert ticks.run == [START + timedelta(hours=3)]
     assert ticks.misfired == (START + timedelta(minutes=15), START + timedelta(hours=2, minutes=45))
 
 
 def test_three_hour_pause_all_catches_up_bounded() -> None:
-    ticks = plan(job("all", max_catchup=5), START, START + timedelta(hours=3, minutes=5))
+    ticks = plan_ticks(job("all", max_catchup=5), START, START + timedelta(hours=3, minutes=5))
     assert ticks.run == [START + timedelta(minutes=15 * n) for n in range(8, 13)]
     assert ticks.misfired == (START + timedelta(minutes=15), START + timedelta(minutes=15 * 7))
-    everything = plan(job("all", max_catchup=100), START, START + timedelta(hours=3, minutes=5))
+    everything = plan_ticks(
+        job("all", max_catchup=100), START, START + timedelta(hours=3, minutes=5)
+    )
     assert len(everything.run) == 12 and everything.misfired is None
 
 
 def test_grace_decides_what_is_late() -> None:
     generous = job("skip", misfire_grace=timedelta(hours=1))
-    ticks = plan(generous, START, START + timedelta(hours=3, minutes=5))
+    ticks = plan_ticks(generous, START, START + timedelta(hours=3, minutes=5))
     assert ticks.run == [START + timedelta(minutes=15 * n) for n in range(9, 13)]
     assert ticks.misfired == (START + timedelta(minutes=15), START + timedelta(minutes=15 * 8))
 
@@ -102,7 +105,7 @@ def test_a_per_second_job_resuming_after_30_days_plans_in_bounded_steps(
     expected: list[datetime],
 ) -> None:
     every_second = job(policy, "* * * * * *", max_catchup=max_catchup)
-    ticks = plan(every_second, START - MONTH, START)
+    ticks = plan_ticks(every_second, START - MONTH, START)
     assert ticks.run == expected
     assert ticks.misfired is not None
     assert ticks.misfired[0] == START - MONTH + timedelta(seconds=1)
@@ -115,7 +118,7 @@ def test_skip_with_nothing_on_time_runs_nothing_after_30_days(
     steps: type[CountingCroniter],
 ) -> None:
     hourly = job("skip", "0 * * * *")
-    ticks = plan(hourly, START - MONTH, START + timedelta(minutes=30))
+    ticks = plan_ticks(hourly, START - MONTH, START + timedelta(minutes=30))
     assert ticks.run == []
     assert ticks.misfired == (START - MONTH + timedelta(hours=1), START)
     assert steps.steps < 100, steps.steps
@@ -138,32 +141,32 @@ class Recorder:
 async def test_a_tick_finding_the_previous_run_going_is_skipped_with_the_reason() -> None:
     clock = FakeClock(START)
     recorder = Recorder()
-    engine = Engine(clock, recorder.run, recorder.skip)
-    engine.set_jobs([job()])
+    timetable = Timetable(clock, recorder.run, recorder.skip)
+    timetable.set_jobs([job()])
     clock.advance(timedelta(minutes=15))
-    await engine.step()
+    await timetable.step()
     await asyncio.sleep(0)
     clock.advance(timedelta(minutes=15))
-    await engine.step()
+    await timetable.step()
     assert recorder.started == [START + timedelta(minutes=15)]
     assert recorder.skipped == [(START + timedelta(minutes=30), "previous run still running")]
     recorder.release.set()
-    await engine.drain(5)
+    await timetable.drain(5)
     clock.advance(timedelta(minutes=15))
-    await engine.step()
+    await timetable.step()
     await asyncio.sleep(0)
     assert recorder.started[-1] == START + timedelta(minutes=45)
-    await engine.drain(5)
+    await timetable.drain(5)
 
 
 async def test_step_returns_the_next_due_time_and_resumes_after_a_pause() -> None:
     clock = FakeClock(START)
     recorder = Recorder()
     recorder.release.set()
-    engine = Engine(clock, recorder.run, recorder.skip)
-    engine.set_jobs([job("once")], resume_from={"j": START - timedelta(hours=3)})
-    wake = await engine.step()
-    await engine.drain(5)
+    timetable = Timetable(clock, recorder.run, recorder.skip)
+    timetable.set_jobs([job("once")], resume_from={"j": START - timedelta(hours=3)})
+    wake = await timetable.step()
+    await timetable.drain(5)
     assert recorder.started == [START]  # 12 missed ticks coalesced into the latest
     assert wake == START + timedelta(minutes=15)
 
@@ -178,19 +181,19 @@ async def test_jitter_delays_the_run_deterministically() -> None:
 
 
 def test_disabled_jobs_are_not_scheduled() -> None:
-    engine = Engine(FakeClock(START), Recorder().run, Recorder().skip)
-    engine.set_jobs([job(enabled=False)])
-    assert engine.jobs == {}
+    timetable = Timetable(FakeClock(START), Recorder().run, Recorder().skip)
+    timetable.set_jobs([job(enabled=False)])
+    assert timetable.jobs == {}
 
 
 async def test_catch_up_runs_every_tick_in_order_without_calling_them_overlaps() -> None:
     clock = FakeClock(START)
     recorder = Recorder()
     recorder.release.set()
-    engine = Engine(clock, recorder.run, recorder.skip)
-    engine.set_jobs([job("all", max_catchup=3)], resume_from={"j": START - timedelta(hours=1)})
-    await engine.step()
-    await engine.drain(5)
+    timetable = Timetable(clock, recorder.run, recorder.skip)
+    timetable.set_jobs([job("all", max_catchup=3)], resume_from={"j": START - timedelta(hours=1)})
+    await timetable.step()
+    await timetable.drain(5)
     assert recorder.started == [START - timedelta(minutes=30), START - timedelta(minutes=15), START]
     assert recorder.skipped == []
 
@@ -199,15 +202,15 @@ async def test_a_changed_schedule_starts_now_without_misfires() -> None:
     clock = FakeClock(START)
     recorder = Recorder()
     recorder.release.set()
-    engine = Engine(clock, recorder.run, recorder.skip)
-    engine.set_jobs([job("all", max_catchup=100)])
+    timetable = Timetable(clock, recorder.run, recorder.skip)
+    timetable.set_jobs([job("all", max_catchup=100)])
     clock.advance(timedelta(hours=2))
-    engine.set_jobs([job("all", expression="*/5 * * * *", max_catchup=100)])
-    await engine.step()
+    timetable.set_jobs([job("all", expression="*/5 * * * *", max_catchup=100)])
+    await timetable.step()
     assert recorder.started == []  # the two hours under the old schedule are not owed
     clock.advance(timedelta(minutes=5))
-    await engine.step()
-    await engine.drain(5)
+    await timetable.step()
+    await timetable.drain(5)
     assert recorder.started == [START + timedelta(hours=2, minutes=5)]
 
 
@@ -229,13 +232,13 @@ async def test_a_job_whose_schedule_fails_is_reported_once_and_the_others_run() 
     async def report(job: Job, when: datetime, reason: str) -> None:
         reported.append((job.name, when, reason))
 
-    engine = Engine(clock, recorder.run, recorder.skip, report)
+    timetable = Timetable(clock, recorder.run, recorder.skip, report)
     broken = Job(name="broken", schedule=Unschedulable("* * * * *"))
-    engine.set_jobs([broken, job()])
+    timetable.set_jobs([broken, job()])
     for _ in range(3):
         clock.advance(timedelta(minutes=15))
-        assert await engine.step() == clock.now() + timedelta(minutes=15)
-        await engine.drain(5)
+        assert await timetable.step() == clock.now() + timedelta(minutes=15)
+        await timetable.drain(5)
     assert recorder.started == [START + timedelta(minutes=15 * n) for n in (1, 2, 3)]
     assert reported == [
         (
@@ -245,8 +248,8 @@ async def test_a_job_whose_schedule_fails_is_reported_once_and_the_others_run() 
         )
     ]
     # A changed definition gets another chance (and is reported again if still broken).
-    engine.set_jobs([Job(name="broken", schedule=Unschedulable("0 * * * *")), job()])
-    await engine.step()
-    assert len(reported) == 2 and "broken" in engine.broken
-    engine.set_jobs([Job(name="broken", schedule=Schedule("0 * * * *")), job()])
-    assert "broken" not in engine.broken
+    timetable.set_jobs([Job(name="broken", schedule=Unschedulable("0 * * * *")), job()])
+    await timetable.step()
+    assert len(reported) == 2 and "broken" in timetable.broken
+    timetable.set_jobs([Job(name="broken", schedule=Schedule("0 * * * *")), job()])
+    assert "broken" not in timetable.broken

@@ -1,0 +1,71 @@
+"""Source rows as events: what one page holds, and how a row's key and JSON are read."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from cronstream.events.envelope import MAX_DEPTH, EnvelopeError, Event, json_object, strict_loads
+from cronstream.runtime.untrusted import safe_text
+
+# A btree entry holds about 2,700 bytes: 500 characters of up to 4 bytes fit.
+KEY_LIMIT = 500
+
+
+def capped(key: str, limit: int) -> str:
+    """`key` made safe; one too long is cut and ends in a hash of all of it, so that two
+    keys with the same beginning stay apart."""
+    text = safe_text(key, len(key) * 10)  # escaped, not cut
+    if len(text) <= limit:
+        return text
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return f"{text[: limit - 29]}... (sha256 {digest})"
+
+
+def payload_object(text: str | bytes | None) -> dict[str, Any]:
+    """A row's JSON as an object, or an EnvelopeError saying why it cannot be one."""
+    if text is None:
+        raise EnvelopeError("payload", "is NULL")
+    # Postgres text holds no NUL and no lone surrogate; only a \u escape brings one in,
+    # so JSON without one, and with too few brackets to nest past MAX_DEPTH as a
+    # payload, skips the walk over every string (costly per row).
+    if (
+        isinstance(text, str)
+        and "\\u" not in text
+        and text.count("[") + text.count("{") < MAX_DEPTH
+    ):
+        with contextlib.suppress(ValueError, RecursionError):
+            data = strict_loads(text)
+            if type(data) is dict:
+                return data
+    try:
+        return json_object(text, depth=2)  # the careful path, which says what is wrong
+    except EnvelopeError as error:
+        raise EnvelopeError("payload", error.reason) from None
+
+
+@dataclass(frozen=True)
+class Row:
+    """A source row that became an event; `mark` is what marking it emitted needs."""
+
+    event: Event
+    value: bytes
+    source_row: str
+    mark: Any
+
+
+@dataclass(frozen=True)
+class Rejected:
+    source_row: str  # the key (flag, watermark) or the outbox id, escaped and capped
+    key: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class Page:
+    size: int  # rows read, rejected ones included
+    rows: list[Row]
+    rejected: list[Rejected]
+    position: Any  # where the next page starts
