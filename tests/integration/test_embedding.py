@@ -35,6 +35,18 @@ print("run_worker returned", flush=True)
 """
 
 
+def start(program: Path, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """The program in a process of its own, from the checkout (for the tests' handlers)."""
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, str(program)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+
+
 async def test_run_worker_applies_a_registry_built_in_code(
     settings: Settings, database_url: str, cli_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -42,14 +54,7 @@ async def test_run_worker_applies_a_registry_built_in_code(
     program = tmp_path / "myapp.py"
     program.write_text(PROGRAM)
     log_path = tmp_path / "myapp.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, str(program)],
-            env=worker_env(cli_env),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
+    process = start(program, worker_env(cli_env), log_path)
     try:
         ids = await publish(settings, list(count_events(300)))
 
