@@ -34,6 +34,8 @@ from cronstream.kafka.clients import MAX_REQUEST_SIZE, Message
 
 # Sends awaited together; bounds memory while keeping the producer's pipeline full.
 WINDOW = 2000
+# Errors one report lists (a publish run, a POST /events answer): enough to fix them.
+MAX_LISTED_ERRORS = 50
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,7 @@ def read_lines(stream: IO[bytes], source: str) -> Iterator[Record | LineError]:
 
 
 def check(
-    stream: IO[bytes], source: str, spool: IO[bytes] | None = None, limit: int = 50
+    stream: IO[bytes], source: str, spool: IO[bytes] | None = None, limit: int = MAX_LISTED_ERRORS
 ) -> Checked:
     """Validate every line; write the valid ones' records to `spool`, keep `limit` errors."""
     checked = Checked()

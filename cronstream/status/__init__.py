@@ -1,3 +1,4 @@
-"""What an operator sees: one status collected from Postgres and Kafka (collect), rendered
-as HTML (page). Imports the feature packages (schedulers, streams) and the core below.
+"""What an operator sees: one status model (model), gathered from Postgres and Kafka
+(collect), rendered as text (text), HTML (page) or JSON (`Status.to_json`). Imports the
+feature packages (schedulers, streams) and the core below.
 """

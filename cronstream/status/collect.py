@@ -1,4 +1,5 @@
-"""What `cronstream status` and the status page show: positions, dead letters, jobs.
+"""The status model (model.py) gathered from Postgres and Kafka: positions, dead letters,
+jobs.
 
 Per consumer, topic and partition: the Postgres checkpoint against Kafka's log end, and
 the lag between them (records not applied yet). Partitions of the live group's input
@@ -13,10 +14,9 @@ unreachable one is named in `Status.unreachable` while the rest is still shown.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -31,70 +31,17 @@ from cronstream.schedulers import runs
 from cronstream.schedulers.cron import CronError
 from cronstream.schedulers.jobs import Job, JobError, load_file, load_table, merge
 from cronstream.schedulers.leader import LEADER_APPLICATION, LEADER_LOCK
+from cronstream.status.model import (
+    DeadLetter,
+    DeadLetterCount,
+    JobStatus,
+    LastRun,
+    Partition,
+    Status,
+)
 
 SERVICE_TIMEOUT = 5.0  # seconds for each of Postgres and Kafka
 LATEST_DEAD_LETTERS = 20
-
-
-@dataclass
-class Partition:
-    consumer: str
-    topic: str
-    partition: int
-    checkpoint: int | None  # None: no checkpoint row yet; -1: a row, nothing applied
-    log_start: int | None = None  # None: Kafka did not say
-    log_end: int | None = None
-    lag: int | None = None
-    problem: str | None = None  # flagged instead of a misleading lag
-
-
-@dataclass
-class DeadLetterCount:
-    topic: str
-    total: int
-    last_hour: int
-
-
-@dataclass
-class DeadLetter:
-    consumer: str
-    topic: str
-    partition: int
-    offset: int
-    dlq_topic: str
-    error: str
-    attempts: int
-    created_at: datetime
-
-
-@dataclass
-class LastRun:
-    status: str
-    scheduled_for: datetime
-    rows: int
-    rejected: int
-    duration_s: float | None
-    error: str | None
-
-    def describe(self) -> str:
-        """One line, as `status`, `jobs list` and the page show it: status, scheduled time,
-        rows emitted and rejected, duration; a failed run's error after a colon."""
-        counts = f"{self.rows} rows" + (f", {self.rejected} rejected" if self.rejected else "")
-        if self.duration_s is not None:
-            counts += f", {self.duration_s:.1f}s"
-        text = f"{self.status} {self.scheduled_for.isoformat()} ({counts})"
-        return f"{text}: {self.error}" if self.error and self.status == "failed" else text
-
-
-@dataclass
-class JobStatus:
-    name: str
-    schedule: str | None
-    timezone: str | None
-    enabled: bool
-    last_run: LastRun | None
-    next_run: datetime | None
-    problem: str | None = None  # an invalid cron_jobs row, or a schedule that fails
 
 
 @dataclass
@@ -104,33 +51,6 @@ class Jobs:
     jobs: list[Job]
     invalid: dict[str, str]
     latest: dict[str, asyncpg.Record]
-
-
-@dataclass
-class Status:
-    collected_at: datetime
-    consumer_group: str
-    partitions: list[Partition] = field(default_factory=list)
-    dead_letter_counts: list[DeadLetterCount] = field(default_factory=list)
-    jobs: list[JobStatus] = field(default_factory=list)
-    leader: str | None = None  # the leading scheduler's node, None when none leads
-    dead_letters: list[DeadLetter] = field(default_factory=list)
-    unreachable: dict[str, str] = field(default_factory=dict)  # "postgres"/"kafka": why
-    jobs_error: str | None = None  # the jobs file could not be loaded
-
-    def to_json(self) -> dict[str, Any]:
-        """Plain JSON types: times as ISO 8601 text."""
-        return _plain(asdict(self))  # type: ignore[no-any-return]
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_plain(item) for item in value]
-    return value
 
 
 def file_jobs(jobs_file: Path | None) -> list[Job]:
@@ -147,7 +67,16 @@ async def load_jobs(connection: asyncpg.Connection, from_file: list[Job]) -> Job
     return Jobs(jobs, invalid, latest)
 
 
+async def collect_jobs(settings: Settings, jobs_file: Path | None) -> list[JobStatus]:
+    """What `jobs list` shows: each job's status; a bad jobs file fails before connecting."""
+    from_file = file_jobs(jobs_file)
+    async with connections.connection(settings) as connection:
+        loaded = await load_jobs(connection, from_file)
+    return job_statuses(loaded, datetime.now(UTC))
+
+
 def job_statuses(loaded: Jobs, now: datetime) -> list[JobStatus]:
+    """Each job's status at `now`: its next run computed here, once for every renderer."""
     found: list[JobStatus] = []
     for job in loaded.jobs:
         upcoming: datetime | None = None
@@ -166,6 +95,7 @@ def job_statuses(loaded: Jobs, now: datetime) -> list[JobStatus]:
                 last_run=last_run(loaded.latest.get(job.name), job.schedule.tz),
                 next_run=upcoming,
                 problem=problem,
+                misfire_policy=job.misfire_policy,
             )
         )
     for name, reason in sorted(loaded.invalid.items()):

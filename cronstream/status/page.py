@@ -1,4 +1,5 @@
-"""The status page at GET /: server-rendered HTML that refreshes itself every 5 s.
+"""The status model as the page at GET /: server-rendered HTML that refreshes itself
+every 5 s.
 
 Every value is escaped: topic names, job errors and dead-letter errors come from
 outside. No JavaScript at all.
@@ -10,7 +11,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from html import escape
 
-from cronstream.status.collect import JobStatus, Partition, Status
+from cronstream.status.model import JobStatus, Partition, Status
 
 REFRESH_SECONDS = 5
 

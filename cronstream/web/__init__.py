@@ -1,4 +1,5 @@
-"""The HTTP surface beside a worker: health and readiness probes, metrics, the status page
-and event ingress (server), and its connection and time limits (limits). Imports status
-and everything below it; never cli.
+"""The HTTP surface beside a worker: the app, its routes and lifetime (app), who may reach
+what (access), probes and metrics (health), event ingress (ingress), the Kafka producer
+these two share (producer), and connection and time limits (limits). Imports status and
+everything below it; never cli.
 """

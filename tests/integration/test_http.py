@@ -1,5 +1,5 @@
 """The worker's HTTP surface, against a real `cronstream worker` process: every status
-code of /healthz, /readyz, /metrics, POST /events and / (cronstream/web/server.py), who may
+code of /healthz, /readyz, /metrics, POST /events and / (cronstream/web/), who may
 reach each (token, Host), and the settings that refuse to start an exposed surface."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The HTTP surface's limits against a real worker: slow headers, idle connections and
 bodies that never end are closed at their deadlines, connections and ingress bodies are
 capped, the worker's memory stays bounded, and it keeps applying events meanwhile
-(cronstream/web/limits.py, cronstream/web/server.py)."""
+(cronstream/web/limits.py, cronstream/web/app.py)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ TOKEN = "limits-token"
 HEADER_S, BODY_S, KEEPALIVE_S = 2.0, 2.0, 6.0
 MARGIN_S = 2.5  # the server's timers and a loaded machine
 EARLY_S = 0.5  # timers may fire this much before their deadline, as seen from here
-LINGER_S = 2.0  # cronstream/web/server.py LINGER_SECONDS
+LINGER_S = 2.0  # cronstream/web/app.py LINGER_SECONDS
 CONNECTIONS = 40
 BODY = 4 * 1_048_576  # the default CRONSTREAM_INGRESS_MAX_BYTES
 HALF_BODIES = 20

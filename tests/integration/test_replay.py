@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 from aiokafka.structs import RecordMetadata
 
-from cronstream.cli import build_registry
+from cronstream.cli.compose import build_registry
 from cronstream.config.settings import Settings
 from cronstream.events.envelope import Event
 from cronstream.handlers.checkpoints import BatchApplier, is_outage

@@ -152,7 +152,10 @@ async def test_installed_wheel_runs_every_command_on_the_users_project(
 
         public = "import cronstream; print(cronstream.__all__)"
         api = run([str(installed / "python"), "-c", public], project, env)
-        assert api.stdout.strip() == "['Event', 'Handler', 'Registry', '__version__']"
+        assert api.stdout.strip() == (
+            "['Event', 'Handler', 'Registry', 'Settings', '__version__', 'add_agent', "
+            "'run_scheduler', 'run_worker']"
+        )
         assert "0006_projection_deletes" in command("migrate")
         assert '"partitions"' in command("status", "--json")  # core and schedulers SQL
         assert "orders" in command("jobs", "list", "--jobs-file", "jobs.toml")

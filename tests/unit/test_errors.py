@@ -6,7 +6,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from cronstream.cli import Commands, app
+from cronstream.cli.app import Commands, app
 from cronstream.config.settings import SettingsError
 from cronstream.errors import CronstreamError
 from cronstream.events.envelope import EnvelopeError
@@ -17,7 +17,7 @@ from cronstream.pg.migrate import MigrationError
 from cronstream.schedulers.cron import CronError
 from cronstream.schedulers.jobs import JobError
 from cronstream.streams.replay import ReplayError
-from cronstream.web.server import PortInUse
+from cronstream.web.app import PortInUse
 
 runner = CliRunner()
 

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from cronstream.cli import app, resume_commands
+from cronstream.cli import app
+from cronstream.cli.replay import resume_commands
 from cronstream.runtime.names import is_identifier
 from cronstream.streams.replay import (
     Asked,

@@ -17,7 +17,7 @@ from cronstream.config.settings import (
 )
 from cronstream.config.topics import TopicFormat
 from cronstream.pg.connections import unavailable
-from cronstream.web.server import check_exposure
+from cronstream.web.access import check_exposure
 
 PASSWORD = "pw#S3cr/et?x"
 

@@ -1,0 +1,80 @@
+"""`cronstream worker`, `scheduler` and `run`: the long-running processes."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from cronstream.cli import compose
+from cronstream.cli.options import (
+    EngineOption,
+    ExternalTopicsOption,
+    HandlersOption,
+    JobsFileOption,
+    env_option,
+    settings_of,
+)
+
+
+def worker_command(
+    ctx: typer.Context,
+    handler_modules: HandlersOption = None,
+    external_topics: ExternalTopicsOption = None,
+    batch_size: Annotated[
+        int | None,
+        env_option(
+            "batch_size",
+            min=1,
+            max=100_000,
+            help="Most records in one batch, i.e. one transaction. (default: 2000)",
+        ),
+    ] = None,
+    engine: EngineOption = None,
+) -> None:
+    """Consume sync_required and external change topics and apply them exactly once.
+
+    Each batch's effects and the Kafka offsets they came from commit in one Postgres
+    transaction; Kafka offsets are committed only after that. Undecodable events, events
+    with no handler and events whose handler keeps failing or hanging go to
+    `<topic>.dlq`, once each, and the rest of the batch is applied. While Postgres or
+    Kafka is down the batch is retried with backoff. Run more workers to share the
+    partitions. SIGINT/SIGTERM drain the in-flight batch and exit within
+    CRONSTREAM_SHUTDOWN_TIMEOUT seconds.
+
+    HTTP on CRONSTREAM_HTTP_HOST:CRONSTREAM_HTTP_PORT (default 127.0.0.1:8080; port 0
+    turns it off): /healthz, /readyz, /metrics (Prometheus), POST /events and a status
+    page at /. POST /events is closed until CRONSTREAM_INGRESS_TOKEN is set (then it
+    needs `Authorization: Bearer <token>`, as / does); an address other than loopback
+    needs the token to start.
+    """
+    settings = settings_of(
+        ctx, external_topics=external_topics, batch_size=batch_size, engine=engine
+    )
+    compose.run_worker(settings, handlers=handler_modules or [])
+
+
+def scheduler_command(ctx: typer.Context, jobs_file: JobsFileOption = None) -> None:
+    """Run cron jobs: scan Postgres and emit sync_required events to Kafka.
+
+    Run as many as you like: one leads (a Postgres advisory lock), the others stand by
+    and take over within seconds when it dies. Every tick is claimed in cron_runs, so
+    none runs twice. Changes to cron_jobs apply without a restart. SIGINT/SIGTERM let a
+    running scan finish its page, release leadership and exit.
+    """
+    compose.run_scheduler(settings_of(ctx, jobs_file=jobs_file))
+
+
+def run_command(
+    ctx: typer.Context,
+    jobs_file: JobsFileOption = None,
+    handler_modules: HandlersOption = None,
+    engine: EngineOption = None,
+) -> None:
+    """Scheduler and worker in one process, for small deployments and `make run`.
+
+    Serves the worker's HTTP surface (see `cronstream worker --help`), with the cron and
+    scanner metrics of this process's scheduler when it leads.
+    """
+    settings = settings_of(ctx, jobs_file=jobs_file, engine=engine)
+    compose.run_worker(settings, handlers=handler_modules or [], with_scheduler=True)

@@ -1,0 +1,156 @@
+"""The HTTP surface of `cronstream worker` and `cronstream run` (aiohttp).
+
+    GET  /healthz  200 while the process runs                        (health.py)
+    GET  /readyz   200 when Postgres, Kafka and the engine are ready  (health.py)
+    GET  /metrics  Prometheus text (prometheus-client's default registry)
+    POST /events   one envelope or a JSON array of them -> 202       (ingress.py)
+    GET  /         the status page (cronstream/status/page.py)
+
+A Host header not in the allow-list (access.py) is refused (421) except on /healthz,
+/metrics and /readyz, which probes reach by any name. Connections are capped and given
+deadlines by `limits.Guard`. Off when CRONSTREAM_HTTP_PORT is 0; a non-loopback address
+without CRONSTREAM_INGRESS_TOKEN does not start. The status page is collected at most
+every `STATUS_CACHE_SECONDS`, so a refreshing browser cannot hammer Postgres.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from cronstream.config.settings import Settings, env_var
+from cronstream.errors import CronstreamError
+from cronstream.runtime.untrusted import shown
+from cronstream.status import collect, page
+from cronstream.status.model import Status
+from cronstream.web import limits
+from cronstream.web.access import Access, check_exposure
+from cronstream.web.health import Health
+from cronstream.web.ingress import Ingress
+from cronstream.web.producer import SharedProducer
+from cronstream.web.responses import errors_reply
+
+if TYPE_CHECKING:
+    from cronstream.streams.worker import Readiness
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+log = logging.getLogger(__name__)
+
+STATUS_CACHE_SECONDS = 2.0
+SHUTDOWN_SECONDS = 3.0
+# After answering a request whose body was not read (refused, timed out), aiohttp reads
+# and drops the rest this long, so the client gets the answer rather than a reset.
+LINGER_SECONDS = 2.0
+ANY_HOST = ("/healthz", "/metrics", "/readyz")  # probes and Prometheus use any name
+
+
+class PortInUse(CronstreamError):
+    """The HTTP surface could not bind its address; the message names the variable."""
+
+
+class Surface:
+    """The aiohttp app and its server; `start` and `stop` around the engine's run."""
+
+    def __init__(self, settings: Settings, readiness: Readiness) -> None:
+        self.settings = settings
+        self.access = Access(settings)
+        self.producer = SharedProducer(settings)
+        self.health = Health(settings, readiness, self.access, self.producer)
+        self.ingress = Ingress(settings, self.access, self.producer)
+        self.runner: web.AppRunner | None = None
+        self.listener: asyncio.Server | None = None
+        self.guard: limits.Guard | None = None
+        self.status: Status | None = None
+        self.status_at = 0.0
+        self.status_lock = asyncio.Lock()
+
+    def app(self) -> web.Application:
+        # Bodies over the limit are refused by aiohttp while reading: never held whole.
+        app = web.Application(
+            client_max_size=self.settings.ingress_max_bytes, middlewares=[self.gate]
+        )
+        app.router.add_get("/healthz", self.health.healthz)
+        app.router.add_get("/readyz", self.health.readyz)
+        app.router.add_get("/metrics", self.health.metrics)
+        app.router.add_post("/events", self.ingress.events)
+        app.router.add_get("/", self.page)
+        return app
+
+    async def start(self) -> None:
+        """Serve on http_host:http_port (nothing when the port is 0); PortInUse if taken."""
+        settings = self.settings
+        host, port = settings.http_host, settings.http_port
+        if port == 0:
+            return
+        check_exposure(settings)
+        # In-flight requests get a few seconds at shutdown, not aiohttp's default minute.
+        runner = web.AppRunner(
+            self.app(),
+            access_log=None,
+            shutdown_timeout=SHUTDOWN_SECONDS,
+            keepalive_timeout=settings.http_keepalive_timeout,
+            lingering_time=LINGER_SECONDS,
+        )
+        await runner.setup()
+        assert runner.server is not None  # set by setup()
+        guard = limits.Guard(
+            runner.server, settings.http_max_connections, settings.http_header_timeout
+        )
+        try:
+            # Our own listener rather than web.TCPSite: the guard is its protocol factory.
+            listener = await asyncio.get_running_loop().create_server(guard, host, port)
+        except OSError as error:
+            await runner.cleanup()
+            raise PortInUse(
+                f"cannot serve HTTP on {host}:{port}: {error.strerror or error}; set "
+                f"{env_var('http_port')} to a free port, or to 0 to turn HTTP off"
+            ) from None
+        self.runner, self.listener, self.guard = runner, listener, guard
+        log.info("HTTP on http://%s:%d/", host, port, extra={"host": host, "port": port})
+        if settings.ingress_token is None and settings.ingress_open:
+            log.warning(
+                "POST /events takes events from every local process without a token "
+                "(%s=true); set %s instead",
+                env_var("ingress_open"),
+                env_var("ingress_token"),
+            )
+
+    async def stop(self) -> None:
+        if self.listener is not None:
+            self.listener.close()  # no new connections; the runner closes the open ones
+            self.listener = None
+        if self.guard is not None:
+            self.guard.stop()
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+        await self.producer.stop()
+
+    @web.middleware
+    async def gate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Every request: its headers arrived in time; its Host is one of ours."""
+        if self.guard is not None:
+            self.guard.started(request.protocol)
+        if request.path not in ANY_HOST and not self.access.our_host(request):
+            message = (
+                f"Host {shown(request.headers.get('Host', ''))!r} is not a name of this "
+                f"server: add it to {env_var('http_allowed_hosts')}"
+            )
+            return errors_reply(421, [message])
+        return await handler(request)
+
+    async def page(self, request: web.Request) -> web.Response:
+        if not self.access.authorized(request):
+            return self.access.challenge()
+        async with self.status_lock:  # concurrent requests share one collection
+            if self.status is None or time.monotonic() - self.status_at > STATUS_CACHE_SECONDS:
+                self.status = await collect.collect(self.settings, self.settings.jobs_file)
+                self.status_at = time.monotonic()
+            shown_status = self.status
+        return web.Response(text=page.render(shown_status), content_type="text/html")

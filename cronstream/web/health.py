@@ -1,0 +1,107 @@
+"""GET /healthz, /readyz and /metrics: what probes and Prometheus ask.
+
+/healthz is 200 while the process runs. /readyz is 200 when Postgres and Kafka answer
+and the engine's partitions are assigned and positioned; otherwise 503 naming what is
+not, and why only to whom may see details (the reasons name servers, users and
+databases). Concurrent probes share one check, made at most every
+`READY_CACHE_SECONDS`: a probe storm costs no connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+import prometheus_client
+from aiohttp import web
+from aiokafka.errors import KafkaError
+
+from cronstream.config.settings import Settings
+from cronstream.pg import connections
+from cronstream.runtime.untrusted import shown
+from cronstream.web.access import Access
+from cronstream.web.producer import SharedProducer
+from cronstream.web.responses import json_reply
+
+if TYPE_CHECKING:
+    from cronstream.streams.worker import Readiness
+
+CHECK_TIMEOUT = 3.0  # seconds for each readiness check of Postgres and Kafka
+READY_CACHE_SECONDS = 1.0
+
+
+class Health:
+    def __init__(
+        self, settings: Settings, readiness: Readiness, access: Access, producer: SharedProducer
+    ) -> None:
+        self.settings = settings
+        self.readiness = readiness
+        self.access = access
+        self.producer = producer
+        self.ready: list[tuple[str, str]] = []
+        self.ready_at = float("-inf")
+        self.ready_lock = asyncio.Lock()
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        async with self.ready_lock:  # concurrent probes share one check
+            if time.monotonic() - self.ready_at > READY_CACHE_SECONDS:
+                self.ready = await self._check_ready()
+                self.ready_at = time.monotonic()
+            reasons = self.ready
+        if not reasons:
+            return json_reply(200, {"ready": True, "reasons": []})
+        # Why names servers, users and databases: only for whom may see the page.
+        if self.access.our_host(request) and self.access.authorized(request):
+            details = [f"{name}: {why}" for name, why in reasons]
+            return json_reply(503, {"ready": False, "reasons": details})
+        return json_reply(503, {"ready": False, "reasons": [name for name, _ in reasons]})
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        body = prometheus_client.generate_latest()
+        return web.Response(
+            body=body, headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST}
+        )
+
+    async def _check_ready(self) -> list[tuple[str, str]]:
+        """What is not ready and why; empty when all is."""
+        engine = self.readiness()
+        postgres, kafka_reason = await asyncio.gather(self._postgres(), self._kafka())
+        return [
+            (name, reason)
+            for name, reason in (
+                ("engine", engine),
+                ("postgres", postgres),
+                ("kafka", kafka_reason),
+            )
+            if reason is not None
+        ]
+
+    async def _postgres(self) -> str | None:
+        try:
+            async with asyncio.timeout(CHECK_TIMEOUT):
+                async with connections.connection(self.settings) as connection:
+                    await connection.fetchval("SELECT 1")
+        except TimeoutError:
+            return f"no answer within {CHECK_TIMEOUT:g}s"
+        except (connections.DatabaseUnavailable, *connections.CONNECT_ERRORS) as error:
+            return (
+                str(error)
+                if isinstance(error, connections.DatabaseUnavailable)
+                else type(error).__name__
+            )
+        return None
+
+    async def _kafka(self) -> str | None:
+        try:
+            async with asyncio.timeout(CHECK_TIMEOUT):
+                producer = await self.producer.get()
+                await producer.client.fetch_all_metadata()  # one metadata request
+        except TimeoutError:
+            return f"no answer within {CHECK_TIMEOUT:g}s"
+        except (KafkaError, OSError) as error:
+            return f"{type(error).__name__}: {shown(str(error))}"
+        return None
