@@ -25,7 +25,6 @@ from aiokafka.errors import KafkaError
 from cronstream.config.settings import Settings
 from cronstream.kafka import clients
 from cronstream.pg import connections
-from cronstream.pg.sql import query
 from cronstream.runtime.untrusted import shown
 from cronstream.schedulers import runs
 from cronstream.schedulers.cron import CronError
@@ -39,6 +38,7 @@ from cronstream.status.model import (
     Partition,
     Status,
 )
+from cronstream.status.sql import query
 
 SERVICE_TIMEOUT = 5.0  # seconds for each of Postgres and Kafka
 LATEST_DEAD_LETTERS = 20

@@ -1,4 +1,4 @@
-"""The named SQL of the core modules (migrations, status)."""
+"""The named SQL of the migration runner."""
 
 from cronstream.pg.queries import Queries
 

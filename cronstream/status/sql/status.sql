@@ -1,4 +1,4 @@
--- `cronstream status` and the status page (cronstream/status.py): read-only.
+-- `cronstream status` and the status page (cronstream/status/collect.py): read-only.
 
 -- status_checkpoints --
 SELECT consumer, topic, partition, "offset", updated_at
