@@ -24,9 +24,10 @@ import pytest
 from pydantic import SecretStr
 
 from cronstream.config.settings import Settings
-from tests.integration.conftest import _admin, _drop_database, environment, with_database
+from tests.integration.commands import environment
 from tests.integration.kafka_helpers import wait_for
 from tests.integration.services import Services
+from tests.integration.session import admin, drop_database, with_database
 from tests.integration.workers import ROOT, checkpoints_at_end
 
 USER_HANDLERS = '''
@@ -137,7 +138,7 @@ async def test_installed_wheel_runs_every_command_on_the_users_project(
     ]
     (project / "paid.jsonl").write_text("\n".join(lines) + "\n")
     name = f"w_{uuid.uuid4().hex[:12]}"
-    await _admin(services.database_url, f"CREATE DATABASE {name}")
+    await admin(services.database_url, f"CREATE DATABASE {name}")
     try:
         database = with_database(services.database_url, name)
         own = settings.model_copy(update={"database_url": SecretStr(database)})
@@ -194,7 +195,7 @@ async def test_installed_wheel_runs_every_command_on_the_users_project(
         finally:
             await connection.close()
     finally:
-        await _drop_database(services.database_url, name)
+        await drop_database(services.database_url, name)
     assert [(row["id"], row["amount"]) for row in paid] == [(str(n), n) for n in range(1, 21)]
     assert [(row["key"], row["amount"]) for row in synced] == [
         (str(n), 100 + n) for n in range(1, 21)
