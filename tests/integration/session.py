@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -73,3 +75,15 @@ async def drop_database(url: str, name: str) -> None:
                 await asyncio.sleep(0.1)
     finally:
         await admin.close()
+
+
+@asynccontextmanager
+async def empty_database(admin_url: str) -> AsyncIterator[str]:
+    """A database of its own for the block, not migrated (for `cronstream migrate` to do
+    that); its URL. Dropped after the block."""
+    name = f"w_{uuid.uuid4().hex[:12]}"
+    await admin(admin_url, f"CREATE DATABASE {name}")
+    try:
+        yield with_database(admin_url, name)
+    finally:
+        await drop_database(admin_url, name)
