@@ -132,7 +132,7 @@ def single_event(
     version: int | None,
     trace_id: str | None,
     source: str,
-) -> publish.Record:
+) -> publish.PublishLine:
     """The record of an event from options, checked by the rules for lines of a file."""
     try:
         body = json_object(payload)  # NaN, 1e400, \u0000 and the like refused, as in files
@@ -148,7 +148,7 @@ def single_event(
             version=version,
             trace_id=trace_id,
         )
-        return publish.record(1, event, encoded(event))
+        return publish.PublishLine.of(1, event, encoded(event))
     except EnvelopeError as error:
         fail(f"invalid event: {error}", 2)
 
@@ -156,7 +156,7 @@ def single_event(
 async def send_all(
     settings: Settings,
     topic: str,
-    records: Iterator[publish.Record],
+    records: Iterator[publish.PublishLine],
     total: int,
     show_progress: bool,
 ) -> publish.PublishResult:

@@ -2,106 +2,25 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Literal, Self
-from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from cronstream.config.connections import (
+    DatabaseConnection,
+    KafkaConnection,
+    SaslMechanism,
+    SecurityProtocol,
+    check_database_url,
+)
+from cronstream.config.env import ENV_PREFIX, SettingsError, env_var
+from cronstream.config.hosts import allowed_host, host_name
 from cronstream.config.topics import TopicFormat, comma_list, parse_topic_formats
-from cronstream.errors import CronstreamError
 
-ENV_PREFIX = "CRONSTREAM_"
-
-# A query parameter: `?password=...`, `&sslpassword=...`, or a name percent-encoded
-# (`passwor%64`), which drivers decode; a value runs to the next `&`, as drivers read it.
-_QUERY_PARAM = re.compile(r"([?&][^=&?]*=)([^&]*)")
-# `password=...` in a key=value connection string, quoted or not.
-_KEYWORD_SECRET = re.compile(r"(?i)(\b[a-z]*password\s*=\s*)('(?:[^'\\]|\\.)*'?|\S*)")
-
-
-class SettingsError(CronstreamError, ValueError):
-    """A setting cannot be used; the message names its CRONSTREAM_* variable."""
-
-    exit_code = 2
-
-    def cli_line(self) -> str:
-        return f"invalid settings: {self}"
-
-
-def _userinfo_end(url: str) -> int:
-    """Where the user:password part of a URL ends (its last '@'), or -1.
-
-    The last '@' of the whole URL, not urlsplit's: an unencoded '#', '/' or '?' in a
-    password makes urlsplit end the netloc inside it. Too far is safe: more is hidden.
-    """
-    return url.rfind("@", url.find("://") + 3) if "://" in url else -1
-
-
-def _secret_param(match: re.Match[str]) -> bool:
-    return "password" in unquote(match.group(1)).lower()
-
-
-def secrets_of(url: str) -> list[str]:
-    """Every text that `redact_url` hides, raw and percent-decoded, longest first."""
-    found: list[str] = []
-    end = _userinfo_end(url)
-    if end >= 0:
-        userinfo = url[url.find("://") + 3 : end]
-        if ":" in userinfo:
-            found.append(userinfo.split(":", 1)[1])
-    if "://" in url:
-        found.extend(m.group(2) for m in _QUERY_PARAM.finditer(url) if _secret_param(m))
-    else:
-        found.extend(match.group(2) for match in _KEYWORD_SECRET.finditer(url))
-    found.extend([unquote(text) for text in found] + [text.strip("'") for text in found])
-    return sorted({text for text in found if text}, key=len, reverse=True)
-
-
-def redact_url(url: str) -> str:
-    """`url` (any DSN form) with every password replaced by ***; never raises.
-
-    For logs and error messages: `user:password@`, `?password=` and key=value
-    `password=` forms, multi-host URLs, and passwords with unencoded special characters.
-    """
-    if "://" not in url:
-        return _KEYWORD_SECRET.sub(r"\1***", url)
-    end = _userinfo_end(url)
-    if end >= 0:
-        start = url.find("://") + 3
-        user, colon, _ = url[start:end].partition(":")
-        url = f"{url[:start]}{user}{':***' if colon else ''}{url[end:]}"
-    return _QUERY_PARAM.sub(lambda m: f"{m.group(1)}***" if _secret_param(m) else m[0], url)
-
-
-def scrub(text: str, url: str) -> str:
-    """`text` (a driver's error message, say) with every secret of `url` replaced by ***."""
-    for secret in secrets_of(url):
-        text = text.replace(secret, "***")
-    return text
-
-
-def _check_database_url(url: str) -> None:
-    """Refuse URLs a driver would misread; never quote the URL, which holds a password."""
-    scheme, sep, _ = url.partition("://")
-    if not sep or scheme not in ("postgresql", "postgres"):
-        raise ValueError(
-            "must be a postgresql:// URL, e.g. postgresql://user:password@host:5432/db "
-            "(key=value connection strings are not supported)"
-        )
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        raise ValueError("is not a valid URL (check the [...] around an IPv6 host)") from None
-    after_netloc = url[url.find("://") + 3 + len(parts.netloc) :]
-    at_signs = parts.netloc.count("@")
-    if "#" in url or at_signs > 1 or (at_signs == 0 and "@" in after_netloc):
-        raise ValueError(
-            "has special characters in its user or password: percent-encode them "
-            "(# as %23, / as %2F, ? as %3F, @ as %40)"
-        )
+# SettingsError and env_var live in config/env.py; callers of Settings find them here too.
+__all__ = ["ENV_PREFIX", "Settings", "SettingsError", "env_var", "host_name"]
 
 
 class Settings(BaseSettings):
@@ -115,8 +34,8 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = Field(
         "127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated host:port"
     )
-    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: SaslMechanism | None = None
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
     kafka_ssl_cafile: Path | None = None
@@ -256,62 +175,52 @@ class Settings(BaseSettings):
     @field_validator("http_allowed_hosts")
     @classmethod
     def _host_names(cls, value: list[str]) -> list[str]:
-        names = []
-        for item in value:
-            name = host_name(item)
-            if not _HOST_NAME.fullmatch(name):
-                raise ValueError(f"'{item}' is not a host name, IP address or [IPv6] address")
-            names.append(name)
-        return names
+        return [allowed_host(item) for item in value]
 
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: SecretStr) -> SecretStr:
-        _check_database_url(value.get_secret_value())
+        check_database_url(value.get_secret_value())
         return value
 
     @model_validator(mode="after")
     def _kafka_security(self) -> Self:
-        """Refuse combinations a client would ignore (no auth, no TLS) or crash on."""
-        protocol = self.kafka_security_protocol
-        is_set = f"is set but {env_var('kafka_security_protocol')} is {protocol}"
-        if protocol.startswith("SASL_"):
-            missing = [
-                env_var(name)
-                for name in ("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password")
-                if getattr(self, name) is None
-            ]
-            if missing:
-                raise SettingsError(
-                    f"{env_var('kafka_security_protocol')}={protocol} needs {', '.join(missing)}"
-                    " (mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)"
-                )
-        elif self.kafka_sasl_mechanism is not None:
-            raise SettingsError(
-                f"{env_var('kafka_sasl_mechanism')} {is_set}: use SASL_SSL (or SASL_PLAINTEXT)"
-            )
-        for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile"):
-            path = getattr(self, name)
-            if path is None:
-                continue
-            if protocol not in ("SSL", "SASL_SSL"):
-                raise SettingsError(f"{env_var(name)} {is_set}: use SSL or SASL_SSL")
-            if not path.is_file():
-                raise SettingsError(f"{env_var(name)}: no such file: {path}")
-        if self.kafka_ssl_keyfile is not None and self.kafka_ssl_certfile is None:
-            raise SettingsError(
-                f"{env_var('kafka_ssl_keyfile')} needs {env_var('kafka_ssl_certfile')}"
-            )
+        self.kafka.check()
         return self
+
+    @property
+    def kafka(self) -> KafkaConnection:
+        """What every Kafka client connects with."""
+        return KafkaConnection(
+            bootstrap=self.kafka_bootstrap,
+            security_protocol=self.kafka_security_protocol,
+            sasl_mechanism=self.kafka_sasl_mechanism,
+            sasl_username=self.kafka_sasl_username,
+            sasl_password=self.kafka_sasl_password,
+            ssl_cafile=self.kafka_ssl_cafile,
+            ssl_certfile=self.kafka_ssl_certfile,
+            ssl_keyfile=self.kafka_ssl_keyfile,
+            request_timeout=self.request_timeout,
+        )
+
+    @property
+    def database(self) -> DatabaseConnection:
+        """What every Postgres connection is opened with."""
+        return DatabaseConnection(
+            url=self.database_url,
+            connect_timeout=self.connect_timeout,
+            lock_timeout=self.db_lock_timeout,
+            statement_timeout=self.db_statement_timeout,
+        )
 
     @property
     def database_dsn(self) -> str:
         """The database URL with its password, for drivers only."""
-        return self.database_url.get_secret_value()
+        return self.database.dsn
 
     @property
     def database_url_redacted(self) -> str:
-        return redact_url(self.database_dsn)
+        return self.database.redacted
 
     @model_validator(mode="after")
     def _sync_topic_is_an_envelope_topic(self) -> Self:
@@ -330,25 +239,3 @@ class Settings(BaseSettings):
 
     def dlq_topic(self, topic: str) -> str:
         return f"{topic}{self.dlq_suffix}"
-
-
-# Kafka's own rule for topic names ("." and ".." excepted, below).
-
-
-# What a Host header's name may be: a DNS name, an IPv4 address or a bracketed IPv6 one.
-_HOST_NAME = re.compile(r"[a-z0-9.\-_]{1,253}|\[[0-9a-f:.]{2,45}\]")
-
-
-def host_name(host: str) -> str:
-    """A Host header (or an address) as its lower-case name, without a port."""
-    host = host.strip().lower()
-    if host.startswith("["):  # [::1] or [::1]:8080
-        return host[: host.find("]") + 1] if "]" in host else host
-    if host.count(":") == 1:  # name:port; a bare IPv6 address has more colons
-        return host.split(":")[0]
-    return f"[{host}]" if ":" in host else host
-
-
-def env_var(field: str) -> str:
-    """The environment variable that sets a Settings field, for --help texts."""
-    return f"{ENV_PREFIX}{field.upper()}"

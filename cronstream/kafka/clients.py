@@ -15,7 +15,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
 
-from cronstream.config.settings import Settings, SettingsError, env_var
+from cronstream.config.connections import KafkaConnection
+from cronstream.config.env import SettingsError, env_var
+from cronstream.config.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -24,13 +26,10 @@ log = logging.getLogger(__name__)
 MAX_REQUEST_SIZE = 1_048_576
 
 
-def _ssl_context(settings: Settings) -> ssl.SSLContext:
-    """The SSL context of the settings' files; a file that will not load is named by variable."""
-    cafile, certfile, keyfile = (
-        settings.kafka_ssl_cafile,
-        settings.kafka_ssl_certfile,
-        settings.kafka_ssl_keyfile,
-    )
+def _ssl_context(kafka: KafkaConnection) -> ssl.SSLContext:
+    """The SSL context of the connection's files; a file that will not load is named by
+    variable."""
+    cafile, certfile, keyfile = kafka.ssl_cafile, kafka.ssl_certfile, kafka.ssl_keyfile
     names = env_var("kafka_ssl_cafile")
     try:
         context = ssl.create_default_context(cafile=str(cafile) if cafile else None)
@@ -46,18 +45,19 @@ def _ssl_context(settings: Settings) -> ssl.SSLContext:
 
 def connection_options(settings: Settings) -> dict[str, Any]:
     """bootstrap, security and timeout options shared by every aiokafka client."""
+    kafka = settings.kafka
     options: dict[str, Any] = {
-        "bootstrap_servers": settings.kafka_bootstrap,
-        "security_protocol": settings.kafka_security_protocol,
-        "request_timeout_ms": int(settings.request_timeout * 1000),
+        "bootstrap_servers": kafka.bootstrap,
+        "security_protocol": kafka.security_protocol,
+        "request_timeout_ms": int(kafka.request_timeout * 1000),
     }
-    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
-        options["ssl_context"] = _ssl_context(settings)
-    if settings.kafka_sasl_mechanism:
-        options["sasl_mechanism"] = settings.kafka_sasl_mechanism
-        options["sasl_plain_username"] = settings.kafka_sasl_username
-        if settings.kafka_sasl_password is not None:
-            options["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
+    if kafka.uses_ssl:
+        options["ssl_context"] = _ssl_context(kafka)
+    if kafka.sasl_mechanism:
+        options["sasl_mechanism"] = kafka.sasl_mechanism
+        options["sasl_plain_username"] = kafka.sasl_username
+        if kafka.sasl_password is not None:
+            options["sasl_plain_password"] = kafka.sasl_password.get_secret_value()
     return options
 
 
@@ -180,7 +180,7 @@ async def ensure_topics(settings: Settings, topics: list[str]) -> list[str]:
             # Another process may create one between our list and our create.
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.client.create_topics(new)
-        await _until_led(admin, wanted, settings.request_timeout)
+        await _until_led(admin, wanted, settings.kafka.request_timeout)
         return missing
 
 

@@ -7,7 +7,8 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 
-from cronstream.config.settings import Settings, scrub
+from cronstream.config.redact import scrub
+from cronstream.config.settings import Settings
 from cronstream.errors import START_SERVICES, CronstreamError
 
 CONNECT_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
@@ -27,16 +28,18 @@ def unavailable(settings: Settings, error: BaseException) -> DatabaseUnavailable
 
     The driver's message is scrubbed too: some quote parts of the URL they misread.
     """
-    message = scrub(str(error) or type(error).__name__, settings.database_dsn)
-    return DatabaseUnavailable(f"cannot connect to {settings.database_url_redacted}: {message}")
+    database = settings.database
+    message = scrub(str(error) or type(error).__name__, database.dsn)
+    return DatabaseUnavailable(f"cannot connect to {database.redacted}: {message}")
 
 
 def session_settings(settings: Settings, application_name: str) -> dict[str, str]:
     """Bounds on a session that reads or writes tables others may lock: no lock or
     statement waits forever; `application_name` tells the session apart."""
+    database = settings.database
     return {
-        "lock_timeout": f"{int(settings.db_lock_timeout * 1000)}ms",
-        "statement_timeout": f"{int(settings.db_statement_timeout * 1000)}ms",
+        "lock_timeout": f"{int(database.lock_timeout * 1000)}ms",
+        "statement_timeout": f"{int(database.statement_timeout * 1000)}ms",
         "application_name": application_name[:63],  # Postgres keeps 63 bytes
     }
 
@@ -44,10 +47,11 @@ def session_settings(settings: Settings, application_name: str) -> dict[str, str
 async def connect(
     settings: Settings, server_settings: dict[str, str] | None = None
 ) -> asyncpg.Connection:
+    database = settings.database
     try:
         return await asyncpg.connect(
-            settings.database_dsn,
-            timeout=settings.connect_timeout,
+            database.dsn,
+            timeout=database.connect_timeout,
             server_settings=server_settings,
         )
     except (*CONNECT_ERRORS, ValueError) as error:  # ValueError: a URL the driver misreads
@@ -76,7 +80,7 @@ async def pool(
 ) -> asyncpg.Pool:
     try:
         created = await asyncpg.create_pool(
-            settings.database_dsn,
+            settings.database.dsn,
             min_size=min_size,
             max_size=max_size,
             server_settings=server_settings,

@@ -102,7 +102,7 @@ class Ingress:
             return errors_reply(422, scanners[:MAX_LISTED_ERRORS])
         return await self._send([(a.id, a.record) for a in accepted])
 
-    async def _send(self, records: list[tuple[str, publish.Record]]) -> web.Response:
+    async def _send(self, records: list[tuple[str, publish.PublishLine]]) -> web.Response:
         unavailable = {"Retry-After": "5"}
         producer: AIOKafkaProducer | None = None
         try:
@@ -135,7 +135,7 @@ class Accepted(NamedTuple):
 
     id: str
     type: str
-    record: publish.Record
+    record: publish.PublishLine
 
 
 def parse_events(body: bytes) -> tuple[list[Accepted], list[dict[str, Any]]]:
@@ -173,7 +173,9 @@ def parse_events(body: bytes) -> tuple[list[Accepted], list[dict[str, Any]]]:
                 over = f"is {len(item)} bytes, over the producer's limit of {MAX_REQUEST_SIZE}"
                 raise EnvelopeError(WHOLE_VALUE, over)
             event, value = publish.parse_line(item, INGRESS_SOURCE)
-            records.append(Accepted(event.id, event.type, publish.record(index, event, value)))
+            records.append(
+                Accepted(event.id, event.type, publish.PublishLine.of(index, event, value))
+            )
         except EnvelopeError as error:
             errors.append(_error(index, error))
             if len(errors) == MAX_LISTED_ERRORS:  # enough to fix; the rest is not checked

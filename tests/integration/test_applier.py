@@ -13,39 +13,9 @@ from cronstream.handlers.checkpoints import (
     DeadLetter,
     DeadLettersNotSent,
     Outage,
-    Record,
 )
-from cronstream.handlers.registry import Handler
 from cronstream.runtime.retry import RetryPolicy
-from tests.integration.handlers_under_test import count
-from tests.integration.workers import count_events
-
-TOPIC = "t.applier"
-
-
-def records(types: Sequence[str]) -> list[Record]:
-    return [
-        Record(TOPIC, i % 2, i // 2, next(count_events(1, event_type=t, start=i)).encode())
-        for i, t in enumerate(types)
-    ]
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.sent: list[DeadLetter] = []
-        self.after_send: list[asyncpg.Connection] = []
-
-    async def __call__(self, letters: Sequence[DeadLetter]) -> None:
-        self.sent.extend(letters)
-        for connection in self.after_send:  # an outage right after Kafka acknowledged
-            connection.terminate()
-        self.after_send.clear()
-
-
-def route(topic: str, event_type: str) -> Handler | None:
-    if event_type == "explodes":  # a router bug: fails outside any handler's savepoint
-        raise LookupError(f"cannot route {event_type}")
-    return count if event_type == "count" else None
+from tests.integration.applier_helpers import Sink, records, route
 
 
 def applier(sink: Sink) -> BatchApplier:

@@ -22,18 +22,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from cronstream.config.settings import Settings
 from cronstream.events.envelope import TRACE_HEADER
 from cronstream.kafka.clients import connection_options
-from tests.integration.conftest import (
-    TEMPLATE,
-    _admin,
-    _drop_database,
-    environment,
-    run_cli,
-    unique_name,
-    with_database,
-)
+from tests.integration.commands import environment, run_cli
 from tests.integration.http_helpers import free_port, http_env, readyz, wait_ready
 from tests.integration.kafka_helpers import end_offsets, read_all, wait_for
 from tests.integration.services import Services
+from tests.integration.session import TEMPLATE, admin, drop_database, unique_name, with_database
 from tests.integration.workers import WorkerProcess
 
 TOKEN = "tok-3f9a1c-not-for-logs"
@@ -61,7 +54,7 @@ class Served:
 def served(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """One worker for the module, with a token and a small body limit; ready when yielded."""
     name = f"t_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(services.database_url, f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}"))
+    asyncio.run(admin(services.database_url, f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}"))
     topic = unique_name("test.")
     settings = Settings(
         kafka_bootstrap=services.kafka_bootstrap,
@@ -84,7 +77,7 @@ def served(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Iter
         yield Served(url, settings, process)
     finally:
         process.stop()
-        asyncio.run(_drop_database(services.database_url, name))
+        asyncio.run(drop_database(services.database_url, name))
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from cronstream.pg import migrate
-from tests.integration.conftest import copy_migrations, run_cli
+from tests.integration.commands import copy_migrations, run_cli
 
 SCHEMA = """
 SELECT table_name, column_name, data_type, is_nullable, column_default

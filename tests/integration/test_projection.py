@@ -21,7 +21,7 @@ from cronstream.events.envelope import Event
 from cronstream.handlers.projection import project
 from cronstream.kafka import clients
 from cronstream.streams.replay import schema_for
-from tests.integration.conftest import run_cli
+from tests.integration.commands import run_cli
 from tests.integration.workers import (
     WorkerProcess,
     assert_dead_lettered,

@@ -11,7 +11,7 @@ import pytest
 
 from cronstream.config.settings import Settings
 from cronstream.events.envelope import decode
-from tests.integration.conftest import run_cli
+from tests.integration.commands import run_cli
 from tests.integration.kafka_helpers import end_offsets, read_all, topic_exists
 
 

@@ -21,10 +21,10 @@ from cronstream.kafka import clients
 from cronstream.runtime.retry import RetryPolicy
 from cronstream.streams import replay as replay_module
 from cronstream.streams.replay import schema_for
-from tests.integration.conftest import run_cli
+from tests.integration.applier_helpers import TOPIC, Sink, records, route
+from tests.integration.commands import run_cli
 from tests.integration.handlers_under_test import COUNTS_TABLE
 from tests.integration.kafka_helpers import read_all, wait_for
-from tests.integration.test_applier import TOPIC, Sink, records, route
 from tests.integration.workers import (
     HANDLERS,
     WorkerProcess,

@@ -22,8 +22,9 @@ from cronstream.schedulers.listener import LISTEN_APPLICATION
 from cronstream.schedulers.runs import Runs
 from cronstream.schedulers.scan import Scanner, scanner_for
 from cronstream.schedulers.sql import query
-from tests.integration.conftest import run_cli
+from tests.integration.commands import run_cli
 from tests.integration.kafka_helpers import read_all, wait_for
+from tests.integration.schedulers_helpers import add_job, scheduler
 from tests.integration.workers import WorkerProcess, worker_env
 
 CUSTOMERS = """
@@ -51,10 +52,6 @@ def env_for(cli_env: dict[str, str], jobs_file: Path | None = None) -> dict[str,
     return worker_env(cli_env, **extra)
 
 
-def scheduler(env: dict[str, str], tmp_path: Path, name: str) -> WorkerProcess:
-    return WorkerProcess(env, tmp_path, name, args=["scheduler"])
-
-
 async def wait_for_log(process: WorkerProcess, text: str, seconds: float = 60) -> None:
     await wait_for(lambda: text in process.logs(), seconds, f"{process.name} to log {text!r}")
 
@@ -74,18 +71,6 @@ async def leader_and_standby(
     finally:
         first.stop()
         second.stop()
-
-
-async def add_job(
-    db: asyncpg.Connection, name: str, schedule: str, scan: dict[str, object], **columns: object
-) -> None:
-    await db.execute(
-        "INSERT INTO cron_jobs (name, schedule, config, misfire_policy) VALUES ($1, $2, $3, $4)",
-        name,
-        schedule,
-        json.dumps({"scan": scan}),
-        columns.get("misfire_policy", "skip"),
-    )
 
 
 async def add_fused_job(db: asyncpg.Connection) -> None:

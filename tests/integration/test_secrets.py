@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import run_cli
+from tests.integration.commands import run_cli
 from tests.integration.services import Services
 
 PASSWORD = "Kq7vZt2-secret"  # the pieces between special characters are checked too

@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaProducer
 
 from cronstream.config.settings import Settings
 from cronstream.kafka import clients
-from tests.integration.conftest import run_cli
+from tests.integration.commands import run_cli
 from tests.integration.http_helpers import free_port
 from tests.integration.kafka_helpers import end_offsets, wait_for
 from tests.integration.workers import (

@@ -26,10 +26,10 @@ from cronstream.kafka import clients
 from cronstream.runtime.logs import trace, trace_id_var
 from cronstream.runtime.retry import RetryPolicy
 from tests.integration import handlers_under_test
-from tests.integration.conftest import run_cli
+from tests.integration.commands import run_cli
 from tests.integration.handlers_under_test import HANDLER_LINE, logs_and_counts
 from tests.integration.kafka_helpers import wait_for
-from tests.integration.test_scheduler import add_job, scheduler
+from tests.integration.schedulers_helpers import add_job, scheduler
 from tests.integration.workers import WorkerProcess, create_counts_table, worker_env
 
 

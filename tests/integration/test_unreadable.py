@@ -21,7 +21,7 @@ from cronstream.config.settings import Settings
 from cronstream.events.envelope import Event
 from cronstream.kafka import clients
 from cronstream.streams import deadletter
-from tests.integration.conftest import run_cli
+from tests.integration.commands import run_cli
 from tests.integration.kafka_helpers import read_all, wait_for
 from tests.integration.workers import (
     HANDLERS,

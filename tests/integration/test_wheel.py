@@ -10,12 +10,8 @@ user's handlers, written against the public API.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
-import subprocess
 import sys
-import uuid
 import zipfile
 from pathlib import Path
 
@@ -24,10 +20,12 @@ import pytest
 from pydantic import SecretStr
 
 from cronstream.config.settings import Settings
-from tests.integration.conftest import _admin, _drop_database, environment, with_database
+from tests.integration.commands import environment
 from tests.integration.kafka_helpers import wait_for
+from tests.integration.packaging import checkout_copy, clean_venv, package_sql, run, start
 from tests.integration.services import Services
-from tests.integration.workers import ROOT, checkpoints_at_end
+from tests.integration.session import empty_database
+from tests.integration.workers import checkpoints_at_end
 
 USER_HANDLERS = '''
 """The user's own handlers: only cronstream's public API."""
@@ -71,34 +69,6 @@ INSERT INTO orders (id, amount) SELECT n, 100 + n FROM generate_series(1, 20) AS
 """
 
 
-def run(
-    args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 300
-) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
-    assert done.returncode == 0, f"{' '.join(args)}:\n{done.stdout}\n{done.stderr}"
-    return done
-
-
-def start(args: list[str], cwd: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as output:
-        return subprocess.Popen(args, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT)
-
-
-def checkout_copy(target: Path) -> Path:
-    """The checkout's files but the ignored ones (symlinks as symlinks), as they are now:
-    a build in the checkout itself could pick up a stale, ignored build/ folder."""
-    files = ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"]
-    listed = run(files, ROOT).stdout.split("\0")
-    for name in filter(None, listed):
-        source, copy = ROOT / name, target / name
-        if source.exists() or source.is_symlink():
-            copy.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, copy, follow_symlinks=False)
-    return target
-
-
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A clean virtualenv with the wheel built from this checkout installed; its bin/."""
@@ -110,18 +80,12 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tops = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
     assert tops == {"cronstream"}, f"the wheel installs other top-level names: {sorted(tops)}"
     # Every migration and every package's SQL, as the checkout has them (links followed).
-    checkout = {
-        str((Path(folder) / name).relative_to(source))
-        for folder, _, files in os.walk(source / "cronstream", followlinks=True)
-        for name in files
-        if name.endswith(".sql")
-    }
+    checkout = package_sql(source)
     assert len(checkout) >= 13, checkout
     assert {name for name in names if name.endswith(".sql")} == checkout
-    venv = where / "venv"
-    run([sys.executable, "-m", "venv", str(venv)], where)
-    run([str(venv / "bin" / "pip"), "install", "-q", str(wheel)], where, timeout=600)
-    return venv / "bin"
+    [license_file] = [name for name in names if name.endswith(".dist-info/licenses/LICENSE")]
+    assert zipfile.ZipFile(wheel).read(license_file) == (source / "LICENSE").read_bytes()
+    return clean_venv(where / "venv", wheel)
 
 
 async def test_installed_wheel_runs_every_command_on_the_users_project(
@@ -136,10 +100,7 @@ async def test_installed_wheel_runs_every_command_on_the_users_project(
         for n in range(1, 21)
     ]
     (project / "paid.jsonl").write_text("\n".join(lines) + "\n")
-    name = f"w_{uuid.uuid4().hex[:12]}"
-    await _admin(services.database_url, f"CREATE DATABASE {name}")
-    try:
-        database = with_database(services.database_url, name)
+    async with empty_database(services.database_url) as database:
         own = settings.model_copy(update={"database_url": SecretStr(database)})
         env = environment(own) | {"PYTHONPATH": str(project), "CRONSTREAM_LOG_LEVEL": "INFO"}
         cronstream = str(installed / "cronstream")
@@ -196,8 +157,6 @@ async def test_installed_wheel_runs_every_command_on_the_users_project(
             )
         finally:
             await connection.close()
-    finally:
-        await _drop_database(services.database_url, name)
     assert [(row["id"], row["amount"]) for row in paid] == [(str(n), n) for n in range(1, 21)]
     assert [(row["key"], row["amount"]) for row in synced] == [
         (str(n), 100 + n) for n in range(1, 21)

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from cronstream.cli import app
 from cronstream.events.envelope import decode
-from cronstream.publish import Record, check, read_lines, spooled
+from cronstream.publish import PublishLine, check, read_lines, spooled
 
 runner = CliRunner()
 
@@ -42,14 +42,14 @@ def test_check_counts_valid_lines_and_names_bad_ones() -> None:
 
 def test_missing_source_takes_the_default_and_given_source_wins() -> None:
     stream = io.BytesIO(line() + line(source="crm"))
-    records = [r for r in read_lines(stream, "cli") if isinstance(r, Record)]
+    records = [r for r in read_lines(stream, "cli") if isinstance(r, PublishLine)]
     assert [decode(r.value).source for r in records] == ["cli", "crm"]
 
 
 def test_a_line_without_trace_id_gets_one_in_value_and_header() -> None:
     complete = line(id="e1", source="s", occurred_at="2027-01-01T00:00:00Z")
     (record,) = read_lines(io.BytesIO(complete), "cli")
-    assert isinstance(record, Record)
+    assert isinstance(record, PublishLine)
     trace_id = decode(record.value).trace_id
     assert trace_id and ("trace_id", trace_id.encode()) in record.headers
 

@@ -10,6 +10,7 @@ from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError, NotLead
 from cronstream import publish
 from cronstream.kafka import clients
 from cronstream.kafka.clients import Message
+from cronstream.publish import sender
 
 
 class Metadata:
@@ -76,7 +77,7 @@ async def test_kafka_unreachable_stops_sending_and_fails_the_rest() -> None:
 
 async def test_publish_reports_failed_lines_by_number() -> None:
     producer = FakeProducer(fail={b"two": NotLeaderForPartitionError("gone")})
-    records = [publish.Record(n, b"k", value, []) for n, value in [(3, b"one"), (5, b"two")]]
+    records = [publish.PublishLine(n, b"k", value, []) for n, value in [(3, b"one"), (5, b"two")]]
     progress: list[int] = []
     result = await publish.send(producer, "t", records, progress.append)
     assert result.sent == 1
@@ -88,10 +89,10 @@ async def test_publish_reports_failed_lines_by_number() -> None:
 
 async def test_publish_stops_at_the_window_where_kafka_went_away(monkeypatch: Any) -> None:
     """Later lines, maybe of the same key, must not overtake lines Kafka did not take."""
-    monkeypatch.setattr(publish, "WINDOW", 2)
+    monkeypatch.setattr(sender, "WINDOW", 2)
     producer = FakeProducer(refuse={b"v2": KafkaTimeoutError()})
     values = [f"v{n}".encode() for n in range(1, 7)]
-    records = [publish.Record(n, b"order-1", value, []) for n, value in enumerate(values, 1)]
+    records = [publish.PublishLine(n, b"order-1", value, []) for n, value in enumerate(values, 1)]
     result = await publish.send(producer, "t", records)
     assert producer.sent == [b"v1"]
     assert result.sent == 1

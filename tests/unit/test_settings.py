@@ -7,14 +7,9 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from cronstream.cli import app
-from cronstream.config.settings import (
-    Settings,
-    SettingsError,
-    env_var,
-    host_name,
-    redact_url,
-    scrub,
-)
+from cronstream.config.env import SettingsError, env_var
+from cronstream.config.redact import redact_url, scrub
+from cronstream.config.settings import Settings, host_name
 from cronstream.config.topics import TopicFormat
 from cronstream.pg.connections import unavailable
 from cronstream.web.access import check_exposure
