@@ -35,15 +35,16 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.errors import IllegalStateError, KafkaError
 
 from cronstream.config.settings import Settings
-from cronstream.handlers.checkpoints import Outcome, Record, consumed
+from cronstream.handlers.outcomes import Outcome
+from cronstream.handlers.records import from_aiokafka
 from cronstream.handlers.registry import Registry
-from cronstream.kafka import clients, salvage
+from cronstream.kafka import clients, metadata, salvage
 from cronstream.kafka.health import HEALTH, Degraded, Recovered
 from cronstream.pg import connections
 from cronstream.runtime import metrics, shutdown
 from cronstream.runtime.untrusted import safe_text
 from cronstream.streams.batches import BatchLoop, log_batch, settle
-from cronstream.streams.positions import read_checkpoints, report_ahead
+from cronstream.streams.positions import OffsetGaps, read_checkpoints, report_ahead, seek_start
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +53,6 @@ KAFKA_HEALTH_INTERVAL = 1.0  # how often the outage tracker is asked what to log
 MAX_NAMED = 20  # partitions named in the "Kafka degraded" line; its `waiting` field has all
 # Reading positions for the lag gauge never holds up the loop longer than this.
 LAG_READ_TIMEOUT = 0.05
-
-
-def to_record(message: ConsumerRecord[bytes, bytes]) -> Record:
-    """An aiokafka record as the protocol sees it."""
-    return consumed(message, message.headers or ())
 
 
 class BatchEngine:
@@ -72,9 +68,7 @@ class BatchEngine:
         # applied, whatever the fetcher already returned for them.
         self.unpositioned: set[TopicPartition] = set()
         self.uncommitted: dict[TopicPartition, int] = {}
-        # Where each partition's next record should be (checkpoint + 1), to count gaps.
-        self.expected: dict[TopicPartition, int] = {}
-        self.gapped: set[TopicPartition] = set()  # said at WARNING once each
+        self.gaps = OffsetGaps()
         self.poll_failure: str | None = None  # the last failed poll's error, said once
         self.last_commit = time.monotonic()
 
@@ -129,8 +123,8 @@ class BatchEngine:
             for tp, messages in polled.items()
             if messages and tp in assigned and tp not in self.unpositioned
         }
-        self._count_gaps(polled)
-        records = [to_record(message) for messages in polled.values() for message in messages]
+        self.gaps.count(polled)
+        records = [from_aiokafka(message) for messages in polled.values() for message in messages]
         if records:
             self.inflight = asyncio.ensure_future(self.batches.apply(records))
             try:
@@ -175,27 +169,6 @@ class BatchEngine:
         if not salvaged:  # not a record's fault: Kafka gets a moment before the next poll
             await asyncio.sleep(min(self.settings.retry_backoff_max, 1.0))
         return salvaged
-
-    def _count_gaps(self, polled: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
-        """Count (and say, once per partition) a poll that starts past checkpoint + 1."""
-        for tp, messages in polled.items():
-            expected = self.expected.get(tp)
-            first = messages[0].offset
-            if expected is not None and first > expected:
-                metrics.OFFSET_GAPS.labels(tp.topic).inc()
-                level = logging.INFO if tp in self.gapped else logging.WARNING
-                self.gapped.add(tp)
-                log.log(
-                    level,
-                    "%s[%d]: records resume at %d, checkpoint + 1 is %d (compaction, "
-                    "transaction markers or retention skip offsets; counted in "
-                    "cronstream_offset_gaps_total)",
-                    tp.topic,
-                    tp.partition,
-                    first,
-                    expected,
-                )
-            self.expected[tp] = messages[-1].offset + 1
 
     async def _record_lag(self, consumer: AIOKafkaConsumer) -> None:
         """Set each positioned partition's lag: the log end Kafka reported with the last
@@ -279,8 +252,6 @@ class BatchEngine:
             if tp not in consumer.assignment():  # revoked while we read
                 self.unpositioned.discard(tp)
                 continue
-            # Every branch seeks: records fetched before this point are discarded, and
-            # the partition starts exactly where it must.
             if checkpoint is not None:
                 if committed is not None and committed > checkpoint + 1:
                     report_ahead(tp.topic, tp.partition, committed, checkpoint)
@@ -297,12 +268,9 @@ class BatchEngine:
                         "kafka_committed": committed,
                     },
                 )
-                consumer.seek(tp, checkpoint + 1)
-                self.expected[tp] = checkpoint + 1
-            elif committed is not None:
-                consumer.seek(tp, committed)
-            else:  # nothing anywhere: auto_offset_reset=earliest
-                await consumer.seek_to_beginning(tp)
+                self.gaps.expected[tp] = checkpoint + 1
+            # Records fetched before this point are discarded: it starts where it must.
+            await seek_start(consumer, tp, checkpoint, committed)
             self.unpositioned.discard(tp)
 
     async def wait_for_inflight(self, revoked: set[TopicPartition]) -> None:
@@ -325,7 +293,7 @@ class BatchEngine:
         self.unpositioned -= revoked
         for tp in revoked:
             metrics.forget_partition(tp.topic, tp.partition)
-            self.expected.pop(tp, None)
+            self.gaps.expected.pop(tp, None)
 
 
 def report_kafka_health(consumer: AIOKafkaConsumer, bootstrap: str) -> None:
@@ -340,19 +308,7 @@ def report_kafka_health(consumer: AIOKafkaConsumer, bootstrap: str) -> None:
             extra={"outage_s": change.seconds, "held_back": change.held_back},
         )
     elif isinstance(change, Degraded):
-        cluster = consumer._client.cluster
-        brokers = [
-            f"{node} ({meta.host}:{meta.port})"
-            if (meta := cluster.broker_metadata(node)) is not None
-            else str(node)
-            for node in sorted(change.nodes)
-        ] + sorted(change.addresses)
-        waiting = sorted(
-            tp
-            for tp in consumer.assignment()
-            # No leader known counts too: its broker is the one away, most likely.
-            if cluster.leader_for_partition(tp) in {*change.nodes, None, -1}
-        )
+        brokers, waiting = metadata.unreachable(consumer, change.nodes, change.addresses)
         named = [f"{tp.topic}[{tp.partition}]" for tp in waiting]
         log.warning(
             "Kafka degraded: broker(s) %s unreachable; %d partition(s) wait: %s. aiokafka "

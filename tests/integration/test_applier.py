@@ -8,13 +8,10 @@ import asyncpg
 import pytest
 from aiokafka.errors import KafkaTimeoutError
 
-from cronstream.handlers.checkpoints import (
-    BatchApplier,
-    DeadLetter,
-    DeadLettersNotSent,
-    Outage,
-    Record,
-)
+from cronstream.handlers.applier import BatchApplier
+from cronstream.handlers.failures import DeadLettersNotSent, Outage
+from cronstream.handlers.outcomes import DeadLetter
+from cronstream.handlers.records import ConsumedRecord
 from cronstream.handlers.registry import Handler
 from cronstream.runtime.retry import RetryPolicy
 from tests.integration.handlers_under_test import count
@@ -23,9 +20,9 @@ from tests.integration.workers import count_events
 TOPIC = "t.applier"
 
 
-def records(types: Sequence[str]) -> list[Record]:
+def records(types: Sequence[str]) -> list[ConsumedRecord]:
     return [
-        Record(TOPIC, i % 2, i // 2, next(count_events(1, event_type=t, start=i)).encode())
+        ConsumedRecord(TOPIC, i % 2, i // 2, next(count_events(1, event_type=t, start=i)).encode())
         for i, t in enumerate(types)
     ]
 

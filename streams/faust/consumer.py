@@ -28,8 +28,14 @@ from faust.types import TP
 
 from cronstream.config.settings import Settings
 from cronstream.kafka import salvage
+from cronstream.kafka.structs import PartitionKey
 from cronstream.runtime.untrusted import safe_text
-from cronstream.streams.positions import read_checkpoints_patiently, report_ahead, rewinds
+from cronstream.streams.positions import (
+    read_checkpoints_patiently,
+    report_ahead,
+    rewinds,
+    seek_start,
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +83,7 @@ def checkpoint_consumer(settings: Settings) -> type[Consumer]:
             return salvaged
 
         async def _salvage(
-            self, checkpoints: Mapping[tuple[str, int], int]
+            self, checkpoints: Mapping[PartitionKey, int]
         ) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
             """Every assigned partition back to checkpoint + 1 (else Kafka's committed
             offset, else the beginning), then what kafka_salvage reads there. In the
@@ -86,12 +92,7 @@ def checkpoint_consumer(settings: Settings) -> type[Consumer]:
             for tp in consumer.assignment():
                 checkpoint = checkpoints.get((tp.topic, tp.partition))
                 committed = await consumer.committed(tp) if checkpoint is None else None
-                if checkpoint is not None:
-                    consumer.seek(tp, checkpoint + 1)
-                elif committed is not None:
-                    consumer.seek(tp, committed)
-                else:
-                    await consumer.seek_to_beginning(tp)
+                await seek_start(consumer, tp, checkpoint, committed)
             positions = {tp: await consumer.position(tp) for tp in consumer.assignment()}
             return await salvage.salvage(consumer, positions)
 
