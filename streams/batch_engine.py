@@ -42,9 +42,14 @@ from cronstream.kafka import clients, metadata, salvage
 from cronstream.kafka.health import HEALTH, Degraded, Recovered
 from cronstream.pg import connections
 from cronstream.runtime import metrics, shutdown
-from cronstream.runtime.untrusted import safe_text
 from cronstream.streams.batches import BatchLoop, log_batch, settle
-from cronstream.streams.positions import OffsetGaps, read_checkpoints, report_ahead, seek_start
+from cronstream.streams.positions import (
+    OffsetGaps,
+    PollFailures,
+    read_checkpoints,
+    report_ahead,
+    seek_start,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +74,10 @@ class BatchEngine:
         self.unpositioned: set[TopicPartition] = set()
         self.uncommitted: dict[TopicPartition, int] = {}
         self.gaps = OffsetGaps()
-        self.poll_failure: str | None = None  # the last failed poll's error, said once
+        self.poll_failures = PollFailures(
+            log,
+            "polling Kafka failed: %s; every assigned partition goes back to its checkpoint + 1",
+        )
         self.last_commit = time.monotonic()
 
     def _consumer(self) -> AIOKafkaConsumer:
@@ -111,7 +119,7 @@ class BatchEngine:
                 timeout_ms=int(self.settings.batch_max_wait * 1000),
                 max_records=self.settings.batch_size,
             )
-            self.poll_failure = None
+            self.poll_failures.cleared()
         except Exception as error:
             polled = await self._recover(consumer, error)
         await self._record_lag(consumer)
@@ -147,14 +155,7 @@ class BatchEngine:
         poll may have taken other partitions' records out of aiokafka's buffer and moved
         their positions), then the records aiokafka cannot parse, read by kafka_salvage
         with those before them, for the caller to apply as a poll."""
-        failure = f"{type(error).__name__}: {error}"
-        if failure != self.poll_failure:  # said once, not once a second
-            log.error(
-                "polling Kafka failed: %s; every assigned partition goes back to its "
-                "checkpoint + 1",
-                safe_text(failure, 500),
-            )
-            self.poll_failure = failure
+        self.poll_failures.failed(error)
         self.unpositioned |= consumer.assignment()
         await self.position(consumer)
         try:

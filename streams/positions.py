@@ -20,6 +20,7 @@ from cronstream.handlers.sql import query
 from cronstream.kafka.structs import NamedPartition, PartitionKey
 from cronstream.pg import connections
 from cronstream.runtime import metrics
+from cronstream.runtime.untrusted import safe_text
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,26 @@ async def read_checkpoints_patiently(settings: Settings) -> dict[PartitionKey, i
             log.warning("cannot read checkpoints yet, retrying: %s", error)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+
+class PollFailures:
+    """A failed poll's error, said on `logger` once (not once a second while it lasts),
+    and again when it changes or after a poll succeeded. After a failed poll the
+    partitions go back: every engine says where in `says`."""
+
+    def __init__(self, logger: logging.Logger, says: str) -> None:
+        self.logger = logger
+        self.says = says  # its last %s is the error
+        self.last: str | None = None
+
+    def failed(self, error: BaseException, *args: object) -> None:
+        failure = f"{type(error).__name__}: {error}"
+        if failure != self.last:
+            self.logger.error(self.says, *args, safe_text(failure, 500))
+            self.last = failure
+
+    def cleared(self) -> None:
+        self.last = None
 
 
 class OffsetGaps:

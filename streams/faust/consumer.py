@@ -29,8 +29,8 @@ from faust.types import TP
 from cronstream.config.settings import Settings
 from cronstream.kafka import salvage
 from cronstream.kafka.structs import PartitionKey
-from cronstream.runtime.untrusted import safe_text
 from cronstream.streams.positions import (
+    PollFailures,
     read_checkpoints_patiently,
     report_ahead,
     rewinds,
@@ -44,7 +44,11 @@ def checkpoint_consumer(settings: Settings) -> type[Consumer]:
     """The faust Consumer class for this worker's settings."""
 
     class CheckpointConsumer(Consumer):
-        poll_failure: str | None = None  # the last failed poll's error, said once
+        # One consumer per app, so one per class (made per app by `install`).
+        poll_failures = PollFailures(
+            log,
+            "polling Kafka failed: %s; every assigned partition goes back to its checkpoint + 1",
+        )
 
         async def seek_to_committed(self) -> Mapping[TP, int]:
             committed: Mapping[TP, int] = await super().seek_to_committed()
@@ -61,19 +65,12 @@ def checkpoint_consumer(settings: Settings) -> type[Consumer]:
         ) -> Mapping[TP, list[Any]]:
             try:
                 polled: Mapping[TP, list[Any]] = await super()._getmany(active_partitions, timeout)
-                self.poll_failure = None
+                self.poll_failures.cleared()
                 return polled
             except (ConsumerNotStarted, ConsumerStoppedError):
                 raise
             except Exception as error:
-                failure = f"{type(error).__name__}: {error}"
-                if failure != self.poll_failure:  # said once, not once a second
-                    log.error(
-                        "polling Kafka failed: %s; every assigned partition goes back to "
-                        "its checkpoint + 1",
-                        safe_text(failure, 500),
-                    )
-                    self.poll_failure = failure
+                self.poll_failures.failed(error)
             checkpoints = await read_checkpoints_patiently(settings)
             salvaged: Mapping[TP, list[Any]] = await self._thread.call_thread(
                 self._salvage, checkpoints

@@ -21,6 +21,7 @@ from cronstream.pg import connections
 from cronstream.runtime.retry import pause
 from cronstream.runtime.untrusted import safe_text
 from cronstream.streams.batches import BatchLoop, router, settle
+from cronstream.streams.positions import PollFailures
 from cronstream.streams.replay.audit import Audit
 from cronstream.streams.replay.plan import Plan
 from cronstream.streams.replay.progress import Progress
@@ -65,7 +66,9 @@ class Replay:
         )
         self.progress = Progress(total=plan.total)
         self.audit: Audit | None = None
-        self.poll_failure: str | None = None  # the last failed poll's error, said once
+        self.poll_failures = PollFailures(
+            log, "replay %s: polling Kafka failed: %s; its partitions go back to what was applied"
+        )
 
     async def run(self) -> Progress:
         """Replay the plan; the Progress says how it ended (never raises for a failure
@@ -135,7 +138,7 @@ class Replay:
                 except Exception as error:
                     polled = await self._recover(reader, error, {tp: nexts[tp] for tp in remaining})
                 else:
-                    self.poll_failure = None
+                    self.poll_failures.cleared()
                 if polled:
                     quiet_since = time.monotonic()
                 elif time.monotonic() - quiet_since > self.settings.request_timeout:
@@ -174,14 +177,7 @@ class Replay:
         """After a failed poll (which may have taken records out of aiokafka's buffer):
         every partition back to where this replay's applying got to, and the records
         aiokafka cannot parse, read by kafka_salvage with those before them."""
-        failure = f"{type(error).__name__}: {error}"
-        if failure != self.poll_failure:  # said once, not once a second
-            log.error(
-                "replay %s: polling Kafka failed: %s; its partitions go back to what was applied",
-                self.progress.replay_id,
-                safe_text(failure, 500),
-            )
-            self.poll_failure = failure
+        self.poll_failures.failed(error, self.progress.replay_id)
         for tp, offset in positions.items():
             reader.seek(tp, offset)
         salvaged = await salvage.salvage(reader, positions)
