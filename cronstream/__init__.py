@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from cronstream.config.settings import Settings
     from cronstream.events.envelope import Event
     from cronstream.handlers.registry import Handler, Registry
-    from cronstream.streams.faust_engine import add_agent
+    from cronstream.streams.faust import add_agent
 
 try:
     __version__ = version("cronstream")
@@ -51,7 +51,7 @@ _HOMES = {
     "Handler": "cronstream.handlers.registry",
     "Registry": "cronstream.handlers.registry",
     "Settings": "cronstream.config.settings",
-    "add_agent": "cronstream.streams.faust_engine",
+    "add_agent": "cronstream.streams.faust",
     "run_scheduler": "cronstream.cli.compose",
     "run_worker": "cronstream.cli.compose",
 }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 import asyncpg
@@ -21,6 +21,10 @@ class Handler(Protocol):
     """
 
     async def __call__(self, events: Sequence[Event], connection: asyncpg.Connection) -> None: ...
+
+
+Router = Callable[[str, str], Handler | None]
+"""(topic, event type) -> the handler, or None when nothing handles it."""
 
 
 class RegistryError(CronstreamError):

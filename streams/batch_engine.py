@@ -35,15 +35,21 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.errors import IllegalStateError, KafkaError
 
 from cronstream.config.settings import Settings
-from cronstream.handlers.checkpoints import Outcome, Record, consumed
+from cronstream.handlers.outcomes import Outcome
+from cronstream.handlers.records import from_aiokafka
 from cronstream.handlers.registry import Registry
-from cronstream.kafka import clients, salvage
+from cronstream.kafka import clients, metadata, salvage
 from cronstream.kafka.health import HEALTH, Degraded, Recovered
 from cronstream.pg import connections
 from cronstream.runtime import metrics, shutdown
-from cronstream.runtime.untrusted import safe_text
 from cronstream.streams.batches import BatchLoop, log_batch, settle
-from cronstream.streams.positions import read_checkpoints, report_ahead
+from cronstream.streams.positions import (
+    OffsetGaps,
+    PollFailures,
+    read_checkpoints,
+    report_ahead,
+    seek_start,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +58,6 @@ KAFKA_HEALTH_INTERVAL = 1.0  # how often the outage tracker is asked what to log
 MAX_NAMED = 20  # partitions named in the "Kafka degraded" line; its `waiting` field has all
 # Reading positions for the lag gauge never holds up the loop longer than this.
 LAG_READ_TIMEOUT = 0.05
-
-
-def to_record(message: ConsumerRecord[bytes, bytes]) -> Record:
-    """An aiokafka record as the protocol sees it."""
-    return consumed(message, message.headers or ())
 
 
 class BatchEngine:
@@ -72,10 +73,11 @@ class BatchEngine:
         # applied, whatever the fetcher already returned for them.
         self.unpositioned: set[TopicPartition] = set()
         self.uncommitted: dict[TopicPartition, int] = {}
-        # Where each partition's next record should be (checkpoint + 1), to count gaps.
-        self.expected: dict[TopicPartition, int] = {}
-        self.gapped: set[TopicPartition] = set()  # said at WARNING once each
-        self.poll_failure: str | None = None  # the last failed poll's error, said once
+        self.gaps = OffsetGaps()
+        self.poll_failures = PollFailures(
+            log,
+            "polling Kafka failed: %s; every assigned partition goes back to its checkpoint + 1",
+        )
         self.last_commit = time.monotonic()
 
     def _consumer(self) -> AIOKafkaConsumer:
@@ -117,7 +119,7 @@ class BatchEngine:
                 timeout_ms=int(self.settings.batch_max_wait * 1000),
                 max_records=self.settings.batch_size,
             )
-            self.poll_failure = None
+            self.poll_failures.cleared()
         except Exception as error:
             polled = await self._recover(consumer, error)
         await self._record_lag(consumer)
@@ -129,8 +131,8 @@ class BatchEngine:
             for tp, messages in polled.items()
             if messages and tp in assigned and tp not in self.unpositioned
         }
-        self._count_gaps(polled)
-        records = [to_record(message) for messages in polled.values() for message in messages]
+        self.gaps.count(polled)
+        records = [from_aiokafka(message) for messages in polled.values() for message in messages]
         if records:
             self.inflight = asyncio.ensure_future(self.batches.apply(records))
             try:
@@ -153,14 +155,7 @@ class BatchEngine:
         poll may have taken other partitions' records out of aiokafka's buffer and moved
         their positions), then the records aiokafka cannot parse, read by kafka_salvage
         with those before them, for the caller to apply as a poll."""
-        failure = f"{type(error).__name__}: {error}"
-        if failure != self.poll_failure:  # said once, not once a second
-            log.error(
-                "polling Kafka failed: %s; every assigned partition goes back to its "
-                "checkpoint + 1",
-                safe_text(failure, 500),
-            )
-            self.poll_failure = failure
+        self.poll_failures.failed(error)
         self.unpositioned |= consumer.assignment()
         await self.position(consumer)
         try:
@@ -175,27 +170,6 @@ class BatchEngine:
         if not salvaged:  # not a record's fault: Kafka gets a moment before the next poll
             await asyncio.sleep(min(self.settings.retry_backoff_max, 1.0))
         return salvaged
-
-    def _count_gaps(self, polled: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
-        """Count (and say, once per partition) a poll that starts past checkpoint + 1."""
-        for tp, messages in polled.items():
-            expected = self.expected.get(tp)
-            first = messages[0].offset
-            if expected is not None and first > expected:
-                metrics.OFFSET_GAPS.labels(tp.topic).inc()
-                level = logging.INFO if tp in self.gapped else logging.WARNING
-                self.gapped.add(tp)
-                log.log(
-                    level,
-                    "%s[%d]: records resume at %d, checkpoint + 1 is %d (compaction, "
-                    "transaction markers or retention skip offsets; counted in "
-                    "cronstream_offset_gaps_total)",
-                    tp.topic,
-                    tp.partition,
-                    first,
-                    expected,
-                )
-            self.expected[tp] = messages[-1].offset + 1
 
     async def _record_lag(self, consumer: AIOKafkaConsumer) -> None:
         """Set each positioned partition's lag: the log end Kafka reported with the last
@@ -279,8 +253,6 @@ class BatchEngine:
             if tp not in consumer.assignment():  # revoked while we read
                 self.unpositioned.discard(tp)
                 continue
-            # Every branch seeks: records fetched before this point are discarded, and
-            # the partition starts exactly where it must.
             if checkpoint is not None:
                 if committed is not None and committed > checkpoint + 1:
                     report_ahead(tp.topic, tp.partition, committed, checkpoint)
@@ -297,12 +269,9 @@ class BatchEngine:
                         "kafka_committed": committed,
                     },
                 )
-                consumer.seek(tp, checkpoint + 1)
-                self.expected[tp] = checkpoint + 1
-            elif committed is not None:
-                consumer.seek(tp, committed)
-            else:  # nothing anywhere: auto_offset_reset=earliest
-                await consumer.seek_to_beginning(tp)
+                self.gaps.expected[tp] = checkpoint + 1
+            # Records fetched before this point are discarded: it starts where it must.
+            await seek_start(consumer, tp, checkpoint, committed)
             self.unpositioned.discard(tp)
 
     async def wait_for_inflight(self, revoked: set[TopicPartition]) -> None:
@@ -325,7 +294,7 @@ class BatchEngine:
         self.unpositioned -= revoked
         for tp in revoked:
             metrics.forget_partition(tp.topic, tp.partition)
-            self.expected.pop(tp, None)
+            self.gaps.expected.pop(tp, None)
 
 
 def report_kafka_health(consumer: AIOKafkaConsumer, bootstrap: str) -> None:
@@ -340,19 +309,7 @@ def report_kafka_health(consumer: AIOKafkaConsumer, bootstrap: str) -> None:
             extra={"outage_s": change.seconds, "held_back": change.held_back},
         )
     elif isinstance(change, Degraded):
-        cluster = consumer._client.cluster
-        brokers = [
-            f"{node} ({meta.host}:{meta.port})"
-            if (meta := cluster.broker_metadata(node)) is not None
-            else str(node)
-            for node in sorted(change.nodes)
-        ] + sorted(change.addresses)
-        waiting = sorted(
-            tp
-            for tp in consumer.assignment()
-            # No leader known counts too: its broker is the one away, most likely.
-            if cluster.leader_for_partition(tp) in {*change.nodes, None, -1}
-        )
+        brokers, waiting = metadata.unreachable(consumer, change.nodes, change.addresses)
         named = [f"{tp.topic}[{tp.partition}]" for tp in waiting]
         log.warning(
             "Kafka degraded: broker(s) %s unreachable; %d partition(s) wait: %s. aiokafka "

@@ -20,15 +20,12 @@ import asyncpg
 
 from cronstream.config.settings import Settings
 from cronstream.events.envelope import new_trace_id
-from cronstream.handlers.checkpoints import (
-    BatchApplier,
-    Outcome,
-    Record,
-    Router,
-    TopicPartition,
-    is_outage,
-)
-from cronstream.handlers.registry import Handler, Registry
+from cronstream.handlers.applier import BatchApplier
+from cronstream.handlers.failures import is_outage
+from cronstream.handlers.outcomes import Outcome
+from cronstream.handlers.records import ConsumedRecord
+from cronstream.handlers.registry import Handler, Registry, Router
+from cronstream.kafka.structs import PartitionKey
 from cronstream.pg import connections
 from cronstream.runtime import metrics
 from cronstream.runtime.logs import trace
@@ -39,7 +36,7 @@ from cronstream.streams.deadletter import DeadLetterProducer
 log = logging.getLogger(__name__)
 
 MAX_TRACE_IDS = 20  # listed in a "batch applied" line; a batch may hold thousands
-_TOPIC = itemgetter(0)  # Record.topic, as a C-level getter for counting a batch by topic
+_TOPIC = itemgetter(0)  # a record's topic, as a C-level getter for counting a batch by topic
 
 
 def router(settings: Settings, registry: Registry) -> Router:
@@ -67,9 +64,9 @@ class BatchLoop:
         *,
         consumer: str | None = None,
         route: Router | None = None,
-        reapply_through: Mapping[TopicPartition, int] | None = None,
+        reapply_through: Mapping[PartitionKey, int] | None = None,
     ) -> None:
-        """`consumer`, `route` and `reapply_through` are a replay's (streams/replay.py)."""
+        """`consumer`, `route` and `reapply_through` are a replay's (streams/replay/)."""
         self.settings = settings
         self.stopping = stopping
         consumer = consumer or settings.consumer_group
@@ -109,7 +106,7 @@ class BatchLoop:
             self.connection.terminate()
             self.connection = None
 
-    async def apply(self, records: Sequence[Record]) -> Outcome | None:
+    async def apply(self, records: Sequence[ConsumedRecord]) -> Outcome | None:
         """Apply a batch, retrying outages; None when the worker stopped first.
 
         The batch gets a trace id of its own: every line logged while it is applied
@@ -121,7 +118,7 @@ class BatchLoop:
             outcome.trace_id = batch_trace
         return outcome
 
-    async def _apply_retrying(self, records: Sequence[Record]) -> Outcome | None:
+    async def _apply_retrying(self, records: Sequence[ConsumedRecord]) -> Outcome | None:
         metrics.count_consumed(Counter(map(_TOPIC, records)))  # counted in C, not in Python
         started = time.monotonic()
         attempt = 0

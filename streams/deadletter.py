@@ -9,7 +9,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
 
 from cronstream.config.settings import Settings
-from cronstream.handlers.checkpoints import DeadLetter, DeadLettersNotSent, Record
+from cronstream.handlers.failures import DeadLettersNotSent
+from cronstream.handlers.outcomes import DeadLetter
+from cronstream.handlers.records import ConsumedRecord
 from cronstream.kafka import clients
 from cronstream.kafka.clients import Message
 from cronstream.kafka.salvage import raw_name, readable
@@ -114,7 +116,7 @@ class DeadLetterProducer:
         return Message(self.settings.dlq_topic(record.topic), value, key, sent_headers)
 
 
-def sendable_headers(record: Record) -> list[tuple[str, bytes]]:
+def sendable_headers(record: ConsumedRecord) -> list[tuple[str, bytes]]:
     """The record's headers as a producer can write them, each name's bytes kept."""
     sendable: list[tuple[str, bytes]] = []
     for name, value in record.headers:

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 Companion = Callable[[], Coroutine[Any, Any, None]]
 Readiness = Callable[[], str | None]
 """None once the engine is ready (partitions assigned and positioned), else why not.
-Both engines provide one (streams/batch_engine.py, streams/faust_engine.py)."""
+Both engines provide one (streams/batch_engine.py, streams/faust/engine.py)."""
 
 
 class Surface(Protocol):
@@ -46,15 +46,18 @@ def run_worker(
     `companion` runs beside it in the same loop (`cronstream run` puts the scheduler
     there) and is cancelled when the worker stops.
     """
+    if settings.engine == "faust":
+        # Only when chosen: faust is an optional extra, and slow to import. Without it
+        # this raises FaustMissing, before anything talks to Kafka.
+        from cronstream.streams import faust
+
     topics = settings.input_topics + [settings.dlq_topic(t) for t in settings.input_topics]
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
         loop.run_until_complete(clients.ensure_topics(settings, topics))
         if settings.engine == "faust":
-            from cronstream.streams import faust_engine  # faust is slow to import; only when chosen
-
-            faust_engine.run_faust_worker(settings, registry, loop, serve, companion)
+            faust.run_faust_worker(settings, registry, loop, serve, companion)
             return
         loop.run_until_complete(run_batch_engine(settings, registry, serve, companion))
     finally:

@@ -113,7 +113,7 @@ def replay_command(
         )
     modules = [*settings.handlers, *(handler_modules or [])]
     registry = build_registry(modules)
-    plan = asyncio.run(replay.plan(settings, request))
+    plan = asyncio.run(replay.plan_replay(settings, request))
     for line in plan.lines():
         typer.echo(line, err=not dry_run)
     if dry_run:

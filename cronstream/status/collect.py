@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from cronstream.config.settings import Settings
-from cronstream.kafka import clients
+from cronstream.kafka import clients, metadata
 from cronstream.pg import connections
 from cronstream.runtime.untrusted import shown
 from cronstream.schedulers import runs
@@ -203,7 +203,7 @@ async def _from_kafka(settings: Settings, status: Status) -> None:
     async with clients.started(reader) as consumer:
         # One metadata request for every topic (never creates one); the consumer's own
         # `topics()` fetches the same but keeps the partitions to itself.
-        cluster = await consumer._client.fetch_all_metadata()
+        cluster = await metadata.cluster_metadata(consumer)
         existing = set(cluster.topics())
         wanted = {p.topic for p in status.partitions} | set(settings.input_topics)
         partitions = [

@@ -1,4 +1,4 @@
--- The checkpoint protocol (handlers/checkpoints.py). A checkpoint is the last Kafka
+-- The checkpoint protocol (handlers/applier.py). A checkpoint is the last Kafka
 -- offset of a partition whose effects are committed; -1 when none is.
 
 -- checkpoints_ensure --

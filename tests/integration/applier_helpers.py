@@ -7,7 +7,8 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from cronstream.handlers.checkpoints import DeadLetter, Record
+from cronstream.handlers.outcomes import DeadLetter
+from cronstream.handlers.records import ConsumedRecord
 from cronstream.handlers.registry import Handler
 from tests.integration.handlers_under_test import count
 from tests.integration.workers import count_events
@@ -15,9 +16,9 @@ from tests.integration.workers import count_events
 TOPIC = "t.applier"
 
 
-def records(types: Sequence[str]) -> list[Record]:
+def records(types: Sequence[str]) -> list[ConsumedRecord]:
     return [
-        Record(TOPIC, i % 2, i // 2, next(count_events(1, event_type=t, start=i)).encode())
+        ConsumedRecord(TOPIC, i % 2, i // 2, next(count_events(1, event_type=t, start=i)).encode())
         for i, t in enumerate(types)
     ]
 

@@ -8,12 +8,9 @@ import asyncpg
 import pytest
 from aiokafka.errors import KafkaTimeoutError
 
-from cronstream.handlers.checkpoints import (
-    BatchApplier,
-    DeadLetter,
-    DeadLettersNotSent,
-    Outage,
-)
+from cronstream.handlers.applier import BatchApplier
+from cronstream.handlers.failures import DeadLettersNotSent, Outage
+from cronstream.handlers.outcomes import DeadLetter
 from cronstream.runtime.retry import RetryPolicy
 from tests.integration.applier_helpers import Sink, records, route
 

@@ -16,7 +16,8 @@ from aiokafka.structs import RecordMetadata
 from cronstream.cli.compose import build_registry
 from cronstream.config.settings import Settings
 from cronstream.events.envelope import Event
-from cronstream.handlers.checkpoints import BatchApplier, is_outage
+from cronstream.handlers.applier import BatchApplier
+from cronstream.handlers.failures import is_outage
 from cronstream.kafka import clients
 from cronstream.runtime.retry import RetryPolicy
 from cronstream.streams import replay as replay_module
@@ -387,7 +388,7 @@ async def test_a_schema_another_consumers_running_rebuild_writes_into_is_refused
     asked = replay_module.Asked(
         settings.sync_topic, from_beginning=True, consumer="orders.v2", schema="shared"
     )
-    early = await replay_module.plan(
+    early = await replay_module.plan_replay(
         settings,
         replay_module.check(replace(asked, like=("event_counts",)), settings.consumer_group),
     )

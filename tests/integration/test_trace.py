@@ -20,7 +20,9 @@ import asyncpg
 
 from cronstream.config.settings import Settings
 from cronstream.events.envelope import Event
-from cronstream.handlers.checkpoints import BatchApplier, DeadLetter, Record
+from cronstream.handlers.applier import BatchApplier
+from cronstream.handlers.outcomes import DeadLetter
+from cronstream.handlers.records import ConsumedRecord
 from cronstream.handlers.registry import Handler
 from cronstream.kafka import clients
 from cronstream.runtime.logs import trace, trace_id_var
@@ -130,10 +132,10 @@ async def test_post_events_trace_id_reaches_the_batch_line(
     assert_traced(worker, trace_id)
 
 
-def traced_record(partition: int, offset: int, trace_id: str | None) -> Record:
+def traced_record(partition: int, offset: int, trace_id: str | None) -> ConsumedRecord:
     event = Event.new(type="logs", source="test", entity="item", key=offset, payload={})
     event = event.model_copy(update={"trace_id": trace_id})  # None: an event without one
-    return Record("t.trace", partition, offset, event.encode())
+    return ConsumedRecord("t.trace", partition, offset, event.encode())
 
 
 class TracesSeen(logging.Handler):

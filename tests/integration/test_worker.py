@@ -11,7 +11,8 @@ import pytest
 
 from cronstream.config.settings import Settings
 from cronstream.events.envelope import Event
-from cronstream.handlers.checkpoints import DeadLetter, Record
+from cronstream.handlers.outcomes import DeadLetter
+from cronstream.handlers.records import ConsumedRecord
 from cronstream.kafka import clients
 from cronstream.streams import deadletter
 from tests.integration.kafka_helpers import read_all, wait_for
@@ -267,7 +268,7 @@ async def test_a_dead_letter_without_key_or_value_still_reaches_the_dlq(
     producer = deadletter.DeadLetterProducer(settings)
     await producer.start()
     try:
-        record = Record(settings.sync_topic, 0, 7, None, None, (("x-bad", b"\xff"),))
+        record = ConsumedRecord(settings.sync_topic, 0, 7, None, None, (("x-bad", b"\xff"),))
         await producer([DeadLetter(record, "the value is empty (a tombstone)", 1)])
     finally:
         await producer.stop()
@@ -286,7 +287,7 @@ async def test_a_dead_letter_sent_again_after_a_restart_carries_the_same_id(
     by its `dlq.id`, and keeps another consumer's letter for the same record."""
     dlq = settings.dlq_topic(settings.sync_topic)
     await clients.ensure_topics(settings, [dlq])
-    record = Record(settings.sync_topic, 1, 12, b"k", b"v", ())
+    record = ConsumedRecord(settings.sync_topic, 1, 12, b"k", b"v", ())
     sends = [
         (settings.consumer_group, DeadLetter(record, "handler timed out", 3)),
         (settings.consumer_group, DeadLetter(record, "handler failed: boom", 1)),

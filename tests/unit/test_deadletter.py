@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from cronstream.handlers.checkpoints import DeadLetter, Record
+from cronstream.handlers.outcomes import DeadLetter
+from cronstream.handlers.records import ConsumedRecord
 from cronstream.streams import deadletter
 
 
@@ -15,7 +16,7 @@ def letter(
     error: str = "no handler",
     attempts: int = 1,
 ) -> DeadLetter:
-    record = Record(topic, partition, offset, b"k", b"v", (("trace_id", b"t"),))
+    record = ConsumedRecord(topic, partition, offset, b"k", b"v", (("trace_id", b"t"),))
     return DeadLetter(record, error, attempts)
 
 

@@ -10,7 +10,7 @@ from cronstream.cli.app import Commands, app
 from cronstream.config.settings import SettingsError
 from cronstream.errors import CronstreamError
 from cronstream.events.envelope import EnvelopeError
-from cronstream.handlers.checkpoints import DeadLettersNotSent, Outage, is_outage
+from cronstream.handlers.failures import DeadLettersNotSent, Outage, is_outage
 from cronstream.handlers.registry import RegistryError
 from cronstream.pg.connections import DatabaseUnavailable
 from cronstream.pg.migrate import MigrationError

@@ -8,7 +8,7 @@ from aiokafka import TopicPartition
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.record.memory_records import MemoryRecords
 
-from cronstream.handlers.checkpoints import Record
+from cronstream.handlers.records import ConsumedRecord
 from cronstream.kafka.salvage import parse, raw_name, readable, unreadable_header
 from cronstream.streams.deadletter import HEADER_NAME, HEADER_VALUE, sendable_headers
 
@@ -79,5 +79,5 @@ def test_a_header_name_that_is_not_utf8_is_kept_byte_for_byte() -> None:
     assert reason is not None and "#0" in reason and "\\xff\\xfename" in reason
     assert unreadable_header([("ok", b"2")]) is None
     # In the dead letter, the name's bytes travel as a value, in the original order.
-    sent = sendable_headers(Record("orders", 1, 7, b"v", b"k", tuple(record.headers)))
+    sent = sendable_headers(ConsumedRecord("orders", 1, 7, b"v", b"k", tuple(record.headers)))
     assert sent == [(HEADER_NAME, b"\xff\xfename"), (HEADER_VALUE, b"1"), ("ok", b"2")]

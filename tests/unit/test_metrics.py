@@ -21,7 +21,8 @@ from aiokafka import TopicPartition
 from prometheus_client import REGISTRY
 
 from cronstream.config.settings import Settings
-from cronstream.handlers.checkpoints import DeadLetter, Outcome, Record
+from cronstream.handlers.outcomes import DeadLetter, Outcome
+from cronstream.handlers.records import ConsumedRecord
 from cronstream.handlers.registry import Registry
 from cronstream.runtime import metrics
 from cronstream.streams.batch_engine import BatchEngine
@@ -93,8 +94,8 @@ def settings() -> Settings:
     return Settings(retry_backoff=0.01, retry_backoff_max=0.01)
 
 
-def records(topic: str, n: int, partition: int = 0) -> list[Record]:
-    return [Record(topic, partition, offset, b"{}") for offset in range(n)]
+def records(topic: str, n: int, partition: int = 0) -> list[ConsumedRecord]:
+    return [ConsumedRecord(topic, partition, offset, b"{}") for offset in range(n)]
 
 
 class FakeApplier:
@@ -105,7 +106,7 @@ class FakeApplier:
         self.failures = list(failures)
         self.calls = 0
 
-    async def apply(self, connection: Any, records: Sequence[Record]) -> Outcome:
+    async def apply(self, connection: Any, records: Sequence[ConsumedRecord]) -> Outcome:
         self.calls += 1
         if self.failures:
             raise self.failures.pop(0)
@@ -235,7 +236,7 @@ async def test_lag_never_holds_up_the_poll_loop() -> None:
 def test_faust_lag_is_measured_after_each_batch_for_its_partitions() -> None:
     from faust.types import TP
 
-    from cronstream.streams.faust_engine import record_lag
+    from cronstream.streams.faust.engine import record_lag
 
     topic = f"t-{uuid.uuid4().hex}"
     events = [

@@ -28,8 +28,14 @@ from faust.types import TP
 
 from cronstream.config.settings import Settings
 from cronstream.kafka import salvage
-from cronstream.runtime.untrusted import safe_text
-from cronstream.streams.positions import read_checkpoints_patiently, report_ahead, rewinds
+from cronstream.kafka.structs import PartitionKey
+from cronstream.streams.positions import (
+    PollFailures,
+    read_checkpoints_patiently,
+    report_ahead,
+    rewinds,
+    seek_start,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +44,11 @@ def checkpoint_consumer(settings: Settings) -> type[Consumer]:
     """The faust Consumer class for this worker's settings."""
 
     class CheckpointConsumer(Consumer):
-        poll_failure: str | None = None  # the last failed poll's error, said once
+        # One consumer per app, so one per class (made per app by `install`).
+        poll_failures = PollFailures(
+            log,
+            "polling Kafka failed: %s; every assigned partition goes back to its checkpoint + 1",
+        )
 
         async def seek_to_committed(self) -> Mapping[TP, int]:
             committed: Mapping[TP, int] = await super().seek_to_committed()
@@ -55,19 +65,12 @@ def checkpoint_consumer(settings: Settings) -> type[Consumer]:
         ) -> Mapping[TP, list[Any]]:
             try:
                 polled: Mapping[TP, list[Any]] = await super()._getmany(active_partitions, timeout)
-                self.poll_failure = None
+                self.poll_failures.cleared()
                 return polled
             except (ConsumerNotStarted, ConsumerStoppedError):
                 raise
             except Exception as error:
-                failure = f"{type(error).__name__}: {error}"
-                if failure != self.poll_failure:  # said once, not once a second
-                    log.error(
-                        "polling Kafka failed: %s; every assigned partition goes back to "
-                        "its checkpoint + 1",
-                        safe_text(failure, 500),
-                    )
-                    self.poll_failure = failure
+                self.poll_failures.failed(error)
             checkpoints = await read_checkpoints_patiently(settings)
             salvaged: Mapping[TP, list[Any]] = await self._thread.call_thread(
                 self._salvage, checkpoints
@@ -77,7 +80,7 @@ def checkpoint_consumer(settings: Settings) -> type[Consumer]:
             return salvaged
 
         async def _salvage(
-            self, checkpoints: Mapping[tuple[str, int], int]
+            self, checkpoints: Mapping[PartitionKey, int]
         ) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
             """Every assigned partition back to checkpoint + 1 (else Kafka's committed
             offset, else the beginning), then what kafka_salvage reads there. In the
@@ -86,12 +89,7 @@ def checkpoint_consumer(settings: Settings) -> type[Consumer]:
             for tp in consumer.assignment():
                 checkpoint = checkpoints.get((tp.topic, tp.partition))
                 committed = await consumer.committed(tp) if checkpoint is None else None
-                if checkpoint is not None:
-                    consumer.seek(tp, checkpoint + 1)
-                elif committed is not None:
-                    consumer.seek(tp, committed)
-                else:
-                    await consumer.seek_to_beginning(tp)
+                await seek_start(consumer, tp, checkpoint, committed)
             positions = {tp: await consumer.position(tp) for tp in consumer.assignment()}
             return await salvage.salvage(consumer, positions)
 

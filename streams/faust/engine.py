@@ -27,18 +27,20 @@ from faust.streams import Stream
 from faust.types import TP, EventT, StreamT
 
 from cronstream.config.settings import Settings
-from cronstream.handlers.checkpoints import Outcome, Record, consumed
+from cronstream.handlers.outcomes import Outcome
+from cronstream.handlers.records import ConsumedRecord, consumed
 from cronstream.handlers.registry import Registry
 from cronstream.kafka import clients
 from cronstream.runtime import metrics, shutdown
-from cronstream.streams import consumer
 from cronstream.streams.batches import BatchLoop, log_batch
+from cronstream.streams.faust import consumer
 from cronstream.streams.worker import Readiness, Serve, Surface
 
 log = logging.getLogger(__name__)
 
 
-def to_record(event: EventT[Any]) -> Record:
+def from_faust_event(event: EventT[Any]) -> ConsumedRecord:
+    """A faust event's message as the protocol sees it, its headers as bytes."""
     message = event.message
     headers = message.headers or []
     pairs = headers.items() if isinstance(headers, Mapping) else headers
@@ -102,7 +104,7 @@ def add_agent(app: faust.App, settings: Settings, registry: Registry) -> None:
             await stream.ack(event)
 
     async def apply_batch(stream: Stream[Any], events: Sequence[EventT[Any]]) -> None:
-        batch = asyncio.ensure_future(batches.apply([to_record(e) for e in events]))
+        batch = asyncio.ensure_future(batches.apply([from_faust_event(e) for e in events]))
         try:
             # Shielded: on shutdown the in-flight batch commits or rolls back whole,
             # within the shutdown timeout, rather than being cut off.
