@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from cronstream.errors import CronstreamError
+from cronstream.runtime.instants import InstantError, parse_instant
 from cronstream.runtime.names import NOT_AN_IDENTIFIER, is_identifier
 from cronstream.runtime.untrusted import shown
 
@@ -63,13 +64,11 @@ def parse_partitions(text: str) -> tuple[int, ...]:
 
 
 def parse_time(option: str, text: str) -> datetime:
-    """An ISO 8601 time with a UTC offset (a time without one would be ambiguous)."""
+    """An ISO 8601 time with a UTC offset, not before Kafka's timestamps begin (1970)."""
     try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise ReplayError(f"{option} '{shown(text)}' is not an ISO 8601 time") from None
-    if moment.tzinfo is None:
-        raise ReplayError(f"{option} '{shown(text)}' needs a UTC offset, e.g. {shown(text)}+00:00")
+        moment = parse_instant(option, text)
+    except InstantError as error:
+        raise ReplayError(str(error)) from None
     if moment < _EPOCH:
         raise ReplayError(f"{option} '{shown(text)}' is before 1970")
     return moment
