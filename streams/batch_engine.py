@@ -214,7 +214,7 @@ class BatchEngine:
 
     def readiness(self) -> str | None:
         """None once partitions are assigned and all positioned at their checkpoints,
-        else why not (GET /readyz, cronstream/web/server.py)."""
+        else why not (GET /readyz, cronstream/web/health.py)."""
         assigned = self.consumer.assignment() if self.consumer is not None else set()
         if not assigned:
             return "no partitions assigned yet (or more workers than partitions)"

@@ -23,7 +23,7 @@ Both engines provide one (streams/batch_engine.py, streams/faust/engine.py)."""
 
 class Surface(Protocol):
     """What serves beside a worker, started before its engine and stopped after it (the
-    CLI passes cronstream/web/server.py's HTTP surface)."""
+    CLI passes the HTTP surface of cronstream/web/app.py)."""
 
     async def start(self) -> None: ...
 
