@@ -1,15 +1,20 @@
 """CloudEvents 1.0 on Kafka (the Kafka protocol binding), binary and structured mode, as events.
 
-How a record is read:
+How a record is read, as the reference SDK's `from_kafka` tells the content modes apart:
 
-- structured mode: the `content-type` header is `application/cloudevents+json` (any
-  parameters, any case); the value is the event in the JSON format, extensions as
-  top-level members. A record with no `content-type` and no `ce_specversion` header whose
-  value is a JSON object with `specversion` is read the same way, for producers that
-  forget the header. Other `application/cloudevents...` formats are refused, batches
-  (`application/cloudevents-batch+json`) too: send one event per record.
-- binary mode: a `ce_specversion` header; each attribute in a `ce_<name>` header (UTF-8),
-  `content-type` is `datacontenttype`, the value is the data (null or empty: no data).
+- a `content-type` header `application/cloudevents...` (any parameters, any case) means
+  structured mode, as the binding says, even beside ce_ headers; the value is the event in
+  the JSON format, extensions as top-level members. Other `application/cloudevents...`
+  formats are refused, batches (`application/cloudevents-batch+json`) too: send one event
+  per record.
+- otherwise any `ce_` header (any case) means binary mode: each attribute in a
+  `ce_<name>` header (UTF-8), `content-type` is `datacontenttype`, the value is the data
+  (null or empty: no data).
+- otherwise a value that is a JSON object with `specversion` is a structured event,
+  whatever `content-type` says: the SDK's v1 binding (`cloudevents.kafka` in SDK 1.x)
+  moves a structured event's `datacontenttype` into `content-type` (`application/json`),
+  and some producers send no header at all. Such a `content-type` is the event's
+  `datacontenttype` when the value has none.
 
 An event maps to an Event:
 
@@ -111,16 +116,26 @@ def _content_type(headers: Headers) -> str | None:
 
 
 def _binary_attributes(headers: Headers) -> dict[str, str]:
-    """The attributes cronstream reads, from their ce_ headers."""
+    """The attributes cronstream reads, from their ce_ headers (named in any case)."""
     attributes: dict[str, str] = {}
     for name, raw in headers:
-        attribute = name.removeprefix(HEADER_PREFIX)
-        if attribute == name or attribute not in _READ:
+        lowered = name.lower()
+        attribute = lowered.removeprefix(HEADER_PREFIX)
+        if attribute == lowered or attribute not in _READ:
             continue
         if attribute in attributes:
             raise EnvelopeError(attribute, f"is set by more than one {name} header")
         attributes[attribute] = _header_text(name, raw, attribute)
     return attributes
+
+
+def _unmarked_event(value: bytes) -> dict[str, Any] | None:
+    """A value with no mode marked in its headers: a JSON object with specversion, else None."""
+    try:
+        event = json_object(value)
+    except EnvelopeError:
+        return None
+    return event if "specversion" in event else None
 
 
 def _found(value: Any) -> str:
@@ -252,28 +267,26 @@ class Adapter:
             "application/cloudevents"
         ):
             return self._structured(value, content_type, headers)
-        if any(name == "ce_specversion" for name, _ in headers):
-            fields = self._fields(_binary_attributes(headers), headers)
-            return _event(fields, _binary_data(value, content_type))
-        has_ce_headers = any(name.startswith(HEADER_PREFIX) for name, _ in headers)
-        if content_type is None and value is not None:
-            try:
-                event = json_object(value)
-            except EnvelopeError:
-                event = {}
-            if "specversion" in event:  # structured, from a producer that forgot content-type
-                return _event(self._fields(event, headers), _structured_data(event))
-        elif value is None and not has_ce_headers:
+        if any(name.lower().startswith(HEADER_PREFIX) for name, _ in headers):
+            attributes = _binary_attributes(headers)
+            if "specversion" not in attributes:
+                raise EnvelopeError(
+                    "specversion",
+                    "is missing: the record has ce_ headers (binary mode) but no ce_specversion",
+                )
+            return _event(self._fields(attributes, headers), _binary_data(value, content_type))
+        if value is None:
             raise EnvelopeError(WHOLE_VALUE, "is empty and the record has no ce_ headers")
-        if has_ce_headers:
+        event = _unmarked_event(value)
+        if event is None:
             raise EnvelopeError(
-                "specversion", "is missing: the record has ce_ headers but no ce_specversion"
+                "specversion",
+                "is missing: not a CloudEvent (no ce_ headers for binary mode, and the value "
+                "is not a JSON object with specversion for structured mode)",
             )
-        raise EnvelopeError(
-            "specversion",
-            "is missing: not a CloudEvent (no ce_specversion header for binary mode, "
-            f"no content-type {STRUCTURED} for structured mode)",
-        )
+        if content_type is not None and event.get("datacontenttype") is None:
+            event["datacontenttype"] = content_type
+        return _event(self._fields(event, headers), _structured_data(event))
 
     def _structured(self, value: bytes | None, content_type: str, headers: Headers) -> Event:
         media_type = _media_type(content_type)

@@ -170,6 +170,51 @@ def test_binary_mode_without_a_value_has_no_data(data: bytes | None) -> None:
     assert event.type == "com.example.customer.deleted"
 
 
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/json",  # what the SDK's v1 binding writes for datacontenttype
+        "application/json; charset=utf-8",
+        "application/vnd.example+json",
+        "TEXT/JSON",
+        "application/cloudevents+json",
+        None,
+    ],
+)
+def test_a_structured_event_is_read_whatever_its_content_type(content_type: str | None) -> None:
+    headers = [] if content_type is None else [("content-type", content_type.encode())]
+    event = decode(structured(), [*headers, ("trace_id", b"t-1")])
+    assert event == Event.model_validate(EXPECTED)
+
+
+def test_a_structured_events_content_type_is_its_datacontenttype_when_it_has_none() -> None:
+    # The SDK's v1 binding moves datacontenttype out of the value into content-type.
+    encoded = base64.b64encode(json.dumps(DATA).encode()).decode()
+    value = structured(data=None, data_base64=encoded)
+    assert decode(value, [("content-type", b"application/json")]).payload == DATA
+    error = refusal(structured(), [("content-type", b"text/plain")])
+    assert (error.field, error.reason) == (
+        "datacontenttype",
+        "'text/plain' is not JSON: cronstream maps JSON object data only",
+    )
+    # The value's own datacontenttype stands; the header does not override it.
+    value = structured(datacontenttype="application/json")
+    assert decode(value, [("content-type", b"text/plain")]).payload == DATA
+
+
+def test_any_ce_header_means_binary_mode_in_any_case() -> None:
+    value, headers = binary()
+    shouting = [(name.upper() if name.startswith("ce_") else name, raw) for name, raw in headers]
+    assert decode(value, [*shouting, ("trace_id", b"t-1")]) == Event.model_validate(EXPECTED)
+    # A structured event beside a ce_ header is binary mode, as the SDK's from_kafka reads it:
+    # without ce_specversion it is refused, not guessed at.
+    error = refusal(structured(), [("content-type", b"application/json"), ("ce_id", b"1")])
+    assert (error.field, "ce_ headers (binary mode) but no ce_specversion" in error.reason) == (
+        "specversion",
+        True,
+    )
+
+
 def test_structured_mode_without_data_or_with_null_data_has_an_empty_payload() -> None:
     assert decode(structured(data=None), STRUCTURED).payload == {}
     value = json.dumps(json.loads(structured()) | {"data": None}).encode()
@@ -227,7 +272,15 @@ MALFORMED: list[tuple[str, bytes | None, Headers, str, str]] = [
     ("null, no headers", None, [], "<value>", "no ce_ headers"),
     ("json, no cloud event", b'{"a": 1}', [], "specversion", "not a CloudEvent"),
     ("not json, no headers", b"\xff\xfe", [], "specversion", "not a CloudEvent"),
+    ("json, no cloud event, typed", b'{"a": 1}', [("content-type", b"application/json")],
+     "specversion", "not a JSON object with specversion"),
+    ("text, typed", b"hello", [("content-type", b"text/plain")], "specversion",
+     "not a CloudEvent"),
+    ("json list, typed", b"[1]", [("content-type", b"application/json")], "specversion",
+     "not a CloudEvent"),
+    ("null, typed", None, [("content-type", b"application/json")], "<value>", "no ce_ headers"),
     ("ce headers, no specversion", b"{}", [("ce_id", b"1")], "specversion", "no ce_spec"),
+    ("CE headers, no specversion", structured(), [("CE_ID", b"1")], "specversion", "no ce_spec"),
     ("batch", b"[]", [("content-type", b"application/cloudevents-batch+json")],
      "<content-type>", "batches are not supported: send one event per record"),
     ("avro", b"{}", [("content-type", b"application/cloudevents+avro")],
@@ -318,6 +371,7 @@ def test_any_damage_to_a_record_gives_an_event_or_a_one_line_refusal() -> None:
         binary(traceparent=TRACEPARENT),
         (structured(), STRUCTURED),
         (structured(), []),
+        (structured(), [("content-type", b"application/json")]),
     ]
     for _ in range(2000):
         value, headers = chance.choice(samples)
