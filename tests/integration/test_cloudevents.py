@@ -1,6 +1,7 @@
 """A worker on a CloudEvents topic: binary and structured records, headers set by hand as
-the Kafka protocol binding lays them out, reach the projection; malformed ones reach the
-dead-letter topic, each with the reason naming the format and the field."""
+the Kafka protocol binding lays them out or written by the reference SDK's bindings, reach
+the projection; malformed ones reach the dead-letter topic, each with the reason naming the
+format and the field."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ from typing import Any
 
 import asyncpg
 import pytest
+from cloudevents.core.bindings import kafka as core_kafka
+from cloudevents.core.v1.event import CloudEvent as CoreEvent
+from cloudevents.v1 import kafka as v1_kafka
+from cloudevents.v1.http import CloudEvent as V1Event
 
 from cronstream.config.settings import Settings
 from cronstream.kafka import clients
@@ -127,3 +132,84 @@ async def test_a_cloudevents_topic_projects_both_modes_and_dead_letters_malforme
 
     assert sorted(r["offset"] for r in recorded) == sorted(garbage)
     await assert_dead_lettered(settings, topic, garbage)
+
+
+SDK_MODES = [
+    (binding, mode, content_type)
+    for binding in ("v1", "core")
+    for mode in ("binary", "structured")
+    for content_type in (None, "application/json")
+]
+PER_MODE = 6
+
+
+def sdk_record(
+    binding: str, mode: str, content_type: str | None, key: str, version: int
+) -> tuple[bytes | None, bytes | None, Headers]:
+    """One event as the SDK's `binding` writes it: (value, Kafka key, headers)."""
+    attributes: dict[str, Any] = {
+        "id": f"evt-{key}",
+        "source": "/crm",
+        "type": "com.example.customer.updated",
+        "subject": key,
+        "entity": "customers",
+        "partitionkey": key,
+    }
+    if content_type is not None:
+        attributes["datacontenttype"] = content_type
+    data = {"name": f"customer {key}"}
+    if binding == "v1":
+        # The v1 binding writes headers with str.encode: every attribute a string. Its
+        # to_binary reads datacontenttype unconditionally, so "none" is an explicit None.
+        attributes |= {"time": "2027-01-01T00:00:01Z", "entityversion": str(version)}
+        if mode == "binary":
+            attributes.setdefault("datacontenttype", None)
+        event = V1Event(attributes, data)
+        message = (v1_kafka.to_binary if mode == "binary" else v1_kafka.to_structured)(event)
+        headers, kafka_key, value = message.headers, message.key, message.value
+    else:
+        attributes |= {"time": datetime(2027, 1, 1, 0, 0, 1, tzinfo=UTC), "entityversion": version}
+        core_event = CoreEvent(attributes, data)
+        to = core_kafka.to_binary_event if mode == "binary" else core_kafka.to_structured_event
+        core_message = to(core_event)
+        headers, kafka_key, value = core_message.headers, core_message.key, core_message.value
+    encoded_key = kafka_key.encode() if isinstance(kafka_key, str) else kafka_key
+    encoded_value = value.encode() if isinstance(value, str) else value
+    return encoded_value, encoded_key, list(headers.items())
+
+
+async def test_events_the_reference_sdk_writes_reach_the_projection_in_both_modes(
+    settings: Settings, database_url: str, worker: WorkerProcess
+) -> None:
+    # The SDK's v1 binding (cloudevents.kafka in SDK 1.x) writes a structured event with a
+    # datacontenttype under content-type: application/json; no ce_ header means structured.
+    topic = f"{settings.sync_topic}.ce"
+    expected: dict[str, int] = {}
+    messages: list[clients.Message] = []
+    for binding, mode, content_type in SDK_MODES:
+        for n in range(PER_MODE):
+            key = f"{binding}-{mode}-{'typed' if content_type else 'untyped'}-{n}"
+            version = 10 + n
+            value, kafka_key, headers = sdk_record(binding, mode, content_type, key, version)
+            messages.append(clients.Message(topic, value, kafka_key, headers))
+            expected[key] = version
+    # After them, a JSON value that is no CloudEvent under the same content-type: still refused.
+    messages.append(
+        clients.Message(topic, b'{"name": "x"}', b"x", [("content-type", b"application/json")])
+    )
+    await clients.ensure_topics(settings, [topic])
+    await send_records(settings, messages)
+
+    worker.start()
+    await wait_until_at_end(settings, worker, topic, 60)
+    connection = await asyncpg.connect(database_url)
+    try:
+        rows = await connection.fetch(
+            "SELECT key, version, payload FROM entity_projection WHERE entity = 'customers'"
+        )
+        recorded = await connection.fetch("SELECT topic, error FROM dead_letters")
+    finally:
+        await connection.close()
+    assert {r["key"]: r["version"] for r in rows} == expected
+    assert all(json.loads(r["payload"]) == {"name": f"customer {r['key']}"} for r in rows)
+    assert [(r["topic"], "not a CloudEvent" in r["error"]) for r in recorded] == [(topic, True)]
