@@ -78,8 +78,10 @@ class Scheduler:
     async def _stand_by_and_lead(self, pool: asyncpg.Pool, producer: AIOKafkaProducer) -> None:
         leadership = Leadership(self.settings, self.node)
         try:
+            metrics.scheduler_state("standby")
             while not self.stopping.is_set() and await leadership.acquire(self.stopping):
                 log.info("leading as %s", self.node)
+                metrics.scheduler_state("leading")
                 try:
                     await self._lead(pool, producer, leadership)
                 except Exception:
@@ -87,9 +89,13 @@ class Scheduler:
                     # (another scheduler may lead) and stand by again.
                     log.exception("leading failed; standing down")
                     await leadership.release()
+                    metrics.scheduler_state("standby")
                     await pause(CHECK_SECONDS, self.stopping)
+                else:
+                    metrics.scheduler_state("standby")
         finally:
             await leadership.release()
+            metrics.scheduler_state(None)
 
     async def _lead(
         self, pool: asyncpg.Pool, producer: AIOKafkaProducer, leadership: Leadership

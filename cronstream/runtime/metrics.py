@@ -28,9 +28,11 @@ __all__ = [
     "RECORDS_DUPLICATE",
     "SCANNER_ROWS_EMITTED",
     "SCANNER_ROWS_REJECTED",
+    "SCHEDULER_STATE",
     "count_batch",
     "count_consumed",
     "forget_partition",
+    "scheduler_state",
 ]
 
 # Batches are one poll: a record or two once caught up, up to batch_size (at most
@@ -112,6 +114,15 @@ NOTIFY_RUNS = Counter(
     ["job"],
 )
 
+# Labelled, so that a process running no scheduler exports no series: "no leader among
+# the schedulers scraped" is then sum(...{status="leading"}) == 0, never a worker's 0.
+SCHEDULER_STATE = Gauge(
+    "cronstream_scheduler_state",
+    "1 for the state this process's scheduler is in (leading or standby), 0 for the other",
+    ["status"],
+)
+SCHEDULER_STATES = ("leading", "standby")
+
 
 def count_consumed(by_topic: Mapping[str, int]) -> None:
     """Records received from Kafka, counted once per batch before it is applied."""
@@ -141,3 +152,12 @@ def count_batch(
 def forget_partition(topic: str, partition: int) -> None:
     """Drop a partition's lag: it moved to another worker, which reports it now."""
     CONSUMER_LAG.remove(topic, str(partition))
+
+
+def scheduler_state(state: str | None) -> None:
+    """This process's scheduler leads, stands by, or (None) has stopped: no series."""
+    if state is None:
+        SCHEDULER_STATE.clear()
+        return
+    for status in SCHEDULER_STATES:
+        SCHEDULER_STATE.labels(status).set(1 if status == state else 0)

@@ -137,6 +137,9 @@ async def test_a_scrape_after_traffic_shows_records_batches_lag_runs_and_scans(
     assert sample(found, "cronstream_scanner_rows_emitted_total", job="notes") >= 2
     assert sample(found, "cronstream_scanner_rows_rejected_total", job="notes") >= 1  # the long key
     assert sample(found, "cronstream_cron_tick_lag_seconds_count", job="notes") >= 1
+    # The one scheduler leads.
+    assert sample(found, "cronstream_scheduler_state", status="leading") == 1
+    assert sample(found, "cronstream_scheduler_state", status="standby") == 0
     lag = {
         dict(labels)["partition"]: value
         for (name, labels), value in found.items()

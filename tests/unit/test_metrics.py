@@ -46,6 +46,7 @@ EXPECTED = [
     ("cronstream_scanner_rows_emitted_total", "counter", {"job"}, metrics.SCANNER_ROWS_EMITTED),
     ("cronstream_scanner_rows_rejected_total", "counter", {"job"}, metrics.SCANNER_ROWS_REJECTED),
     ("cronstream_notify_runs_total", "counter", {"job"}, metrics.NOTIFY_RUNS),
+    ("cronstream_scheduler_state", "gauge", {"status"}, metrics.SCHEDULER_STATE),
 ]
 NAMES = [name for name, *_ in EXPECTED]
 
@@ -75,6 +76,18 @@ def test_each_metric_has_its_name_type_and_labels(
 
 def test_no_metric_beyond_the_documented_ones() -> None:
     assert set(ours()) == set(NAMES)
+
+
+def test_the_scheduler_state_is_one_of_leading_or_standby_and_gone_when_it_stops() -> None:
+    metrics.scheduler_state("standby")
+    assert (value("cronstream_scheduler_state", status="leading"),
+            value("cronstream_scheduler_state", status="standby")) == (0, 1)  # fmt: skip
+    metrics.scheduler_state("leading")
+    assert (value("cronstream_scheduler_state", status="leading"),
+            value("cronstream_scheduler_state", status="standby")) == (1, 0)  # fmt: skip
+    metrics.scheduler_state(None)
+    # No series at all: a process without a scheduler never reads as "no leader".
+    assert not [s for s in metrics.SCHEDULER_STATE.collect()[0].samples]
 
 
 def test_labels_are_bounded_sets_never_ids_or_keys() -> None:
