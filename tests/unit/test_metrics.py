@@ -87,7 +87,8 @@ def test_the_scheduler_state_is_one_of_leading_or_standby_and_gone_when_it_stops
             value("cronstream_scheduler_state", status="standby")) == (1, 0)  # fmt: skip
     metrics.scheduler_state(None)
     # No series at all: a process without a scheduler never reads as "no leader".
-    assert not [s for s in metrics.SCHEDULER_STATE.collect()[0].samples]
+    assert REGISTRY.get_sample_value("cronstream_scheduler_state", {"status": "standby"}) is None
+    assert REGISTRY.get_sample_value("cronstream_scheduler_state", {"status": "leading"}) is None
 
 
 def test_labels_are_bounded_sets_never_ids_or_keys() -> None:
