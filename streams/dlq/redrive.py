@@ -103,6 +103,8 @@ class Redriven:
     error: str | None = None
 
     def summary(self, dry_run: bool) -> str:
+        if not self.selected:
+            return "no unresolved dead letters match"
         if dry_run:
             return (
                 f"would re-drive {self.found} of {self.selected} unresolved dead letter(s); "
