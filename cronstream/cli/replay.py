@@ -112,7 +112,9 @@ def replay_command(
         settings = settings.model_copy(
             update={"external_topics": {**settings.external_topics, topic: given}}
         )
-        typer.echo(f"note: {topic} holds dead letters of {original}: read as {given.name}", err=True)
+        typer.echo(
+            f"note: {topic} holds dead letters of {original}: read as {given.name}", err=True
+        )
     elif topic not in settings.input_topics:
         typer.echo(
             f"note: {topic} is not named in {env_var('external_topics')} (--external-topics): "
