@@ -37,7 +37,8 @@ def register(registry: Registry) -> None:
 
 def debezium_create(row_id: int, lsn: int, **columns: Any) -> tuple[bytes, bytes]:
     """A Debezium create (JsonConverter, schemas off): key and value."""
-    source = {"connector": "postgresql", "name": "dbz", "db": "shop", "schema": "public"}
+    source: dict[str, Any] = {"connector": "postgresql", "name": "dbz", "db": "shop"}
+    source["schema"] = "public"
     source |= {"table": "widgets", "lsn": lsn, "ts_ms": 1795000000000 + lsn, "txId": lsn}
     value = {"before": None, "after": {"id": row_id, **columns}, "source": source, "op": "c"}
     return json.dumps({"id": row_id}).encode(), json.dumps(value, ensure_ascii=False).encode()
