@@ -10,7 +10,7 @@ import typer
 from aiokafka.errors import KafkaError
 from typer.core import TyperGroup
 
-from cronstream.cli import jobs, migrate, publish, replay, status, worker
+from cronstream.cli import dlq, jobs, migrate, publish, replay, status, worker
 from cronstream.cli.options import env_option, fail
 from cronstream.config.settings import env_var
 from cronstream.errors import START_SERVICES, CronstreamError
@@ -94,6 +94,7 @@ app.command("run")(worker.run_command)
 app.command("replay")(replay.replay_command)
 app.command("status")(status.status_command)
 app.add_typer(jobs.jobs_app, name="jobs")
+app.add_typer(dlq.dlq_app, name="dlq")
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from cronstream.streams import replay
+from cronstream.streams.dlq import Redriven
 
 REPLAY_LOG_EVERY = 5.0  # seconds between progress lines when stderr is no terminal
 
@@ -62,6 +63,34 @@ def replay_progress(total: int) -> Iterator[Callable[[replay.Progress], None]]:
                 p.total,
                 p.rate,
                 extra={"replay_id": p.replay_id, "done": p.records, "total": p.total},
+            )
+
+    yield log_progress
+
+
+@contextmanager
+def counting_progress(label: str, enabled: bool) -> Iterator[Callable[[Redriven], None]]:
+    """A bar of a redrive's records read, on a terminal; else a log line every few seconds."""
+    if sys.stderr.isatty() and enabled:
+        with Progress(
+            TextColumn(label), BarColumn(), MofNCompleteColumn(), console=Console(stderr=True)
+        ) as bar:
+            task = bar.add_task(label, total=None)
+            yield lambda done: bar.update(task, completed=done.read, total=done.total)
+        return
+    last = time.monotonic()
+
+    def log_progress(done: Redriven) -> None:
+        nonlocal last
+        if enabled and time.monotonic() - last >= REPLAY_LOG_EVERY:
+            last = time.monotonic()
+            log.info(
+                "%s: %d of %d records read, %d applied, %d failed again",
+                label,
+                done.read,
+                done.total,
+                done.applied,
+                done.failed_again,
             )
 
     yield log_progress

@@ -105,7 +105,17 @@ def replay_command(
     if topic is None:
         fail("--topic is required", 2)
     request = replay.check(replay.Asked.of(ctx.params), live_group=settings.consumer_group)
-    if topic not in settings.input_topics:  # a dead-letter topic, say
+    original = topic.removesuffix(settings.dlq_suffix)
+    if topic not in settings.input_topics and original in settings.external_topics:
+        # A dead-letter topic holds its original topic's records: read them in its format.
+        given = settings.external_topics[original]
+        settings = settings.model_copy(
+            update={"external_topics": {**settings.external_topics, topic: given}}
+        )
+        typer.echo(
+            f"note: {topic} holds dead letters of {original}: read as {given.name}", err=True
+        )
+    elif topic not in settings.input_topics:
         typer.echo(
             f"note: {topic} is not named in {env_var('external_topics')} (--external-topics): "
             "its records are read as envelopes",

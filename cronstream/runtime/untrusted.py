@@ -7,6 +7,8 @@ makes the write itself fail, again on every retry.
 
 from __future__ import annotations
 
+import unicodedata
+
 
 def safe_text(text: str, limit: int = 2000) -> str:
     """`text` with NUL and lone surrogates escaped, cut to at most `limit` characters."""
@@ -33,3 +35,28 @@ def shown(text: str) -> str:
     """Untrusted text made safe for a one-line message: escaped and cut short."""
     escaped = text.encode("unicode_escape").decode("ascii")
     return escaped if len(escaped) <= 80 else escaped[:77] + "..."
+
+
+def shown_bytes(data: bytes | None, limit: int = 4000) -> str:
+    """Untrusted bytes for a terminal: UTF-8 as text, other bytes as \\xNN, control and
+    format characters escaped (no escape sequence reaches the terminal), newlines kept,
+    cut to about `limit` characters with the size said."""
+    if data is None:
+        return "(null)"
+    text = data.decode("utf-8", "backslashreplace")
+    escaped = "".join(
+        char if char == "\n" or unicodedata.category(char)[0] != "C" else _escape(char)
+        for char in text[:limit]
+    )
+    return escaped if len(text) <= limit else f"{escaped}... ({len(data)} bytes in all)"
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return (
+        f"\\x{code:02x}"
+        if code < 0x100
+        else f"\\u{code:04x}"
+        if code < 0x10000
+        else f"\\U{code:08x}"
+    )

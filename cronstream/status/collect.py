@@ -37,11 +37,13 @@ from cronstream.status.model import (
     LastRun,
     Partition,
     Status,
+    UnresolvedReason,
 )
 from cronstream.status.sql import query
 
 SERVICE_TIMEOUT = 5.0  # seconds for each of Postgres and Kafka
 LATEST_DEAD_LETTERS = 20
+TOP_REASONS = 20  # unresolved dead letters by topic and reason: the most numerous
 
 
 @dataclass
@@ -169,6 +171,10 @@ async def _from_postgres(settings: Settings, jobs_file: Path | None, status: Sta
         status.dead_letter_counts = [
             DeadLetterCount(row["topic"], row["total"], row["last_hour"])
             for row in await connection.fetch(query("status_dead_letter_counts"))
+        ]
+        status.unresolved_by_reason = [
+            UnresolvedReason(row["topic"], row["error"], row["unresolved"], row["last_seen"])
+            for row in await connection.fetch(query("status_unresolved_by_reason"), TOP_REASONS)
         ]
         status.dead_letters = [
             DeadLetter(

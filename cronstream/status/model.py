@@ -31,6 +31,16 @@ class DeadLetterCount:
 
 
 @dataclass
+class UnresolvedReason:
+    """Unresolved dead letters of one topic and reason (`cronstream dlq` re-drives them)."""
+
+    topic: str
+    reason: str
+    unresolved: int
+    last_seen: datetime
+
+
+@dataclass
 class DeadLetter:
     consumer: str
     topic: str
@@ -86,6 +96,7 @@ class Status:
     jobs: list[JobStatus] = field(default_factory=list)
     leader: str | None = None  # the leading scheduler's node, None when none leads
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    unresolved_by_reason: list[UnresolvedReason] = field(default_factory=list)
     unreachable: dict[str, str] = field(default_factory=dict)  # "postgres"/"kafka": why
     jobs_error: str | None = None  # the jobs file could not be loaded
 

@@ -87,6 +87,15 @@ def render(status: Status) -> str:
         [_row([c.topic, c.total, c.last_hour], (1, 2)) for c in status.dead_letter_counts],
         "no dead letters",
     )
+    reasons = _table(
+        "unresolved-by-reason",
+        ["topic", "reason", "unresolved", "last seen"],
+        [
+            _row([r.topic, r.reason, r.unresolved, r.last_seen], (2,))
+            for r in status.unresolved_by_reason
+        ],
+        "no unresolved dead letters",
+    )
     jobs = _table(
         "jobs",
         ["job", "schedule", "zone", "last run", "next run", "problem"],
@@ -119,6 +128,8 @@ def render(status: Status) -> str:
 {partitions}
 <h2>Dead letters by topic</h2>
 {counts}
+<h2>Unresolved dead letters by reason</h2>
+{reasons}
 <h2>Jobs</h2>
 <p id="leader">scheduler leader: {leader}</p>
 {jobs}

@@ -45,6 +45,11 @@ def print_status(status: Status) -> None:
     for count in status.dead_letter_counts:
         dead.add_row(*_texts(count.topic, count.total, count.last_hour))
     console.print(dead)
+    if status.unresolved_by_reason:
+        reasons = Table("topic", "reason", "unresolved", "last seen", title="Unresolved by reason")
+        for r in status.unresolved_by_reason:
+            reasons.add_row(*_texts(r.topic, r.reason, r.unresolved, r.last_seen.isoformat()))
+        console.print(reasons)
     leader = status.leader or "none leads"
     jobs = Table(
         "job",

@@ -33,7 +33,12 @@ FROM checkpoints WHERE consumer = $1 ORDER BY topic, partition
 
 -- dead_letters_record --
 INSERT INTO dead_letters (consumer, topic, partition, "offset", dlq_topic, error, attempts)
-SELECT $1, u.topic, u.partition, u.offset, u.dlq_topic, u.error, u.attempts
+SELECT DISTINCT ON (u.topic, u.partition, u.offset)
+       $1, u.topic, u.partition, u.offset, u.dlq_topic, u.error, u.attempts
 FROM unnest($2::text[], $3::integer[], $4::bigint[], $5::text[], $6::text[], $7::integer[])
   AS u(topic, partition, "offset", dlq_topic, error, attempts)
-ON CONFLICT DO NOTHING
+ORDER BY u.topic, u.partition, u.offset
+-- Dead-lettered again (a redrive, a re-apply replay): the new reason, and unresolved.
+ON CONFLICT (consumer, topic, partition, "offset") DO UPDATE
+SET error = excluded.error, attempts = excluded.attempts, dlq_topic = excluded.dlq_topic,
+    failed_at = now(), resolved_at = NULL, resolved_by = NULL

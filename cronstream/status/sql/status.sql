@@ -9,6 +9,12 @@ SELECT topic, count(*) AS total,
        count(*) FILTER (WHERE created_at > now() - interval '1 hour') AS last_hour
 FROM dead_letters GROUP BY topic ORDER BY topic
 
+-- status_unresolved_by_reason --
+-- The $1 topics and reasons with the most unresolved dead letters.
+SELECT topic, error, count(*) AS unresolved, max(coalesce(failed_at, created_at)) AS last_seen
+FROM dead_letters WHERE resolved_at IS NULL
+GROUP BY topic, error ORDER BY unresolved DESC, topic, error LIMIT $1
+
 -- status_dead_letters_latest --
 SELECT consumer, topic, partition, "offset", dlq_topic, error, attempts, created_at
 FROM dead_letters ORDER BY id DESC LIMIT $1
