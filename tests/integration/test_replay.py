@@ -469,6 +469,11 @@ async def test_reapplying_narrowed_batch_after_an_outage_applies_each_record_onc
     policy = RetryPolicy(2, 0.01, 0.01)
     try:
         await BatchApplier("c", route, sink, lambda t: f"{t}.dlq", policy).apply(connection, batch)
+        replay_id = await connection.fetchval(
+            "INSERT INTO replays (started_by, mode, consumer, topic, partitions, range, handlers) "
+            "VALUES ('t', 're-apply', 'c', $1, '{0,1}', '{}', '{}') RETURNING id",
+            TOPIC,
+        )
         reapply = BatchApplier(
             "c",
             route,
@@ -476,6 +481,7 @@ async def test_reapplying_narrowed_batch_after_an_outage_applies_each_record_onc
             lambda t: f"{t}.dlq",
             policy,
             reapply_through={(TOPIC, 0): 7, (TOPIC, 1): 7},
+            replay_id=replay_id,
         )
         sink.after_send.append(connection)  # Postgres goes away once the halves committed
         with pytest.raises(Exception) as raised:

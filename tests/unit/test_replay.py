@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cronstream.cli import app
-from cronstream.cli.replay import resume_commands
+from cronstream.cli.replay import resume_command
 from cronstream.runtime.names import is_identifier
 from cronstream.streams.replay import (
     Asked,
@@ -229,14 +229,23 @@ def test_help_names_both_modes() -> None:
     assert "rebuild" in result.output
 
 
-def test_resume_commands_repeat_every_option_quoted_for_the_shell() -> None:
-    request = check(
-        asked(from_beginning=True, consumer="r 1", like=("a.t",), rate_limit=40.0), LIVE
-    )
-    [command] = resume_commands(request, ["my handlers"], "cdc:debezium", [(2, 17, 99)])
-    assert shlex.split(command) == [
-        "cronstream", "replay", "--topic", "t", "--handlers", "my handlers",
-        "--external-topics", "cdc:debezium", "--consumer", "r 1", "--schema", schema_for("r 1"),
-        "--like", "a.t", "--rate-limit", "40.0",
-        "--partitions", "2", "--from-offset", "17", "--to-offset", "99",
+def test_resume_command_names_the_replay_and_the_formats_quoted_for_the_shell() -> None:
+    assert shlex.split(resume_command(12, "cdc:debezium, x")) == [
+        "cronstream", "replay", "--resume", "12", "--external-topics", "cdc:debezium, x",
     ]  # fmt: skip
+    assert resume_command(7, None) == "cronstream replay --resume 7"
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["--topic", "t"], "--topic"),
+        (["--from-beginning"], "--from-beginning"),
+        (["--handlers", "m"], "--handlers"),
+        (["--consumer", "r1"], "--consumer"),
+    ],
+)
+def test_resume_refuses_options_of_its_own_before_connecting(args: list[str], option: str) -> None:
+    result = runner.invoke(app, ["replay", "--resume", "3", *args])
+    assert result.exit_code == 2, result.output
+    assert result.output == f"error: --resume 3 replays with its recorded options: drop {option}\n"
