@@ -163,7 +163,8 @@ def rate_limit_of(ctx: typer.Context, replay_id: int) -> float | None:
     with --resume; any other is refused, naming it."""
     kept = {"resume", "rate_limit", "external_topics", "dry_run"}
     for name, value in ctx.params.items():
-        if name not in kept and value not in (None, False, []):
+        empty = value is None or value is False or (isinstance(value, list | tuple) and not value)
+        if name not in kept and not empty:
             option = "--" + name.replace("_", "-")
             if name == "handler_modules":
                 option = "--handlers"
