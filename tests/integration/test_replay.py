@@ -203,7 +203,7 @@ async def test_an_unmigrated_database_is_one_line_naming_migrate(
     settings: Settings, env: dict[str, str], database_url: str
 ) -> None:
     await publish_at(settings, list(count_events(3)), BASE)
-    await fetch(database_url, "DROP TABLE replays")
+    await fetch(database_url, "DROP TABLE replays CASCADE")
     result = run_cli(["replay", "--topic", env["CRONSTREAM_SYNC_TOPIC"], "--from-beginning"], env)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
