@@ -113,58 +113,44 @@ async def test_a_batch_whose_commit_acknowledgement_is_lost_applies_nothing_a_th
     }
 
 
-@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM])
-async def test_a_replay_stopped_mid_batch_and_resumed_applies_each_record_once(
-    settings: Settings,
-    env: dict[str, str],
-    database_url: str,
-    tmp_path: Path,
-    stop: signal.Signals,
-) -> None:
-    """Stopped while a batch waits at the gate (record 25 of 60, one partition, batches
-    of at most 10): killed, that batch rolls back; terminated, it commits and the replay
-    stops after it. `--resume` goes on after the recorded position."""
-    await create_counts_table(database_url)
+def gated_events(n: int, gate_at: int) -> list[Event]:
+    """Count events of one key (one partition, offsets in this order); the one at
+    `gate_at` waits at the gate (tests/integration/replay_handlers.py)."""
     run = uuid.uuid4().hex[:8]
-    events = [
+    return [
         Event.new(
             type="count",
             source="t",
             entity="item",
             key=1,
-            payload={"gate": i == 25},
+            payload={"gate": i == gate_at},
             id=f"{run}-{i}",
         )
-        for i in range(60)
+        for i in range(n)
     ]
-    ids = await publish(settings, events)  # one key: one partition, offsets 0..59 in order
-    await apply_live(settings, env, tmp_path)
-    replay_env = env | {"CRONSTREAM_BATCH_SIZE": "10", "CRONSTREAM_DB_LOCK_TIMEOUT": "120"}
-    args = ["replay", "--topic", settings.sync_topic, "--from-beginning", "--handlers", MODULE]
-    process = WorkerProcess(replay_env, tmp_path, "replay", args)
+
+
+async def stop_at_the_gate(process: WorkerProcess, database_url: str, stop: signal.Signals) -> int:
+    """Start the replay `process`, and stop it while a batch of it waits at the gate:
+    SIGKILL (its backend, still waiting, is ended too: the batch rolls back), or SIGTERM
+    and then open the gate (the batch commits and the replay stops after it). Its id."""
     gate = await asyncpg.connect(database_url)
     try:
         await gate.execute("SELECT pg_advisory_lock($1)", GATE)
         process.start()
+        waiting_at_gate = (
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND objid = $1"
+        )
 
         async def at_the_gate() -> bool:
             assert process.alive(), process.logs()[-3000:]
-            waiting = await gate.fetchval(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
-                "AND objid = $1",
-                GATE,
-            )
-            return bool(waiting)
+            return await gate.fetchval(waiting_at_gate, GATE) is not None
 
         await wait_for(at_the_gate, 90, "a replay batch waiting at the gate")
-        waiting = await gate.fetchval(
-            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND objid = $1",
-            GATE,
-        )
-        replay_id = await gate.fetchval("SELECT id FROM replays")
+        waiting = await gate.fetchval(waiting_at_gate, GATE)
+        replay_id: int = await gate.fetchval("SELECT id FROM replays")
         if stop == signal.SIGKILL:
             process.kill()
-            # Its backend still waits at the gate, holding the batch: it goes too.
             await gate.execute("SELECT pg_terminate_backend($1)", waiting)
 
             async def gone() -> bool:
@@ -183,9 +169,30 @@ async def test_a_replay_stopped_mid_batch_and_resumed_applies_each_record_once(
             await gate.execute("SELECT pg_advisory_unlock($1)", GATE)  # the batch goes on
             assert process.process.wait(timeout=60) == 1, process.logs()[-3000:]
             assert f"resume with: cronstream replay --resume {replay_id}" in process.logs()
+        return replay_id
     finally:
         process.stop()
         await gate.close()
+
+
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM])
+async def test_a_replay_stopped_mid_batch_and_resumed_applies_each_record_once(
+    settings: Settings,
+    env: dict[str, str],
+    database_url: str,
+    tmp_path: Path,
+    stop: signal.Signals,
+) -> None:
+    """Stopped while a batch waits at the gate (record 25 of 60, batches of at most 10):
+    killed, that batch rolls back; terminated, it commits and the replay stops after it.
+    `--resume` goes on after the recorded position."""
+    await create_counts_table(database_url)
+    ids = await publish(settings, gated_events(60, gate_at=25))
+    await apply_live(settings, env, tmp_path)
+    replay_env = env | {"CRONSTREAM_BATCH_SIZE": "10", "CRONSTREAM_DB_LOCK_TIMEOUT": "120"}
+    args = ["replay", "--topic", settings.sync_topic, "--from-beginning", "--handlers", MODULE]
+    process = WorkerProcess(replay_env, tmp_path, "replay", args)
+    replay_id = await stop_at_the_gate(process, database_url, stop)
 
     [(partition, reached)] = (await positions(database_url, replay_id)).items()
     if stop == signal.SIGKILL:
@@ -245,3 +252,34 @@ async def test_a_rebuild_dead_letters_to_its_own_topic_and_the_live_one_is_untou
     finally:
         await connection.close()
     assert [tuple(row) for row in rows] == [("rb.dlq", own, 5)]
+
+
+async def test_a_killed_rebuild_resumed_applies_each_record_once_into_its_schema(
+    settings: Settings, env: dict[str, str], database_url: str, tmp_path: Path
+) -> None:
+    await create_counts_table(database_url)
+    ids = await publish(settings, gated_events(40, gate_at=25))
+    replay_env = env | {"CRONSTREAM_BATCH_SIZE": "10", "CRONSTREAM_DB_LOCK_TIMEOUT": "120"}
+    args = ["replay", "--topic", settings.sync_topic, "--from-beginning", "--handlers", MODULE]
+    args += ["--consumer", "rb.kill", "--like", "event_counts"]
+    process = WorkerProcess(replay_env, tmp_path, "rebuild", args)
+    replay_id = await stop_at_the_gate(process, database_url, signal.SIGKILL)
+    [(partition, reached)] = (await positions(database_url, replay_id)).items()
+    assert 15 <= reached < 25
+
+    resumed = run_cli(["replay", "--resume", str(replay_id)], replay_env, timeout=180)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    schema = schema_for("rb.kill")
+    assert (
+        f"resuming replay {replay_id}, rebuild of {settings.sync_topic} for consumer rb.kill "
+        f"into schema {schema}: {39 - reached} records"
+    ) in resumed.stderr
+    connection = await asyncpg.connect(database_url)
+    try:
+        rebuilt = await connection.fetch(f"SELECT event_id, applied FROM {schema}.event_counts")
+        live = await connection.fetchval("SELECT count(*) FROM event_counts")
+    finally:
+        await connection.close()
+    assert {row["event_id"]: row["applied"] for row in rebuilt} == dict.fromkeys(ids, 1)
+    assert live == 0
+    assert await positions(database_url, replay_id) == {partition: 39}

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from cronstream.cli import app
 from cronstream.cli.replay import resume_command
+from cronstream.config.settings import Settings
 from cronstream.runtime.names import is_identifier
 from cronstream.streams.replay import (
     Asked,
@@ -23,6 +24,7 @@ from cronstream.streams.replay import (
     schema_for,
     to_millis,
 )
+from cronstream.streams.replay.rebuild import check_dlq_topic, rebuild_dlq_topic
 
 runner = CliRunner()
 LIVE = "cronstream"
@@ -249,3 +251,27 @@ def test_resume_refuses_options_of_its_own_before_connecting(args: list[str], op
     result = runner.invoke(app, ["replay", "--resume", "3", *args])
     assert result.exit_code == 2, result.output
     assert result.output == f"error: --resume 3 replays with its recorded options: drop {option}\n"
+
+
+def test_a_rebuild_dead_letters_to_a_topic_of_its_own_per_consumer() -> None:
+    settings = Settings(consumer_group=LIVE)
+    name = rebuild_dlq_topic(settings, "orders v2/ü")("orders")
+    assert name == f"orders.rebuild.{schema_for('orders v2/ü')}.dlq"
+    assert re.fullmatch(r"[a-zA-Z0-9._-]+", name), "a valid Kafka topic name"
+    assert rebuild_dlq_topic(settings, "orders.v2")("orders") != rebuild_dlq_topic(
+        settings, "orders-v2"
+    )("orders")
+    custom = Settings(consumer_group=LIVE, dlq_suffix="-dead")
+    assert rebuild_dlq_topic(custom, "r1")("t") == f"t.rebuild.{schema_for('r1')}-dead"
+
+
+def test_a_rebuild_whose_dead_letter_topic_is_live_or_too_long_is_refused() -> None:
+    clash = f"t.rebuild.{schema_for('r1')}"
+    settings = Settings(consumer_group=LIVE, sync_topic=clash)
+    request = check(asked(from_beginning=True, consumer="r1"), LIVE)
+    with pytest.raises(ReplayError, match=f"dead-letter topic {clash}.dlq is a live topic"):
+        check_dlq_topic(settings, request)
+    check_dlq_topic(Settings(consumer_group=LIVE), request)
+    long = check(asked(topic="t" * 240, from_beginning=True, consumer="r1"), LIVE)
+    with pytest.raises(ReplayError, match="Kafka's limit is 249"):
+        check_dlq_topic(Settings(consumer_group=LIVE), long)
