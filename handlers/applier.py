@@ -5,12 +5,14 @@ Per batch (which may span partitions), in one Postgres transaction:
 1. lock the checkpoint row of every (consumer, topic, partition) in the batch, in a
    fixed order (SELECT ... FOR UPDATE);
 2. drop records at or below their partition's checkpoint: already applied (except, in
-   a re-apply replay, those at or below `reapply_through`: applied again, once each);
+   a re-apply replay, those at or below `reapply_through` and above the replay's
+   recorded position: applied again, once each);
 3. apply the rest through the handlers, one partition at a time in offset order
    (handlers/dispatch.py); records that cannot be applied (undecodable, no handler,
    handler still failing after its retries) are sent to the dead-letter sink, which
    must be durable before this transaction commits (handlers/dead_letters.py);
-4. set each checkpoint to its partition's last offset in the batch; COMMIT.
+4. set each checkpoint to its partition's last offset in the batch (and, in a replay,
+   its position in `replay_positions`); COMMIT.
 
 Failures are classified (handlers/failures.py). An outage (Postgres or Kafka
 unreachable, a lock or statement timeout on the protocol's own queries, a deadlock)
@@ -33,6 +35,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from typing import NamedTuple
 
 import asyncpg
 
@@ -52,6 +55,14 @@ from cronstream.runtime.untrusted import safe_text
 log = logging.getLogger(__name__)
 
 
+class Held(NamedTuple):
+    """A locked partition: its checkpoint, and how far the replay applying it got (-1:
+    not a replay, or nothing yet)."""
+
+    checkpoint: int
+    replayed: int
+
+
 class BatchApplier:
     """Applies batches for one consumer group under the checkpoint protocol."""
 
@@ -65,33 +76,29 @@ class BatchApplier:
         handler_timeout: float = 60.0,
         reapply_through: Mapping[PartitionKey, int] | None = None,
         formats: Mapping[str, TopicFormat] | None = None,
+        replay_id: int | None = None,
     ) -> None:
-        """`formats`: each input topic's format; a topic not named carries envelopes."""
+        """`formats`: each input topic's format; a topic not named carries envelopes.
+        `replay_id` and `reapply_through`: a replay's (streams/replay/)."""
         self.consumer = consumer
         self.retry = retry
         self.letters = DeadLetterLedger(consumer, dead_letter, dlq_topic)
         self.dispatch = Dispatcher(route, Decoders(formats), self.letters, retry, handler_timeout)
-        # A re-apply replay (streams/replay/): records at or below these offsets were
-        # applied before and are applied again, once each, under the checkpoint locks;
-        # `_reapplied` is how far a committed transaction of this process re-applied.
+        # A replay records how far it applied each partition in every batch's
+        # transaction. In a re-apply replay, records at or below `reapply_through` were
+        # applied before and are applied again, once each, under the checkpoint locks:
+        # those above the recorded position, which a retried batch (COMMIT reached
+        # Postgres, its acknowledgement was lost) or a resumed replay reads back.
+        self.replay_id = replay_id
         self.reapply_through = dict(reapply_through or {})
-        self._reapplied: dict[PartitionKey, int] = {}
+        if self.reapply_through and replay_id is None:
+            raise ValueError("a re-apply needs a replay id to record its positions under")
 
-    def _fresh(self, key: PartitionKey, offset: int, checkpoint: int) -> bool:
+    def _fresh(self, key: PartitionKey, offset: int, held: Held) -> bool:
         """Above the checkpoint, or in the range being re-applied and not re-applied yet."""
-        if offset > checkpoint:
+        if offset > held.checkpoint:
             return True
-        return self._reapplied.get(key, -1) < offset <= self.reapply_through.get(key, -1)
-
-    def _committed(
-        self, last: dict[PartitionKey, int], checkpoints: dict[PartitionKey, int]
-    ) -> None:
-        """A transaction covering records up to `last` committed `checkpoints`: never
-        re-apply those records again, nor send their dead letters again."""
-        for key, offset in last.items():
-            if key in self.reapply_through:
-                self._reapplied[key] = max(self._reapplied.get(key, -1), offset)
-        self.letters.forget(checkpoints)
+        return held.replayed < offset <= self.reapply_through.get(key, -1)
 
     async def apply(
         self,
@@ -139,8 +146,8 @@ class BatchApplier:
         key = (record.topic, record.partition)
         outcome = Outcome()
         async with self._locked(connection, [key]) as locked:
-            checkpoint = locked[key]
-            if not self._fresh(key, record.offset, checkpoint):
+            checkpoint = locked[key].checkpoint
+            if not self._fresh(key, record.offset, locked[key]):
                 outcome.duplicates_by_topic[record.topic] = 1
                 outcome.checkpoints[key] = checkpoint
                 return outcome
@@ -148,8 +155,8 @@ class BatchApplier:
             self.letters.reject(outcome, record, reason, attempts=1)
             await self.letters.send(connection, outcome.dead_letters)
             outcome.checkpoints[key] = max(checkpoint, record.offset)
-            await self._advance(connection, outcome.checkpoints)
-        self._committed({key: record.offset}, outcome.checkpoints)
+            await self._advance(connection, outcome.checkpoints, {key: record.offset})
+        self.letters.forget(outcome.checkpoints)
         return outcome
 
     async def _apply(
@@ -157,44 +164,63 @@ class BatchApplier:
     ) -> Outcome:
         partitions = by_partition(records)
         outcome = Outcome()
+        last = {key: batch[-1].offset for key, batch in partitions.items()}
         async with self._locked(connection, list(partitions)) as locked:
             for key, batch in partitions.items():
-                checkpoint = locked[key]
-                fresh = [r for r in batch if self._fresh(key, r.offset, checkpoint)]
+                fresh = [r for r in batch if self._fresh(key, r.offset, locked[key])]
                 outcome.duplicates_by_topic[key[0]] += len(batch) - len(fresh)
                 await self.dispatch.apply_partition(connection, fresh, outcome)
-                outcome.checkpoints[key] = max(checkpoint, batch[-1].offset)
+                outcome.checkpoints[key] = max(locked[key].checkpoint, last[key])
             if outcome.dead_letters:
                 # Durable before the checkpoint passes them: a crash in between sends
                 # them again (at-least-once in the dead-letter topic), never loses them.
                 await self.letters.send(connection, outcome.dead_letters)
-            await self._advance(connection, outcome.checkpoints)
-        self._committed(
-            {key: batch[-1].offset for key, batch in partitions.items()}, outcome.checkpoints
-        )
+            await self._advance(connection, outcome.checkpoints, last)
+        self.letters.forget(outcome.checkpoints)  # never sent again
         return outcome
 
     @asynccontextmanager
     async def _locked(
         self, connection: asyncpg.Connection, keys: list[PartitionKey]
-    ) -> AsyncIterator[dict[PartitionKey, int]]:
+    ) -> AsyncIterator[dict[PartitionKey, Held]]:
         """A transaction holding the checkpoint rows of `keys` (created before it where
-        missing), locked in a fixed order; yields each one's checkpoint."""
+        missing), locked in a fixed order; yields each one's checkpoint and how far this
+        replay applied it."""
         topics = [topic for topic, _ in keys]
         numbers = [partition for _, partition in keys]
         await connection.execute(query("checkpoints_ensure"), self.consumer, topics, numbers)
         async with connection.transaction():
             rows = await connection.fetch(query("checkpoints_lock"), self.consumer, topics, numbers)
-            yield {(row["topic"], row["partition"]): row["offset"] for row in rows}
+            replayed: dict[PartitionKey, int] = {}
+            if self.replay_id is not None:
+                positions = await connection.fetch(
+                    query("replay_positions_of"), self.replay_id, topics, numbers
+                )
+                replayed = {(row["topic"], row["partition"]): row["offset"] for row in positions}
+            keys_of = [(row["topic"], row["partition"]) for row in rows]
+            yield {
+                key: Held(row["offset"], replayed.get(key, -1))
+                for key, row in zip(keys_of, rows, strict=True)
+            }
 
     async def _advance(
-        self, connection: asyncpg.Connection, checkpoints: dict[PartitionKey, int]
+        self,
+        connection: asyncpg.Connection,
+        checkpoints: dict[PartitionKey, int],
+        last: dict[PartitionKey, int],
     ) -> None:
-        advanced = sorted(checkpoints.items())
-        await connection.execute(
-            query("checkpoints_advance"),
-            self.consumer,
-            [topic for (topic, _), _ in advanced],
-            [partition for (_, partition), _ in advanced],
-            [offset for _, offset in advanced],
-        )
+        """The checkpoints, and (a replay) the last offset of each partition it applied."""
+        for sql, owner, offsets in (
+            ("checkpoints_advance", self.consumer, checkpoints),
+            ("replay_positions_advance", self.replay_id, last),
+        ):
+            if owner is None:
+                continue
+            advanced = sorted(offsets.items())
+            await connection.execute(
+                query(sql),
+                owner,
+                [topic for (topic, _), _ in advanced],
+                [partition for (_, partition), _ in advanced],
+                [offset for _, offset in advanced],
+            )

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from itertools import islice
 from operator import itemgetter
 
@@ -65,23 +65,28 @@ class BatchLoop:
         consumer: str | None = None,
         route: Router | None = None,
         reapply_through: Mapping[PartitionKey, int] | None = None,
+        replay_id: int | None = None,
+        dlq_topic: Callable[[str], str] | None = None,
     ) -> None:
-        """`consumer`, `route` and `reapply_through` are a replay's (streams/replay/)."""
+        """The keyword arguments are a replay's (streams/replay/): its consumer, routing,
+        re-applied range, id (its positions are recorded under it) and dead-letter topics."""
         self.settings = settings
         self.stopping = stopping
         consumer = consumer or settings.consumer_group
-        self.dead_letters = DeadLetterProducer(settings, consumer)
+        dlq_topic = dlq_topic or settings.dlq_topic
+        self.dead_letters = DeadLetterProducer(settings, consumer, dlq_topic)
         self.applier = BatchApplier(
             consumer=consumer,
             route=route or router(settings, registry),
             dead_letter=self.dead_letters,
-            dlq_topic=settings.dlq_topic,
+            dlq_topic=dlq_topic,
             retry=RetryPolicy(
                 settings.handler_attempts, settings.retry_backoff, settings.retry_backoff_max
             ),
             handler_timeout=settings.handler_timeout,
             reapply_through=reapply_through,
             formats=settings.external_topics,
+            replay_id=replay_id,
         )
         self.connection: asyncpg.Connection | None = None
 

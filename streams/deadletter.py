@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
@@ -64,9 +64,17 @@ def headers(letter: DeadLetter, consumer: str) -> list[tuple[str, bytes]]:
 class DeadLetterProducer:
     """Sends dead letters with the idempotent producer and waits for Kafka's acks."""
 
-    def __init__(self, settings: Settings, consumer: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        consumer: str | None = None,
+        dlq_topic: Callable[[str], str] | None = None,
+    ) -> None:
+        """`consumer` and `dlq_topic`: a rebuild's own (streams/replay/); by default the
+        live group's, and `<topic>.dlq`."""
         self.settings = settings
-        self.consumer = consumer or settings.consumer_group  # a replay's own, when rebuilding
+        self.consumer = consumer or settings.consumer_group
+        self.dlq_topic = dlq_topic or settings.dlq_topic
         self.producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
@@ -113,7 +121,7 @@ class DeadLetterProducer:
         if key is None and value is None:  # Kafka refuses a record with neither
             value = b""
             sent_headers.append((VALUE_OMITTED, b"the original value is null"))
-        return Message(self.settings.dlq_topic(record.topic), value, key, sent_headers)
+        return Message(self.dlq_topic(record.topic), value, key, sent_headers)
 
 
 def sendable_headers(record: ConsumedRecord) -> list[tuple[str, bytes]]:

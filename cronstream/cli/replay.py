@@ -11,7 +11,7 @@ import typer
 from cronstream.cli.compose import build_registry
 from cronstream.cli.options import ExternalTopicsOption, HandlersOption, fail, settings_of
 from cronstream.cli.progress import replay_progress
-from cronstream.config.settings import env_var
+from cronstream.config.settings import Settings, env_var
 from cronstream.runtime import shutdown
 from cronstream.runtime.untrusted import shown
 from cronstream.streams import replay
@@ -80,6 +80,15 @@ def replay_command(
     rate_limit: Annotated[
         float | None, typer.Option(help="At most this many records per second, on average.")
     ] = None,
+    resume: Annotated[
+        int | None,
+        typer.Option(
+            help="Go on with the replay of this id (the replays table; an interrupted one "
+            "prints it), each partition after where its last committed batch got to, with "
+            "its recorded options and handlers. Give only --external-topics, --rate-limit "
+            "or --dry-run with it.",
+        ),
+    ] = None,
 ) -> None:
     """Replay a range of a topic through the handlers, under the checkpoint protocol.
 
@@ -94,6 +103,11 @@ def replay_command(
     into --schema (each handler call runs with that schema as its search_path), so the
     live tables are untouched. Run it again to resume where it stopped.
 
+    Each batch records how far the replay got in the same transaction, so a batch retried
+    after a lost COMMIT acknowledgement, or a replay resumed with --resume ID after it
+    was stopped or killed, applies no record of the range twice. A rebuild's dead letters
+    go to <topic>.rebuild.<token>.dlq (token: as the default schema), never to <topic>.dlq.
+
     The range is read without a consumer group, up to the log end at the start. Progress
     shows on a terminal (a log line every 5 s otherwise); a summary line ends it, and a
     row in the replays table records it. Exit codes: 0 done; 1 failed or interrupted
@@ -102,28 +116,19 @@ def replay_command(
     """
     # --external-topics: the topic's format, as the worker reads it.
     settings = settings_of(ctx, external_topics=external_topics)
-    if topic is None:
-        fail("--topic is required", 2)
-    request = replay.check(replay.Asked.of(ctx.params), live_group=settings.consumer_group)
-    original = topic.removesuffix(settings.dlq_suffix)
-    if topic not in settings.input_topics and original in settings.external_topics:
-        # A dead-letter topic holds its original topic's records: read them in its format.
-        given = settings.external_topics[original]
-        settings = settings.model_copy(
-            update={"external_topics": {**settings.external_topics, topic: given}}
-        )
-        typer.echo(
-            f"note: {topic} holds dead letters of {original}: read as {given.name}", err=True
-        )
-    elif topic not in settings.input_topics:
-        typer.echo(
-            f"note: {topic} is not named in {env_var('external_topics')} (--external-topics): "
-            "its records are read as envelopes",
-            err=True,
-        )
-    modules = [*settings.handlers, *(handler_modules or [])]
+    if resume is not None:
+        plan = asyncio.run(replay.plan_resume(settings, resume, rate_limit_of(ctx, resume)))
+        assert plan.resumes is not None, "a resumed plan"
+        modules = list(plan.resumes.handlers)
+    else:
+        if topic is None:
+            fail("--topic is required", 2)
+        request = replay.check(replay.Asked.of(ctx.params), live_group=settings.consumer_group)
+        modules = [*settings.handlers, *(handler_modules or [])]
+        plan = asyncio.run(replay.plan_replay(settings, request))
+    topic = plan.request.asked.topic
+    settings = read_as_its_format(settings, topic)
     registry = build_registry(modules)
-    plan = asyncio.run(replay.plan_replay(settings, request))
     for line in plan.lines():
         typer.echo(line, err=not dry_run)
     if dry_run:
@@ -139,38 +144,54 @@ def replay_command(
 
     done = asyncio.run(main())
     typer.echo(done.summary(topic))
+    if done.status in ("failed", "interrupted") and done.replay_id is not None:
+        command = resume_command(done.replay_id, external_topics)
+        typer.echo(f"resume with: {command}", err=True)
     if done.status == "failed":
         fail(f"replay {done.replay_id} failed: {shown(done.error or '')}")
     if done.status == "interrupted":
-        unfinished = done.unfinished(plan)
-        for command in resume_commands(request, handler_modules, external_topics, unfinished):
-            typer.echo(f"resume with: {command}", err=True)
         fail(f"replay {done.replay_id} interrupted")
 
 
-def resume_commands(
-    request: replay.Request,
-    handler_modules: list[str] | None,
-    external_topics: str | None,
-    unfinished: list[tuple[int, int, int]],
-) -> list[str]:
-    """The commands, one a partition, that replay what an interrupted replay left: the
-    same options, each partition from its next offset (quoted for a POSIX shell)."""
-    asked = request.asked
-    again = ["cronstream", "replay", "--topic", asked.topic]
-    for module in handler_modules or []:
-        again += ["--handlers", module]
+def read_as_its_format(settings: Settings, topic: str) -> Settings:
+    """`settings` reading `topic` in its format: a dead-letter topic holds its original
+    topic's records, read in that topic's format; an unnamed topic is read as envelopes."""
+    original = topic.removesuffix(settings.dlq_suffix)
+    if topic not in settings.input_topics and original in settings.external_topics:
+        given = settings.external_topics[original]
+        typer.echo(
+            f"note: {topic} holds dead letters of {original}: read as {given.name}", err=True
+        )
+        return settings.model_copy(
+            update={"external_topics": {**settings.external_topics, topic: given}}
+        )
+    if topic not in settings.input_topics:
+        typer.echo(
+            f"note: {topic} is not named in {env_var('external_topics')} (--external-topics): "
+            "its records are read as envelopes",
+            err=True,
+        )
+    return settings
+
+
+def rate_limit_of(ctx: typer.Context, replay_id: int) -> float | None:
+    """--rate-limit, the one option (besides --external-topics and --dry-run) that goes
+    with --resume; any other is refused, naming it."""
+    kept = {"resume", "rate_limit", "external_topics", "dry_run"}
+    for name, value in ctx.params.items():
+        empty = value is None or value is False or (isinstance(value, list | tuple) and not value)
+        if name not in kept and not empty:
+            option = "--" + name.replace("_", "-")
+            if name == "handler_modules":
+                option = "--handlers"
+            fail(f"--resume {replay_id} replays with its recorded options: drop {option}", 2)
+    rate: float | None = ctx.params["rate_limit"]
+    return rate
+
+
+def resume_command(replay_id: int, external_topics: str | None) -> str:
+    """The command that goes on with an unfinished replay (quoted for a POSIX shell)."""
+    again = ["cronstream", "replay", "--resume", str(replay_id)]
     if external_topics is not None:
         again += ["--external-topics", external_topics]
-    if asked.consumer is not None:
-        again += ["--consumer", asked.consumer, "--schema", str(request.schema)]
-        for table in request.like:
-            again += ["--like", table]
-    if asked.rate_limit is not None:
-        again += ["--rate-limit", str(asked.rate_limit)]
-    return [
-        shlex.join(
-            [*again, "--partitions", str(p), "--from-offset", str(first), "--to-offset", str(last)]
-        )
-        for p, first, last in unfinished
-    ]
+    return shlex.join(again)

@@ -42,3 +42,19 @@ ORDER BY u.topic, u.partition, u.offset
 ON CONFLICT (consumer, topic, partition, "offset") DO UPDATE
 SET error = excluded.error, attempts = excluded.attempts, dlq_topic = excluded.dlq_topic,
     failed_at = now(), resolved_at = NULL, resolved_by = NULL
+
+-- replay_positions_of --
+-- How far replay $1 applied each partition: read under the checkpoint rows' locks, so
+-- a retried batch sees what its lost-acknowledged transaction committed.
+SELECT p.topic, p.partition, p."offset"
+FROM replay_positions AS p
+JOIN unnest($2::text[], $3::integer[]) AS u(topic, partition)
+  ON p.topic = u.topic AND p.partition = u.partition
+WHERE p.replay_id = $1
+
+-- replay_positions_advance --
+INSERT INTO replay_positions (replay_id, topic, partition, "offset")
+SELECT $1, u.topic, u.partition, u.last
+FROM unnest($2::text[], $3::integer[], $4::bigint[]) AS u(topic, partition, last)
+ON CONFLICT (replay_id, topic, partition) DO UPDATE
+SET "offset" = GREATEST(replay_positions."offset", EXCLUDED."offset"), updated_at = now()

@@ -25,14 +25,19 @@ Batches of up to `batch_size` records go through the worker's `BatchLoop` and
   Another consumer's replay still writing into that schema refuses it.
 
 Each real replay is recorded in the `replays` table (migrations/0005_replays.sql), and
-holds an advisory lock on its id while it runs (streams/sql/replay.sql).
+holds an advisory lock on its id while it runs (streams/sql/replay.sql). Each batch's
+transaction records how far the replay applied its partitions (`replay_positions`,
+migrations/0009_replay_positions.sql): a batch retried after its COMMIT acknowledgement
+was lost applies nothing again, and `--resume ID` goes on from there. A rebuild's dead
+letters go to topics of its own (`<topic>.rebuild.<token>.dlq`).
 
 Modules: request (the options, validated), plan (the range resolved against Kafka and
-the checkpoints), rebuild (the rebuild schema and search_path routing), progress and
-audit (what it did, and its row), run (the reading loop).
+the checkpoints), resume (the plan of a replay to go on with), rebuild (the rebuild
+schema, search_path routing and dead-letter topics), progress and audit (what it did,
+and its row), run (the reading loop).
 """
 
-from cronstream.streams.replay.plan import PartitionPlan, Plan, offset_range, plan_replay
+from cronstream.streams.replay.plan import PartitionPlan, Plan, Resumed, offset_range, plan_replay
 from cronstream.streams.replay.progress import Progress, ReplayOutcome
 from cronstream.streams.replay.request import (
     Asked,
@@ -44,6 +49,7 @@ from cronstream.streams.replay.request import (
     schema_for,
     to_millis,
 )
+from cronstream.streams.replay.resume import plan_resume
 from cronstream.streams.replay.run import Replay
 
 __all__ = [
@@ -56,10 +62,12 @@ __all__ = [
     "ReplayError",
     "ReplayOutcome",
     "Request",
+    "Resumed",
     "check",
     "offset_range",
     "parse_partitions",
     "plan_replay",
+    "plan_resume",
     "schema_for",
     "to_millis",
 ]

@@ -1,6 +1,7 @@
 """A replay's audit row in the `replays` table (migrations/0005_replays.sql), and the
 advisory lock on its id that the row's session holds while the replay runs
-(streams/sql/replay.sql): another rebuild into the same schema sees it and is refused.
+(streams/sql/replay.sql): another rebuild into the same schema sees it and is refused,
+and so is a resume of the replay itself.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from cronstream.pg import connections
 from cronstream.streams.replay.plan import Plan
 from cronstream.streams.replay.progress import Progress
 from cronstream.streams.replay.rebuild import prepare_schema, refuse_held
+from cronstream.streams.replay.request import ReplayError
 from cronstream.streams.sql import query
 
 log = logging.getLogger(__name__)
@@ -37,11 +39,14 @@ class Audit:
         self.settings = settings
         self.connection = connection
         self.replay_id: int | None = None
+        # A resumed replay's counters before this run: the row's go on from them.
+        self.before = (0, 0, 0, 0)
 
     async def start(self, plan: Plan, handlers: list[str]) -> int:
-        """The audit row, and this replay's lock held on the connection until it ends. A
-        rebuild checks its schema is not in use and prepares it in the same transaction,
-        under a lock on the schema: two starting at once cannot both pass."""
+        """The audit row (or, resuming, the row again), and this replay's lock held on
+        the connection until it ends. A rebuild checks its schema is not in use and
+        prepares it in the same transaction, under a lock on the schema: two starting at
+        once cannot both pass."""
         request = plan.request
         audit = self.connection
         async with audit.transaction():
@@ -49,6 +54,9 @@ class Audit:
                 await audit.execute(query("replay_lock_schema"), request.schema)
                 await refuse_held(audit, request.schema, plan.consumer)
                 await prepare_schema(audit, request.schema, request.like)
+            if plan.resumes is not None:
+                self.replay_id = await self._resume(plan.resumes.replay_id)
+                return self.replay_id
             replay_id: int = await audit.fetchval(
                 query("replay_start"),
                 started_by(),
@@ -64,9 +72,24 @@ class Audit:
         self.replay_id = replay_id
         return replay_id
 
+    async def _resume(self, replay_id: int) -> int:
+        """Its lock, unless its process (or another resume) still holds it; its row
+        `running` again, unless it succeeded since it was planned."""
+        if not await self.connection.fetchval(query("replay_try_hold"), replay_id):
+            raise ReplayError(f"--resume {replay_id}: it is still running: stop it first")
+        row = await self.connection.fetchrow(query("replay_resume"), replay_id, started_by())
+        if row is None:
+            raise ReplayError(f"--resume {replay_id}: it succeeded, nothing is left to replay")
+        self.before = (row["records"], row["applied"], row["duplicates"], row["dead_lettered"])
+        return replay_id
+
+    def _counters(self, p: Progress) -> tuple[int, ...]:
+        """The row's counters: this run's, after a resumed replay's earlier runs'."""
+        return tuple(before + now for before, now in zip(self.before, p.counters(), strict=True))
+
     async def record_progress(self, p: Progress) -> None:
         try:
-            await self.connection.execute(query("replay_progress"), p.replay_id, *p.counters())
+            await self.connection.execute(query("replay_progress"), p.replay_id, *self._counters(p))
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
             # The audit row lags; the replay itself is safe and goes on.
             log.warning("replay %s: progress not recorded: %r", p.replay_id, error)
@@ -93,7 +116,7 @@ class Audit:
                     query("replay_finish"),
                     p.replay_id,
                     p.status,
-                    *p.counters(),
+                    *self._counters(p),
                     p.error,
                     json.dumps(stopped),
                 )

@@ -12,7 +12,7 @@ from cronstream.config.settings import Settings
 from cronstream.kafka import clients, metadata
 from cronstream.pg import connections
 from cronstream.runtime.untrusted import shown
-from cronstream.streams.replay.rebuild import check_owner, check_schema
+from cronstream.streams.replay.rebuild import check_dlq_topic, check_owner, check_schema
 from cronstream.streams.replay.request import Mode, ReplayError, Request, to_millis
 from cronstream.streams.sql import query
 
@@ -66,10 +66,20 @@ class PartitionPlan:
 
 
 @dataclass(frozen=True)
+class Resumed:
+    """The replay a plan resumes (streams/replay/resume.py): its id, and the handler
+    modules it ran with."""
+
+    replay_id: int
+    handlers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Plan:
     request: Request
     consumer: str
     partitions: tuple[PartitionPlan, ...]
+    resumes: Resumed | None = None
 
     @property
     def mode(self) -> Mode:
@@ -81,9 +91,10 @@ class Plan:
 
     def lines(self) -> list[str]:
         where = f" into schema {self.request.schema}" if self.request.schema else ""
+        again = f"resuming replay {self.resumes.replay_id}, " if self.resumes else ""
+        what = f"{self.mode} of {self.request.asked.topic} for consumer {self.consumer}{where}"
         return [
-            f"{self.mode} of {self.request.asked.topic} for consumer {self.consumer}{where}: "
-            f"{self.total} records",
+            f"{again}{what}: {self.total} records",
             *(p.describe(self.mode, self.consumer) for p in self.partitions),
         ]
 
@@ -136,6 +147,7 @@ async def plan_replay(settings: Settings, request: Request) -> Plan:
     async with connections.connection(settings) as connection:
         rows = await connection.fetch(query("replay_checkpoints"), consumer_name, topic)
         if request.schema is not None:
+            check_dlq_topic(settings, request)
             await check_schema(connection, request.schema, request.like)
             checkpointed = any(row["offset"] >= 0 for row in rows)
             await check_owner(connection, request, checkpointed)

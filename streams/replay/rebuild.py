@@ -4,22 +4,24 @@ routed into it through the transaction's `search_path`.
 A rebuild's schema holds empty copies (`LIKE ... INCLUDING ALL`) of the live tables it
 names. It is refused when it is on the live search_path, when its copies lack columns
 the live tables gained since, when the consumer's checkpoints went into another schema,
-and while another consumer's running replay writes into it.
+and while another consumer's running replay writes into it. Its dead letters go to
+topics of its own, never to the live `<topic>.dlq`.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 import asyncpg
 
+from cronstream.config.settings import Settings
 from cronstream.events.envelope import Event
 from cronstream.handlers.registry import Handler, Router
 from cronstream.runtime.names import quote
 from cronstream.runtime.untrusted import shown
-from cronstream.streams.replay.request import ReplayError, Request
+from cronstream.streams.replay.request import ReplayError, Request, schema_for
 from cronstream.streams.sql import query
 
 
@@ -45,6 +47,38 @@ async def check_schema(connection: asyncpg.Connection, schema: str, like: Sequen
                 f"live {table} (migrated since this rebuild began): drop schema {schema}, or "
                 "give another --schema, and rebuild from the start"
             )
+
+
+# Kafka's longest topic name.
+MAX_TOPIC_CHARS = 249
+
+
+def rebuild_dlq_topic(settings: Settings, consumer: str) -> Callable[[str], str]:
+    """A rebuild's dead-letter topic of each topic: `<topic>.rebuild.<token><dlq suffix>`,
+    the token being the consumer's default schema name (`schema_for`: its name made
+    `[a-z0-9_]`, a hash of it after), so two consumers never share one and it is a
+    valid topic name whatever the consumer's name."""
+    token = schema_for(consumer)
+    return lambda topic: f"{topic}.rebuild.{token}{settings.dlq_suffix}"
+
+
+def check_dlq_topic(settings: Settings, request: Request) -> None:
+    """Refuse a rebuild whose dead-letter topic Kafka cannot name, or that a live
+    worker reads or dead-letters into (only an input topic named to look like one)."""
+    consumer, topic = request.asked.consumer, request.asked.topic
+    assert consumer is not None, "rebuild mode"
+    dlq = rebuild_dlq_topic(settings, consumer)(topic)
+    if len(dlq) > MAX_TOPIC_CHARS:
+        raise ReplayError(
+            f"--topic: the rebuild's dead-letter topic {dlq[:60]}... would be {len(dlq)} "
+            f"characters, Kafka's limit is {MAX_TOPIC_CHARS}"
+        )
+    live = settings.input_topics
+    if dlq in live or dlq in map(settings.dlq_topic, live):
+        raise ReplayError(
+            f"--consumer '{shown(consumer)}': the rebuild's dead-letter topic {dlq} is a live "
+            "topic: give another --consumer"
+        )
 
 
 def _when(moment: datetime) -> str:

@@ -25,7 +25,7 @@ from cronstream.streams.positions import PollFailures
 from cronstream.streams.replay.audit import Audit
 from cronstream.streams.replay.plan import Plan
 from cronstream.streams.replay.progress import Progress
-from cronstream.streams.replay.rebuild import in_schema
+from cronstream.streams.replay.rebuild import in_schema, rebuild_dlq_topic
 from cronstream.streams.replay.request import ReplayError
 
 log = logging.getLogger(__name__)
@@ -44,26 +44,14 @@ class Replay:
         on_progress: Callable[[Progress], None] = lambda progress: None,
     ) -> None:
         self.settings = settings
+        self.registry = registry
         self.plan = plan
         self.handlers = list(handlers)
         self.stopping = stopping
         self.on_progress = on_progress
-        request = plan.request
-        route = router(settings, registry)
-        if request.schema is not None:
-            route = in_schema(route, request.schema)
-        # Re-apply: what each live checkpoint covered at the start is applied again.
-        reapply = {(request.asked.topic, p.partition): p.checkpoint for p in plan.partitions}
-        if request.mode == "rebuild":
-            reapply = {}
-        self.batches = BatchLoop(
-            settings,
-            registry,
-            stopping,
-            consumer=plan.consumer,
-            route=route,
-            reapply_through=reapply,
-        )
+        self.dlq_topic: Callable[[str], str] = settings.dlq_topic
+        if plan.request.mode == "rebuild":
+            self.dlq_topic = rebuild_dlq_topic(settings, plan.consumer)
         self.progress = Progress(total=plan.total)
         self.audit: Audit | None = None
         self.poll_failures = PollFailures(
@@ -76,13 +64,11 @@ class Replay:
         request = self.plan.request
         audit = self.audit = Audit(self.settings, await connections.connect(self.settings))
         try:
-            await clients.ensure_topics(
-                self.settings, [self.settings.dlq_topic(request.asked.topic)]
-            )
+            await clients.ensure_topics(self.settings, [self.dlq_topic(request.asked.topic)])
             self.progress.replay_id = await audit.start(self.plan, self.handlers)
             self.progress.started = time.monotonic()
             try:
-                await self._read_and_apply()
+                await self._read_and_apply(self._batches(self.progress.replay_id))
                 if self.stopping.is_set() and self.progress.unfinished(self.plan):
                     self.progress.status = "interrupted"
             except Exception as error:  # recorded in the row, and shown by the caller
@@ -101,7 +87,27 @@ class Replay:
             await audit.close()
         return self.progress
 
-    async def _read_and_apply(self) -> None:
+    def _batches(self, replay_id: int) -> BatchLoop:
+        """The worker's batch loop, under the replay's consumer, routing, id and
+        dead-letter topic."""
+        request = self.plan.request
+        route = router(self.settings, self.registry)
+        if request.schema is not None:
+            route = in_schema(route, request.schema)
+        # Re-apply: what each live checkpoint covered when the replay began is applied again.
+        reapply = {(request.asked.topic, p.partition): p.checkpoint for p in self.plan.partitions}
+        return BatchLoop(
+            self.settings,
+            self.registry,
+            self.stopping,
+            consumer=self.plan.consumer,
+            route=route,
+            reapply_through=reapply if request.mode == "re-apply" else {},
+            replay_id=replay_id,
+            dlq_topic=self.dlq_topic,
+        )
+
+    async def _read_and_apply(self, batches: BatchLoop) -> None:
         size = self.settings.batch_size
         if self.plan.request.asked.rate_limit is not None:  # batches of about a second
             size = max(1, min(size, math.ceil(self.plan.request.asked.rate_limit)))
@@ -119,7 +125,7 @@ class Replay:
             auto_offset_reset="none",
             **clients.connection_options(self.settings),
         )
-        async with clients.started(self.batches), clients.started(consumer) as reader:
+        async with clients.started(batches), clients.started(consumer) as reader:
             reader.assign(list(remaining))
             for tp, offsets in remaining.items():
                 reader.seek(tp, offsets.start)
@@ -163,7 +169,7 @@ class Replay:
                     if await reader.position(tp) >= remaining[tp].stop
                 }
                 reader.pause(*finished)
-                if records and not await self._apply(records):
+                if records and not await self._apply(batches, records):
                     return
                 for record in records:  # in offset order per partition
                     nexts[TopicPartition(record.topic, record.partition)] = record.offset + 1
@@ -185,9 +191,9 @@ class Replay:
             await pause(1.0, self.stopping)
         return salvaged
 
-    async def _apply(self, records: list[ConsumedRecord]) -> bool:
+    async def _apply(self, batches: BatchLoop, records: list[ConsumedRecord]) -> bool:
         """Apply one batch; False when stopped before it was applied (rolled back)."""
-        batch = asyncio.ensure_future(self.batches.apply(records))
+        batch = asyncio.ensure_future(batches.apply(records))
         outcome = await settle(batch, self.stopping, self.settings.shutdown_timeout / 2)
         if outcome is None:  # abandoned at the stop, or stopped while Postgres was away
             return False

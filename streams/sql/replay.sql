@@ -11,6 +11,27 @@ RETURNING id
 -- ended and the lock with it). A two-key lock, shown in pg_locks with objsubid 2.
 SELECT pg_advisory_lock(hashtext('cronstream.replay'), ($1::bigint & 2147483647)::integer)
 
+-- replay_try_hold --
+-- replay_hold's lock if free: false while the replay's own process (or a resume of it)
+-- still runs.
+SELECT pg_try_advisory_lock(hashtext('cronstream.replay'), ($1::bigint & 2147483647)::integer)
+
+-- replay_row --
+SELECT id, status, mode, consumer, schema, topic, partitions, range, handlers, finished_at
+FROM replays WHERE id = $1
+
+-- replay_positions --
+-- How far replay $1 applied each partition of topic $2 (written with each batch).
+SELECT partition, "offset" FROM replay_positions WHERE replay_id = $1 AND topic = $2
+
+-- replay_resume --
+-- Replay $1 runs again under its own id (its positions are kept under it); the counters
+-- go on from where its row has them.
+UPDATE replays
+SET status = 'running', finished_at = NULL, error = NULL, resumed_at = now(), resumed_by = $2
+WHERE id = $1 AND status <> 'succeeded'
+RETURNING records, applied, duplicates, dead_lettered
+
 -- replay_lock_schema --
 -- Taken by a rebuild's start and held to the end of its transaction: two rebuilds
 -- starting into schema $1 at once check for each other one after the other.

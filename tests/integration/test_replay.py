@@ -203,7 +203,7 @@ async def test_an_unmigrated_database_is_one_line_naming_migrate(
     settings: Settings, env: dict[str, str], database_url: str
 ) -> None:
     await publish_at(settings, list(count_events(3)), BASE)
-    await fetch(database_url, "DROP TABLE replays")
+    await fetch(database_url, "DROP TABLE replays CASCADE")
     result = run_cli(["replay", "--topic", env["CRONSTREAM_SYNC_TOPIC"], "--from-beginning"], env)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
@@ -469,6 +469,11 @@ async def test_reapplying_narrowed_batch_after_an_outage_applies_each_record_onc
     policy = RetryPolicy(2, 0.01, 0.01)
     try:
         await BatchApplier("c", route, sink, lambda t: f"{t}.dlq", policy).apply(connection, batch)
+        replay_id = await connection.fetchval(
+            "INSERT INTO replays (started_by, mode, consumer, topic, partitions, range, handlers) "
+            "VALUES ('t', 're-apply', 'c', $1, '{0,1}', '{}', '{}') RETURNING id",
+            TOPIC,
+        )
         reapply = BatchApplier(
             "c",
             route,
@@ -476,6 +481,7 @@ async def test_reapplying_narrowed_batch_after_an_outage_applies_each_record_onc
             lambda t: f"{t}.dlq",
             policy,
             reapply_through={(TOPIC, 0): 7, (TOPIC, 1): 7},
+            replay_id=replay_id,
         )
         sink.after_send.append(connection)  # Postgres goes away once the halves committed
         with pytest.raises(Exception) as raised:

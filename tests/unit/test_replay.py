@@ -11,7 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cronstream.cli import app
-from cronstream.cli.replay import resume_commands
+from cronstream.cli.replay import resume_command
+from cronstream.config.settings import Settings
 from cronstream.runtime.names import is_identifier
 from cronstream.streams.replay import (
     Asked,
@@ -23,6 +24,7 @@ from cronstream.streams.replay import (
     schema_for,
     to_millis,
 )
+from cronstream.streams.replay.rebuild import check_dlq_topic, rebuild_dlq_topic
 
 runner = CliRunner()
 LIVE = "cronstream"
@@ -229,14 +231,47 @@ def test_help_names_both_modes() -> None:
     assert "rebuild" in result.output
 
 
-def test_resume_commands_repeat_every_option_quoted_for_the_shell() -> None:
-    request = check(
-        asked(from_beginning=True, consumer="r 1", like=("a.t",), rate_limit=40.0), LIVE
-    )
-    [command] = resume_commands(request, ["my handlers"], "cdc:debezium", [(2, 17, 99)])
-    assert shlex.split(command) == [
-        "cronstream", "replay", "--topic", "t", "--handlers", "my handlers",
-        "--external-topics", "cdc:debezium", "--consumer", "r 1", "--schema", schema_for("r 1"),
-        "--like", "a.t", "--rate-limit", "40.0",
-        "--partitions", "2", "--from-offset", "17", "--to-offset", "99",
+def test_resume_command_names_the_replay_and_the_formats_quoted_for_the_shell() -> None:
+    assert shlex.split(resume_command(12, "cdc:debezium, x")) == [
+        "cronstream", "replay", "--resume", "12", "--external-topics", "cdc:debezium, x",
     ]  # fmt: skip
+    assert resume_command(7, None) == "cronstream replay --resume 7"
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["--topic", "t"], "--topic"),
+        (["--from-beginning"], "--from-beginning"),
+        (["--handlers", "m"], "--handlers"),
+        (["--consumer", "r1"], "--consumer"),
+    ],
+)
+def test_resume_refuses_options_of_its_own_before_connecting(args: list[str], option: str) -> None:
+    result = runner.invoke(app, ["replay", "--resume", "3", *args])
+    assert result.exit_code == 2, result.output
+    assert result.output == f"error: --resume 3 replays with its recorded options: drop {option}\n"
+
+
+def test_a_rebuild_dead_letters_to_a_topic_of_its_own_per_consumer() -> None:
+    settings = Settings(consumer_group=LIVE)
+    name = rebuild_dlq_topic(settings, "orders v2/ü")("orders")
+    assert name == f"orders.rebuild.{schema_for('orders v2/ü')}.dlq"
+    assert re.fullmatch(r"[a-zA-Z0-9._-]+", name), "a valid Kafka topic name"
+    assert rebuild_dlq_topic(settings, "orders.v2")("orders") != rebuild_dlq_topic(
+        settings, "orders-v2"
+    )("orders")
+    custom = Settings(consumer_group=LIVE, dlq_suffix="-dead")
+    assert rebuild_dlq_topic(custom, "r1")("t") == f"t.rebuild.{schema_for('r1')}-dead"
+
+
+def test_a_rebuild_whose_dead_letter_topic_is_live_or_too_long_is_refused() -> None:
+    clash = f"t.rebuild.{schema_for('r1')}"
+    settings = Settings(consumer_group=LIVE, sync_topic=clash)
+    request = check(asked(from_beginning=True, consumer="r1"), LIVE)
+    with pytest.raises(ReplayError, match=f"dead-letter topic {clash}.dlq is a live topic"):
+        check_dlq_topic(settings, request)
+    check_dlq_topic(Settings(consumer_group=LIVE), request)
+    long = check(asked(topic="t" * 240, from_beginning=True, consumer="r1"), LIVE)
+    with pytest.raises(ReplayError, match="Kafka's limit is 249"):
+        check_dlq_topic(Settings(consumer_group=LIVE), long)
