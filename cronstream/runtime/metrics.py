@@ -28,6 +28,7 @@ __all__ = [
     "RECORDS_DUPLICATE",
     "SCANNER_ROWS_EMITTED",
     "SCANNER_ROWS_REJECTED",
+    "SCHEDULER_LEADER",
     "count_batch",
     "count_consumed",
     "forget_partition",
@@ -89,6 +90,10 @@ CRON_RUNS = Counter(
     "cronstream_cron_runs",
     "Scheduled runs by job and final status (succeeded, failed, skipped)",
     ["job", "status"],
+)
+SCHEDULER_LEADER = Gauge(
+    "cronstream_scheduler_leader",
+    "1 while this process's scheduler leads (holds the leader lock), else 0",
 )
 CRON_TICK_LAG = Histogram(
     "cronstream_cron_tick_lag_seconds",

@@ -42,6 +42,7 @@ EXPECTED = [
     ("cronstream_batch_seconds", "histogram", set(), metrics.BATCH_SECONDS),
     ("cronstream_consumer_lag", "gauge", {"topic", "partition"}, metrics.CONSUMER_LAG),
     ("cronstream_cron_runs_total", "counter", {"job", "status"}, metrics.CRON_RUNS),
+    ("cronstream_scheduler_leader", "gauge", set(), metrics.SCHEDULER_LEADER),
     ("cronstream_cron_tick_lag_seconds", "histogram", {"job"}, metrics.CRON_TICK_LAG),
     ("cronstream_scanner_rows_emitted_total", "counter", {"job"}, metrics.SCANNER_ROWS_EMITTED),
     ("cronstream_scanner_rows_rejected_total", "counter", {"job"}, metrics.SCANNER_ROWS_REJECTED),
