@@ -33,6 +33,18 @@ async def readyz(url: str) -> tuple[int, dict[str, object]]:
         return 0, {}
 
 
+async def get(url: str, **headers: str) -> tuple[int, str]:
+    """GET `url`: its status and body; (0, "") while nothing answers."""
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
+            session.get(url, headers=headers) as response,
+        ):
+            return response.status, await response.text()
+    except aiohttp.ClientConnectionError:
+        return 0, ""
+
+
 async def wait_ready(url: str, process: WorkerProcess, seconds: float = 90) -> None:
     """Until /readyz says 200; fails early, with the log, if the process died."""
 
