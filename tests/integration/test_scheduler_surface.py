@@ -5,7 +5,6 @@ the faust engine."""
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,8 +12,13 @@ import asyncpg
 import pytest
 
 from cronstream.config.settings import Settings
-from tests.integration.commands import run_cli
-from tests.integration.http_helpers import free_port, get, readyz, wait_ready
+from tests.integration.http_helpers import (
+    free_port,
+    get,
+    port_in_use_line,
+    readyz,
+    wait_ready,
+)
 from tests.integration.kafka_helpers import wait_for
 from tests.integration.private_kafka import private_broker
 from tests.integration.schedulers_helpers import add_job, scheduler
@@ -27,7 +31,7 @@ CREATE TABLE customers (
     needs_sync boolean NOT NULL DEFAULT true
 );
 """
-SCAN = {"mode": "flag", "table": "customers", "entity": "customer"}
+SCAN: dict[str, object] = {"mode": "flag", "table": "customers", "entity": "customer"}
 
 
 @pytest.fixture
@@ -91,16 +95,8 @@ async def test_schedulers_answer_probes_as_leader_and_standby_with_cron_metrics(
 def test_a_scheduler_port_in_use_is_one_line_naming_the_variable(
     cli_env: dict[str, str],
 ) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        result = run_cli(["scheduler"], scheduler_env(cli_env, port), timeout=120)
-    assert result.returncode == 1, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, result.stderr
-    assert str(port) in lines[0] and "CRONSTREAM_SCHEDULER_HTTP_PORT" in lines[0]
-    assert "Traceback" not in result.stderr
+    port, line = port_in_use_line(["scheduler"], lambda port: scheduler_env(cli_env, port))
+    assert str(port) in line and "CRONSTREAM_SCHEDULER_HTTP_PORT" in line
 
 
 async def test_run_exits_non_zero_in_one_line_when_its_scheduler_fails(
@@ -155,15 +151,11 @@ async def test_scheduler_and_faust_engine_tell_a_broker_outage_in_two_lines(
             broker.down()
             # The scheduler talks to Kafka when it has rows to send.
             await db.execute("INSERT INTO customers (id, name) VALUES (2, 'b')")
-            for process in (leader, worker):
-                await wait_for(
-                    lambda p=process: bool(outage_lines(p)), 60, f"{process.name}: degraded"
-                )
+            await wait_for(lambda: bool(outage_lines(leader)), 60, "the scheduler: degraded")
+            await wait_for(lambda: bool(outage_lines(worker)), 60, "the worker: degraded")
             broker.up()
-            for process in (leader, worker):
-                await wait_for(
-                    lambda p=process: told_in_two_lines(p), 90, f"{process.name}: recovered"
-                )
+            await wait_for(lambda: told_in_two_lines(leader), 90, "the scheduler: recovered")
+            await wait_for(lambda: told_in_two_lines(worker), 90, "the worker: recovered")
             assert leader.alive() and worker.alive()
         finally:
             leader.stop()
