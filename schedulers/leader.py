@@ -37,6 +37,7 @@ class Leadership:
         self.application_name = f"{LEADER_APPLICATION} {node}".strip()[:63]
         self.poll_seconds = poll_seconds
         self.connection: asyncpg.Connection | None = None
+        self.standing_by = False  # tried the lock, and another scheduler holds it
 
     async def acquire(self, stopping: asyncio.Event) -> bool:
         """Wait until this process leads (True) or `stopping` is set (False)."""
@@ -48,7 +49,9 @@ class Leadership:
                         self.settings, {"application_name": self.application_name}
                     )
                 if await self.connection.fetchval(query("leader_try_lock"), LEADER_LOCK):
+                    self.standing_by = False
                     return True
+                self.standing_by = True
                 if not announced:
                     log.info("standing by: another scheduler leads")
                     announced = True

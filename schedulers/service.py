@@ -8,6 +8,11 @@ Any number of these may run; one leads through leader.py. The leader:
   LISTEN connection (listener.py) is re-established when it dies;
 - deletes cron_runs older than CRONSTREAM_RUN_RETENTION days, in bounded batches;
 - checks every second that it still holds the lock, and stands down when it does not.
+
+An outage (Postgres or Kafka away) while leading stands it down to try again; any other
+error (a privilege revoked, a table dropped) ends `run` with `SchedulerFailed`: retried,
+it would fail again each second while the process looked alive. `role` and `readiness`
+are what its /readyz says (cronstream/web/health.py).
 """
 
 from __future__ import annotations
@@ -23,12 +28,15 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from cronstream.config.settings import Settings
+from cronstream.errors import CronstreamError
 from cronstream.events.envelope import new_trace_id
+from cronstream.handlers.failures import is_outage
 from cronstream.kafka import clients
 from cronstream.pg import connections
 from cronstream.runtime import metrics, shutdown
 from cronstream.runtime.logs import trace, trace_id_var
 from cronstream.runtime.retry import pause
+from cronstream.runtime.untrusted import shown
 from cronstream.schedulers.jobs import Job, JobError, load_file, load_table, merge, scan_config
 from cronstream.schedulers.leader import Leadership
 from cronstream.schedulers.listener import Listener
@@ -43,6 +51,19 @@ RELOAD_SECONDS = 10.0
 PRUNE_EVERY = timedelta(minutes=1)
 PRUNE_BATCH = 5_000  # rows per DELETE: short statements, short row locks
 PRUNE_BATCHES = 20  # per round: a large backlog goes over several rounds
+
+
+class SchedulerFailed(CronstreamError):
+    """An error retrying cannot mend ended the scheduler; the message says which."""
+
+    @classmethod
+    def of(cls, error: Exception) -> SchedulerFailed:
+        if isinstance(error, asyncpg.UndefinedTableError):
+            hint = ": the database is not migrated; run 'cronstream migrate'"
+        else:
+            hint = ""
+        source = "Postgres" if isinstance(error, asyncpg.PostgresError) else type(error).__name__
+        return cls(f"scheduler: {source}: {shown(str(error))}{hint}")
 
 
 def node_name() -> str:
@@ -61,6 +82,22 @@ class Scheduler:
         self.wake = asyncio.Event()
         self.listener = Listener(settings, self.clock, self.wake)
         self.invalid: dict[str, str] = {}  # cron_jobs rows refused, and why
+        self.leadership: Leadership | None = None
+        self.leading = False
+
+    def role(self) -> str:
+        """ "leader", "standby" (another scheduler holds the lock) or "starting"."""
+        if self.leading:
+            return "leader"
+        if self.leadership is not None and self.leadership.standing_by:
+            return "standby"
+        return "starting"
+
+    def readiness(self) -> str | None:
+        """None once it leads or stands by, else why not (GET /readyz)."""
+        if self.role() == "starting":
+            return "starting: not yet leading nor standing by (is Postgres reachable?)"
+        return None
 
     async def run(self) -> None:
         """Until `stopping` is set (or the task is cancelled): stand by, lead, repeat."""
@@ -76,22 +113,25 @@ class Scheduler:
                 await self._stand_by_and_lead(pool, producer)
 
     async def _stand_by_and_lead(self, pool: asyncpg.Pool, producer: AIOKafkaProducer) -> None:
-        leadership = Leadership(self.settings, self.node)
+        leadership = self.leadership = Leadership(self.settings, self.node)
         try:
             metrics.scheduler_state("standby")
             while not self.stopping.is_set() and await leadership.acquire(self.stopping):
                 log.info("leading as %s", self.node)
                 metrics.scheduler_state("leading")
+                self.leading = True
                 try:
                     await self._lead(pool, producer, leadership)
-                except Exception:
-                    # Postgres went away mid-leadership, most likely: give the lock up
-                    # (another scheduler may lead) and stand by again.
-                    log.exception("leading failed; standing down")
+                except Exception as error:
+                    if not is_outage(error):
+                        raise SchedulerFailed.of(error) from error
+                    # Postgres went away mid-leadership: give the lock up (another
+                    # scheduler may lead) and stand by again.
+                    log.warning("leading failed, standing down: %r", error)
                     await leadership.release()
-                    metrics.scheduler_state("standby")
                     await pause(CHECK_SECONDS, self.stopping)
-                else:
+                finally:
+                    self.leading = False
                     metrics.scheduler_state("standby")
         finally:
             await leadership.release()

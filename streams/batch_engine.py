@@ -38,8 +38,7 @@ from cronstream.config.settings import Settings
 from cronstream.handlers.outcomes import Outcome
 from cronstream.handlers.records import from_aiokafka
 from cronstream.handlers.registry import Registry
-from cronstream.kafka import clients, metadata, salvage
-from cronstream.kafka.health import HEALTH, Degraded, Recovered
+from cronstream.kafka import clients, health, metadata, salvage
 from cronstream.pg import connections
 from cronstream.runtime import metrics, shutdown
 from cronstream.streams.batches import BatchLoop, log_batch, settle
@@ -54,8 +53,6 @@ from cronstream.streams.positions import (
 log = logging.getLogger(__name__)
 
 KAFKA_COMMIT_INTERVAL = 1.0
-KAFKA_HEALTH_INTERVAL = 1.0  # how often the outage tracker is asked what to log
-MAX_NAMED = 20  # partitions named in the "Kafka degraded" line; its `waiting` field has all
 # Reading positions for the lag gauge never holds up the loop longer than this.
 LAG_READ_TIMEOUT = 0.05
 
@@ -99,7 +96,9 @@ class BatchEngine:
         """Consume and apply until `stopping` is set; then drain, commit and leave the group."""
         await self.batches.start()
         consumer = self.consumer = self._consumer()
-        watching = asyncio.create_task(self._watch_kafka(consumer))
+        watching = asyncio.create_task(
+            health.watch(self.settings.kafka_bootstrap, lambda change: outage(consumer, change))
+        )
         try:
             await consumer.start()
             consumer.subscribe(self.settings.input_topics, listener=_Listener(self))
@@ -184,17 +183,6 @@ class BatchEngine:
         except (TimeoutError, IllegalStateError, AssertionError):
             # An offset reset pending, or revoked meanwhile: the next poll sets it.
             pass
-
-    async def _watch_kafka(self, consumer: AIOKafkaConsumer) -> None:
-        """Say when Kafka is degraded and when it recovered, from a task of its own: the
-        main loop may be held for the whole outage (a commit waits for the coordinator)."""
-        while True:
-            try:
-                report_kafka_health(consumer, self.settings.kafka_bootstrap)
-            except Exception:  # a bug here must not go unseen, nor end the worker
-                log.exception("reporting Kafka's health failed; outage lines are off")
-                return
-            await asyncio.sleep(KAFKA_HEALTH_INTERVAL)
 
     async def _commit(
         self, consumer: AIOKafkaConsumer, only: Iterable[TopicPartition] = ()
@@ -297,33 +285,12 @@ class BatchEngine:
             self.gaps.expected.pop(tp, None)
 
 
-def report_kafka_health(consumer: AIOKafkaConsumer, bootstrap: str) -> None:
-    """Log once that Kafka is degraded (which brokers, which partitions wait) and once
-    that it recovered, from what aiokafka's held-back errors told HEALTH."""
-    change = HEALTH.check()
-    if isinstance(change, Recovered):
-        log.info(
-            "Kafka recovered after %.1fs; %d aiokafka error(s) were held back (DEBUG shows them)",
-            change.seconds,
-            change.held_back,
-            extra={"outage_s": change.seconds, "held_back": change.held_back},
-        )
-    elif isinstance(change, Degraded):
-        brokers, waiting = metadata.unreachable(consumer, change.nodes, change.addresses)
-        named = [f"{tp.topic}[{tp.partition}]" for tp in waiting]
-        log.warning(
-            "Kafka degraded: broker(s) %s unreachable; %d partition(s) wait: %s. aiokafka "
-            "retries by itself; its per-attempt errors are held back until it recovers",
-            ", ".join(brokers or [f"unknown (bootstrap {bootstrap})"]),
-            len(waiting),
-            _listed(named, MAX_NAMED),
-            extra={"brokers": brokers or [bootstrap], "waiting": named},
-        )
-
-
-def _listed(names: list[str], cap: int) -> str:
-    more = f" and {len(names) - cap} more" if len(names) > cap else ""
-    return ", ".join(names[:cap]) + more if names else "none"
+def outage(
+    consumer: AIOKafkaConsumer, change: health.Degraded
+) -> tuple[list[str], list[str] | None]:
+    """The "Kafka degraded" line's brokers and the assigned partitions that wait for them."""
+    brokers, waiting = metadata.unreachable(consumer, change.nodes, change.addresses)
+    return brokers, [f"{tp.topic}[{tp.partition}]" for tp in waiting]
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]

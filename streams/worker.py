@@ -7,10 +7,14 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
+from aiokafka.errors import KafkaError
+
 from cronstream.config.settings import Settings
+from cronstream.errors import CronstreamError
 from cronstream.handlers.registry import Registry
 from cronstream.kafka import clients
 from cronstream.runtime import shutdown
+from cronstream.runtime.untrusted import shown
 from cronstream.streams.batch_engine import BatchEngine
 
 log = logging.getLogger(__name__)
@@ -33,6 +37,32 @@ class Surface(Protocol):
 Serve = Callable[[Readiness], Surface]
 
 
+class CompanionFailed(CronstreamError):
+    """The scheduler beside a worker (`cronstream run`) failed, so the worker stopped:
+    half a `run` would look healthy while no job runs."""
+
+    @classmethod
+    def of(cls, error: BaseException) -> CompanionFailed:
+        if isinstance(error, CronstreamError):
+            why = error.cli_line()
+        else:
+            kind = "Kafka: " if isinstance(error, KafkaError) else ""
+            why = f"{kind}{type(error).__name__}: {shown(str(error))}"
+        return cls(f"the worker stopped because its scheduler failed: {why}")
+
+
+def watched(companion: Companion, failed: Callable[[BaseException], None]) -> Companion:
+    """`companion`, calling `failed` with its error if it fails (not when cancelled)."""
+
+    async def run() -> None:
+        try:
+            await companion()
+        except Exception as error:
+            failed(error)
+
+    return run
+
+
 def run_worker(
     settings: Settings,
     registry: Registry,
@@ -44,7 +74,8 @@ def run_worker(
     `serve` makes what serves beside the engine from its readiness (the HTTP surface),
     started before the engine: one that cannot start (a port in use) ends it at once.
     `companion` runs beside it in the same loop (`cronstream run` puts the scheduler
-    there) and is cancelled when the worker stops.
+    there) and is cancelled when the worker stops; if it fails, the worker stops and
+    this raises CompanionFailed.
     """
     if settings.engine == "faust":
         # Only when chosen: faust is an optional extra, and slow to import. Without it
@@ -71,17 +102,17 @@ async def run_batch_engine(
     engine = BatchEngine(settings, registry)
     surface = serve(engine.readiness)
     await surface.start()  # before the companion: a port in use ends the command at once
-    beside = asyncio.create_task(companion()) if companion is not None else None
+    failures: list[BaseException] = []
 
-    def companion_ended(task: asyncio.Task[None]) -> None:
-        # Half a `cronstream run` (a worker without its scheduler) would mislead: stop.
-        if not task.cancelled() and task.exception() is not None:
-            log.critical("the scheduler failed, stopping: %r", task.exception())
-            engine.stopping.set()
+    def companion_failed(error: BaseException) -> None:
+        failures.append(error)
+        engine.stopping.set()
 
-    if beside is not None:
-        beside.add_done_callback(companion_ended)
-
+    beside = (
+        asyncio.create_task(watched(companion, companion_failed)())
+        if companion is not None
+        else None
+    )
     shutdown.stop_on_signals(
         engine.stopping, settings.shutdown_timeout, "draining", beside.cancel if beside else None
     )
@@ -91,3 +122,5 @@ async def run_batch_engine(
         if beside is not None:
             await shutdown.cancel_and_wait(beside)
         await surface.stop()
+    if failures:
+        raise CompanionFailed.of(failures[0])

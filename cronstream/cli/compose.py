@@ -21,6 +21,7 @@ from cronstream.config.settings import Settings, SettingsError, env_var
 from cronstream.errors import problems
 from cronstream.handlers import projection
 from cronstream.handlers.registry import Registry, load_modules
+from cronstream.kafka import health
 from cronstream.runtime import shutdown
 from cronstream.schedulers.service import Scheduler
 from cronstream.streams import worker
@@ -53,12 +54,18 @@ def build_registry(modules: Iterable[str], registry: Registry | None = None) -> 
     return registry
 
 
-def http_surface(settings: Settings) -> worker.Serve:
-    """The HTTP surface (cronstream/web/app.py) beside a worker's engine, given its readiness.
+def http_surface(settings: Settings, scheduler: Scheduler | None = None) -> worker.Serve:
+    """The HTTP surface (cronstream/web/app.py) beside a worker's engine, given its
+    readiness; with `scheduler` (`cronstream run`), its /readyz reflects that too.
 
     Settings that would expose it are refused here, before anything starts."""
     access.check_exposure(settings)
-    return lambda readiness: app.Surface(settings, readiness)
+    if scheduler is None:
+        return lambda readiness: app.Surface(settings, {"engine": readiness})
+    checks = {"scheduler": scheduler.readiness}
+    return lambda readiness: app.Surface(
+        settings, {"engine": readiness, **checks}, role=scheduler.role
+    )
 
 
 def run_worker(
@@ -91,22 +98,33 @@ def run_worker(
         },
     )
     companion = scheduler.run if scheduler is not None else None
-    worker.run_worker(settings, registry, serve=http_surface(settings), companion=companion)
+    serve = http_surface(settings, scheduler)
+    worker.run_worker(settings, registry, serve=serve, companion=companion)
 
 
 def run_scheduler(settings: Settings | None = None) -> None:
     """Run the cron jobs of `settings.jobs_file` and the cron_jobs table until
     SIGINT/SIGTERM: lead or stand by, scan Postgres, emit sync_required events.
 
-    `settings`: None reads the environment (CRONSTREAM_*).
+    `settings`: None reads the environment (CRONSTREAM_*). /healthz, /readyz and /metrics
+    on settings.http_host:scheduler_http_port (0 turns them off); a port in use raises
+    PortInUse, an error retrying cannot mend SchedulerFailed.
     """
     settings = settings if settings is not None else load_settings()
+    access.check_exposure(settings, "scheduler_http_port")
     scheduler = Scheduler(settings, settings.jobs_file)
 
     async def main() -> None:
+        surface = app.Surface.probes_only(settings, scheduler.readiness, scheduler.role)
+        await surface.start()
         grace = settings.shutdown_timeout
         shutdown.stop_on_signals(scheduler.stopping, grace, "releasing leadership")
-        await scheduler.run()
+        watching = asyncio.create_task(health.watch(settings.kafka_bootstrap))
+        try:
+            await scheduler.run()
+        finally:
+            await shutdown.cancel_and_wait(watching)
+            await surface.stop()
 
     asyncio.run(main())
     log.info("scheduler stopped", extra={"node": scheduler.node})

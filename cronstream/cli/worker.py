@@ -60,7 +60,13 @@ def scheduler_command(ctx: typer.Context, jobs_file: JobsFileOption = None) -> N
     Run as many as you like: one leads (a Postgres advisory lock), the others stand by
     and take over within seconds when it dies. Every tick is claimed in cron_runs, so
     none runs twice. Changes to cron_jobs apply without a restart. SIGINT/SIGTERM let a
-    running scan finish its page, release leadership and exit.
+    running scan finish its page, release leadership and exit. An error retrying cannot
+    mend (a privilege revoked, a table dropped) ends it in one line, exit code 1.
+
+    HTTP on CRONSTREAM_HTTP_HOST:CRONSTREAM_SCHEDULER_HTTP_PORT (default
+    127.0.0.1:8081; port 0 turns it off): /healthz, /readyz (200 once Postgres answers;
+    the body says "leader" or "standby") and /metrics (Prometheus). An address other
+    than loopback needs CRONSTREAM_INGRESS_TOKEN to start.
     """
     compose.run_scheduler(settings_of(ctx, jobs_file=jobs_file))
 
@@ -74,7 +80,9 @@ def run_command(
     """Scheduler and worker in one process, for small deployments and `make run`.
 
     Serves the worker's HTTP surface (see `cronstream worker --help`), with the cron and
-    scanner metrics of this process's scheduler when it leads.
+    scanner metrics of this process's scheduler when it leads; /readyz waits for the
+    scheduler too and says "leader" or "standby". If the scheduler fails, the worker
+    stops and the command exits 1 with one line saying why.
     """
     settings = settings_of(ctx, jobs_file=jobs_file, engine=engine)
     compose.run_worker(settings, handlers=handler_modules or [], with_scheduler=True)

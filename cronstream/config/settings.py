@@ -122,8 +122,15 @@ class Settings(BaseSettings):
         description="port of the worker's HTTP surface (/healthz, /readyz, /metrics, "
         "POST /events, the status page at /); 0 turns it off",
     )
+    scheduler_http_port: int = Field(
+        8081,
+        ge=0,
+        le=65535,
+        description="port of `cronstream scheduler`'s HTTP surface (/healthz, /readyz, "
+        "/metrics); 0 turns it off. `cronstream run` serves on the worker's port only",
+    )
     http_host: str = Field(
-        "127.0.0.1", min_length=1, description="address the HTTP surface binds to"
+        "127.0.0.1", min_length=1, description="address the HTTP surfaces bind to"
     )
     http_allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

@@ -7,7 +7,8 @@ idle-ish worker ("Unable connect to node with id 1", "Unable to update metadata"
 "Failed fetch messages from 1", coordinator and heartbeat failures), and nothing of
 cronstream's own. `HeldBack` recognizes those connection, fetch and coordinator
 failures by logger and message template, demotes them to DEBUG and tells `HEALTH`.
-The batch engine asks `HEALTH.check()` every second and logs the change, once each.
+`watch` asks `HEALTH.check()` every second and logs the change, once each: the batch
+and faust engines and `cronstream scheduler` each run it (`cronstream run` once).
 `HeldBack` also demotes, without telling `HEALTH`, what aiokafka logs on every first
 start: a new broker answers the first coordinator lookup with
 GroupCoordinatorNotAvailable while it creates __consumer_offsets, and a coordinator that
@@ -20,12 +21,17 @@ RECOVERY_QUIET seconds.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+log = logging.getLogger(__name__)
+
 RECOVERY_QUIET = 5.0
+WATCH_INTERVAL = 1.0  # how often `watch` asks the tracker what to log
+MAX_NAMED = 20  # partitions named in the "Kafka degraded" line; its `waiting` field has all
 ADDRESS = -1  # the first two arguments are a bootstrap host and port
 
 # Per logger: the message templates aiokafka logs on each retry while a broker or the
@@ -121,7 +127,59 @@ class KafkaHealth:
 
 
 HEALTH = KafkaHealth()
-"""The process's tracker: the filter feeds it, the batch engine asks it."""
+"""The process's tracker: the filter feeds it, `watch` asks it."""
+
+Describe = Callable[[Degraded], tuple[list[str], list[str] | None]]
+"""An outage's brokers, named (with addresses where the client knows them), and the
+partitions that wait for them ("topic[partition]"; None where nothing consumes)."""
+
+
+def named(change: Degraded) -> tuple[list[str], None]:
+    """The `Describe` of a process that consumes nothing: the brokers as the errors name them."""
+    return [str(node) for node in sorted(change.nodes)] + sorted(change.addresses), None
+
+
+def report(change: Degraded | Recovered | None, bootstrap: str, describe: Describe) -> None:
+    """Log `change`: "Kafka degraded" (which brokers, which partitions wait) or "Kafka
+    recovered" (how long, how many library errors were held back)."""
+    if isinstance(change, Recovered):
+        log.info(
+            "Kafka recovered after %.1fs; %d aiokafka error(s) were held back (DEBUG shows them)",
+            change.seconds,
+            change.held_back,
+            extra={"outage_s": change.seconds, "held_back": change.held_back},
+        )
+    elif isinstance(change, Degraded):
+        brokers, waiting = describe(change)
+        extra: dict[str, object] = {"brokers": brokers or [bootstrap]}
+        waits = ""
+        if waiting is not None:
+            extra["waiting"] = waiting
+            waits = f"; {len(waiting)} partition(s) wait: {_listed(waiting, MAX_NAMED)}"
+        log.warning(
+            "Kafka degraded: broker(s) %s unreachable%s. aiokafka retries by itself; its "
+            "per-attempt errors are held back until it recovers",
+            ", ".join(brokers or [f"unknown (bootstrap {bootstrap})"]),
+            waits,
+            extra=extra,
+        )
+
+
+async def watch(bootstrap: str, describe: Describe = named, health: KafkaHealth = HEALTH) -> None:
+    """Until cancelled, log each change of `health` once: its own task, since whoever
+    talks to Kafka may be held up for the whole outage (a commit, a send)."""
+    while True:
+        try:
+            report(health.check(), bootstrap, describe)
+        except Exception:  # a bug here must not go unseen, nor end the process
+            log.exception("reporting Kafka's health failed; outage lines are off")
+            return
+        await asyncio.sleep(WATCH_INTERVAL)
+
+
+def _listed(names: list[str], cap: int) -> str:
+    more = f" and {len(names) - cap} more" if len(names) > cap else ""
+    return ", ".join(names[:cap]) + more if names else "none"
 
 
 class HeldBack(logging.Filter):

@@ -29,10 +29,12 @@ def is_loopback(host: str) -> bool:
         return False  # a name: it may resolve to anything
 
 
-def check_exposure(settings: Settings) -> None:
-    """Refuse a surface reachable from the network without a token (SettingsError)."""
+def check_exposure(settings: Settings, port_setting: str = "http_port") -> None:
+    """Refuse a surface reachable from the network without a token (SettingsError);
+    `port_setting` names the surface's port field (0: it does not serve)."""
     host = settings.http_host
-    if settings.http_port == 0 or settings.ingress_token is not None or is_loopback(host):
+    port = getattr(settings, port_setting)
+    if port == 0 or settings.ingress_token is not None or is_loopback(host):
         return
     raise SettingsError(
         f"{env_var('http_host')}={host} is reachable from the network: set "

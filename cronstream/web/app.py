@@ -1,4 +1,4 @@
-"""The HTTP surface of `cronstream worker` and `cronstream run` (aiohttp).
+"""The HTTP surface of `cronstream worker`, `run` and `scheduler` (aiohttp).
 
     GET  /healthz  200 while the process runs                        (health.py)
     GET  /readyz   200 when Postgres, Kafka and the engine are ready  (health.py)
@@ -6,11 +6,14 @@
     POST /events   one envelope or a JSON array of them -> 202       (ingress.py)
     GET  /         the status page (cronstream/status/page.py)
 
-A Host header not in the allow-list (access.py) is refused (421) except on /healthz,
-/metrics and /readyz, which probes reach by any name. Connections are capped and given
-deadlines by `limits.Guard`. Off when CRONSTREAM_HTTP_PORT is 0; a non-loopback address
-without CRONSTREAM_INGRESS_TOKEN does not start. The status page is collected at most
-every `STATUS_CACHE_SECONDS`, so a refreshing browser cannot hammer Postgres.
+A worker (and `run`) serves all five on CRONSTREAM_HTTP_PORT; a scheduler serves the
+first three on CRONSTREAM_SCHEDULER_HTTP_PORT (`Surface.probes_only`), its /readyz
+ready when Postgres answers and saying whether it leads. A Host header not in the
+allow-list (access.py) is refused (421) except on /healthz, /metrics and /readyz, which
+probes reach by any name. Connections are capped and given deadlines by `limits.Guard`.
+Off when the port is 0; a non-loopback address without CRONSTREAM_INGRESS_TOKEN does
+not start. The status page is collected at most every `STATUS_CACHE_SECONDS`, so a
+refreshing browser cannot hammer Postgres.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -55,14 +58,29 @@ class PortInUse(CronstreamError):
 
 
 class Surface:
-    """The aiohttp app and its server; `start` and `stop` around the engine's run."""
+    """The aiohttp app and its server; `start` and `stop` around the engine's run.
 
-    def __init__(self, settings: Settings, readiness: Readiness) -> None:
+    `checks`: what else must be ready, by name (the worker's "engine", the "scheduler"),
+    each a `Readiness`. `role`: the scheduler's "leader", "standby" or "starting", shown
+    in /readyz's body. `port_setting`: the settings field of its port.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        checks: Mapping[str, Readiness],
+        role: Callable[[], str] | None = None,
+        port_setting: str = "http_port",
+        ingress: bool = True,
+    ) -> None:
         self.settings = settings
+        self.port_setting = port_setting
         self.access = Access(settings)
-        self.producer = SharedProducer(settings)
-        self.health = Health(settings, readiness, self.access, self.producer)
-        self.ingress = Ingress(settings, self.access, self.producer)
+        self.producer = SharedProducer(settings) if ingress else None
+        self.health = Health(settings, checks, self.access, self.producer, role)
+        self.ingress = (
+            Ingress(settings, self.access, self.producer) if self.producer is not None else None
+        )
         self.runner: web.AppRunner | None = None
         self.listener: asyncio.Server | None = None
         self.guard: limits.Guard | None = None
@@ -78,17 +96,26 @@ class Surface:
         app.router.add_get("/healthz", self.health.healthz)
         app.router.add_get("/readyz", self.health.readyz)
         app.router.add_get("/metrics", self.health.metrics)
-        app.router.add_post("/events", self.ingress.events)
-        app.router.add_get("/", self.page)
+        if self.ingress is not None:
+            app.router.add_post("/events", self.ingress.events)
+            app.router.add_get("/", self.page)
         return app
 
+    @classmethod
+    def probes_only(
+        cls, settings: Settings, readiness: Readiness, role: Callable[[], str]
+    ) -> Surface:
+        """A scheduler's surface: /healthz, /readyz and /metrics on its own port."""
+        checks = {"scheduler": readiness}
+        return cls(settings, checks, role, port_setting="scheduler_http_port", ingress=False)
+
     async def start(self) -> None:
-        """Serve on http_host:http_port (nothing when the port is 0); PortInUse if taken."""
+        """Serve on http_host and its port (nothing when it is 0); PortInUse if taken."""
         settings = self.settings
-        host, port = settings.http_host, settings.http_port
+        host, port = settings.http_host, getattr(settings, self.port_setting)
         if port == 0:
             return
-        check_exposure(settings)
+        check_exposure(settings, self.port_setting)
         # In-flight requests get a few seconds at shutdown, not aiohttp's default minute.
         runner = web.AppRunner(
             self.app(),
@@ -109,11 +136,11 @@ class Surface:
             await runner.cleanup()
             raise PortInUse(
                 f"cannot serve HTTP on {host}:{port}: {error.strerror or error}; set "
-                f"{env_var('http_port')} to a free port, or to 0 to turn HTTP off"
+                f"{env_var(self.port_setting)} to a free port, or to 0 to turn HTTP off"
             ) from None
         self.runner, self.listener, self.guard = runner, listener, guard
         log.info("HTTP on http://%s:%d/", host, port, extra={"host": host, "port": port})
-        if settings.ingress_token is None and settings.ingress_open:
+        if self.ingress is not None and settings.ingress_token is None and settings.ingress_open:
             log.warning(
                 "POST /events takes events from every local process without a token "
                 "(%s=true); set %s instead",
@@ -130,7 +157,8 @@ class Surface:
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
-        await self.producer.stop()
+        if self.producer is not None:
+            await self.producer.stop()
 
     @web.middleware
     async def gate(self, request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -1,9 +1,11 @@
 """GET /healthz, /readyz and /metrics: what probes and Prometheus ask.
 
 /healthz is 200 while the process runs. /readyz is 200 when Postgres and Kafka answer
-and the engine's partitions are assigned and positioned; otherwise 503 naming what is
-not, and why only to whom may see details (the reasons name servers, users and
-databases). Concurrent probes share one check, made at most every
+and the engine's partitions are assigned and positioned (a scheduler's surface: when
+Postgres answers and the scheduler started; Kafka is not asked); otherwise 503 naming
+what is not, and why only to whom may see details (the reasons name servers, users and
+databases). Where a scheduler runs, the body's "scheduler" says whether it is the
+"leader", on "standby" or "starting". Concurrent probes share one check, made at most every
 `READY_CACHE_SECONDS`: a probe storm costs no connections.
 """
 
@@ -11,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import prometheus_client
 from aiohttp import web
@@ -33,12 +36,18 @@ READY_CACHE_SECONDS = 1.0
 
 class Health:
     def __init__(
-        self, settings: Settings, readiness: Readiness, access: Access, producer: SharedProducer
+        self,
+        settings: Settings,
+        checks: Mapping[str, Readiness],
+        access: Access,
+        producer: SharedProducer | None,
+        role: Callable[[], str] | None = None,
     ) -> None:
         self.settings = settings
-        self.readiness = readiness
+        self.checks = checks
         self.access = access
-        self.producer = producer
+        self.producer = producer  # None: Kafka is not asked
+        self.role = role
         self.ready: list[tuple[str, str]] = []
         self.ready_at = float("-inf")
         self.ready_lock = asyncio.Lock()
@@ -52,13 +61,16 @@ class Health:
                 self.ready = await self._check_ready()
                 self.ready_at = time.monotonic()
             reasons = self.ready
+        body: dict[str, Any] = {"ready": not reasons}
+        if self.role is not None:
+            body["scheduler"] = self.role()
         if not reasons:
-            return json_reply(200, {"ready": True, "reasons": []})
+            return json_reply(200, body | {"reasons": []})
         # Why names servers, users and databases: only for whom may see the page.
         if self.access.our_host(request) and self.access.authorized(request):
             details = [f"{name}: {why}" for name, why in reasons]
-            return json_reply(503, {"ready": False, "reasons": details})
-        return json_reply(503, {"ready": False, "reasons": [name for name, _ in reasons]})
+            return json_reply(503, body | {"reasons": details})
+        return json_reply(503, body | {"reasons": [name for name, _ in reasons]})
 
     async def metrics(self, request: web.Request) -> web.Response:
         body = prometheus_client.generate_latest()
@@ -68,17 +80,10 @@ class Health:
 
     async def _check_ready(self) -> list[tuple[str, str]]:
         """What is not ready and why; empty when all is."""
-        engine = self.readiness()
+        found = [(name, ready()) for name, ready in self.checks.items()]
         postgres, kafka_reason = await asyncio.gather(self._postgres(), self._kafka())
-        return [
-            (name, reason)
-            for name, reason in (
-                ("engine", engine),
-                ("postgres", postgres),
-                ("kafka", kafka_reason),
-            )
-            if reason is not None
-        ]
+        found += [("postgres", postgres), ("kafka", kafka_reason)]
+        return [(name, reason) for name, reason in found if reason is not None]
 
     async def _postgres(self) -> str | None:
         try:
@@ -96,6 +101,8 @@ class Health:
         return None
 
     async def _kafka(self) -> str | None:
+        if self.producer is None:
+            return None
         try:
             async with asyncio.timeout(CHECK_TIMEOUT):
                 producer = await self.producer.get()

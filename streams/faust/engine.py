@@ -18,7 +18,7 @@ import logging
 import os
 import signal
 import tempfile
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -30,11 +30,18 @@ from cronstream.config.settings import Settings
 from cronstream.handlers.outcomes import Outcome
 from cronstream.handlers.records import ConsumedRecord, consumed
 from cronstream.handlers.registry import Registry
-from cronstream.kafka import clients
+from cronstream.kafka import clients, health
 from cronstream.runtime import metrics, shutdown
 from cronstream.streams.batches import BatchLoop, log_batch
 from cronstream.streams.faust import consumer
-from cronstream.streams.worker import Readiness, Serve, Surface
+from cronstream.streams.worker import (
+    Companion,
+    CompanionFailed,
+    Readiness,
+    Serve,
+    Surface,
+    watched,
+)
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +93,8 @@ def add_agent(app: faust.App, settings: Settings, registry: Registry) -> None:
     The agent consumes `settings.input_topics` (raw bytes) and applies them through
     `registry`'s handlers under the checkpoint protocol. The app's consumer group must
     be `settings.consumer_group`: checkpoints are kept per group. It replaces the app's
-    Consumer class with one that starts each partition at its checkpoint.
+    Consumer class with one that starts each partition at its checkpoint, and adds a
+    task that logs Kafka outages in two lines (kafka/health.py).
     """
     consumer.install(app, settings)
     topic = app.topic(
@@ -143,6 +151,11 @@ def add_agent(app: faust.App, settings: Settings, registry: Registry) -> None:
             await batches.stop()
 
     app.agent(topic, name="cronstream.apply", concurrency=1)(apply_events)
+
+    async def watch_kafka() -> None:  # "Kafka degraded" and "Kafka recovered", once each
+        await health.watch(settings.kafka_bootstrap)
+
+    app.task(watch_kafka)
 
     async def forget_lag(app: faust.App, revoked: set[TP], **kwargs: Any) -> None:
         for tp in revoked:  # another worker reports them now
@@ -208,6 +221,14 @@ class Worker(faust.Worker):
         super()._schedule_shutdown(signal)
 
     surface: Surface | None = None
+    failure: BaseException | None = None
+
+    def stop_failed(self, error: BaseException) -> None:
+        """The scheduler beside it failed: stop as on SIGTERM, then exit with `error`."""
+        if self.failure is None:
+            self.failure = error
+            shutdown.start_watchdog(self.shutdown_timeout)
+            super()._schedule_shutdown(signal.SIGTERM)
 
     def on_worker_shutdown(self) -> None:
         # Called with the loop stopped, before faust stops the app.
@@ -239,15 +260,13 @@ def run_faust_worker(
     registry: Registry,
     loop: asyncio.AbstractEventLoop,
     serve: Serve,
-    companion: Callable[[], Awaitable[None]] | None = None,
+    companion: Companion | None = None,
 ) -> None:
     """Run the faust worker in `loop` until SIGINT or SIGTERM (streams/worker.py says what
-    `serve` and `companion` are)."""
+    `serve` and `companion` are); CompanionFailed when the companion failed."""
     app = create_app(settings, registry)
     surface = serve(readiness(app))
     loop.run_until_complete(surface.start())  # a port in use ends the command before faust
-    if companion is not None:
-        app.task(companion)
     worker = Worker(
         app,
         settings.shutdown_timeout,
@@ -259,4 +278,11 @@ def run_faust_worker(
     )
     worker.spinner = None  # a terminal spinner; worker output goes to logs
     worker.surface = surface
-    worker.execute_from_commandline()
+    if companion is not None:
+        app.task(watched(companion, worker.stop_failed))
+    try:
+        worker.execute_from_commandline()
+    except SystemExit:  # how faust's worker ends, 0 included
+        if worker.failure is not None:
+            raise CompanionFailed.of(worker.failure) from None
+        raise

@@ -22,6 +22,7 @@ def environment(settings: Settings) -> dict[str, str]:
         "CRONSTREAM_LOG_FORMAT": "json",
         # Off unless a test picks a free port, so parallel processes never fight over 8080.
         "CRONSTREAM_HTTP_PORT": "0",
+        "CRONSTREAM_SCHEDULER_HTTP_PORT": "0",
     }
     return env
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -23,7 +22,13 @@ from cronstream.config.settings import Settings
 from cronstream.events.envelope import TRACE_HEADER
 from cronstream.kafka.clients import connection_options
 from tests.integration.commands import environment, run_cli
-from tests.integration.http_helpers import free_port, http_env, readyz, wait_ready
+from tests.integration.http_helpers import (
+    free_port,
+    http_env,
+    port_in_use_line,
+    readyz,
+    wait_ready,
+)
 from tests.integration.kafka_helpers import end_offsets, read_all, wait_for
 from tests.integration.services import Services
 from tests.integration.session import TEMPLATE, admin, drop_database, unique_name, with_database
@@ -456,13 +461,5 @@ async def test_post_events_is_503_when_kafka_refuses(
 
 
 def test_a_port_in_use_is_one_line_naming_the_variable(cli_env: dict[str, str]) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        result = run_cli(["worker"], http_env(cli_env, port), timeout=120)
-    assert result.returncode == 1, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, result.stderr
-    assert str(port) in lines[0] and "CRONSTREAM_HTTP_PORT" in lines[0]
-    assert "Traceback" not in result.stderr
+    port, line = port_in_use_line(["worker"], lambda port: http_env(cli_env, port))
+    assert str(port) in line and "CRONSTREAM_HTTP_PORT" in line

@@ -61,6 +61,7 @@ def env(services: Services, topic: str) -> dict[str, str]:
         "CRONSTREAM_CONSUMER_GROUP": f"group.{topic}",
         "CRONSTREAM_CONNECT_TIMEOUT": "3",
         "CRONSTREAM_HTTP_PORT": "0",  # parallel runs must not fight over 8080
+        "CRONSTREAM_SCHEDULER_HTTP_PORT": "0",  # nor over 8081
     }
 
 

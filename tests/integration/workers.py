@@ -42,6 +42,7 @@ def worker_env(base: dict[str, str], engine: str = "batch", **extra: str) -> dic
             "CRONSTREAM_LOG_LEVEL": "INFO",
             # Off unless a test picks a free port, so parallel workers never fight over 8080.
             "CRONSTREAM_HTTP_PORT": "0",
+            "CRONSTREAM_SCHEDULER_HTTP_PORT": "0",
             "PYTHONPATH": str(ROOT),
         }
         | extra
