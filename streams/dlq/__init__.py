@@ -5,7 +5,7 @@ Modules: letters (a dead-letter topic's record read back: our headers, the origi
 record, or why it is no dead letter), reading (one pass over a dead-letter topic),
 views (`dlq list` and `dlq show`), redrive (`dlq redrive`: applied exactly once, or
 recorded again). The `dead_letters` rows are the truth of what is unresolved
-(migrations/0008_dead_letter_redrive.sql); the topic holds the records.
+(migrations/0007_dead_letter_redrive.sql); the topic holds the records.
 """
 
 from cronstream.streams.dlq.letters import Garbled, Letter, read_letter

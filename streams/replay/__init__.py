@@ -27,7 +27,7 @@ Batches of up to `batch_size` records go through the worker's `BatchLoop` and
 Each real replay is recorded in the `replays` table (migrations/0005_replays.sql), and
 holds an advisory lock on its id while it runs (streams/sql/replay.sql). Each batch's
 transaction records how far the replay applied its partitions (`replay_positions`,
-migrations/0009_replay_positions.sql): a batch retried after its COMMIT acknowledgement
+migrations/0008_replay_positions.sql): a batch retried after its COMMIT acknowledgement
 was lost applies nothing again, and `--resume ID` goes on from there. A rebuild's dead
 letters go to topics of its own (`<topic>.rebuild.<token>.dlq`).
 
