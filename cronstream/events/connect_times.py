@@ -78,9 +78,24 @@ def _clock(units: int, per_second: int) -> str:
     return text
 
 
+_JSON_NAMES = {
+    int: "integer",
+    float: "number",
+    str: "string",
+    bool: "boolean",
+    list: "array",
+    type(None): "null",
+}
+
+
+def found(value: object) -> str:
+    """What a JSON value is, for a reason: `found JSON string`."""
+    return f"found JSON {_JSON_NAMES.get(type(value), 'object')}"
+
+
 def _integer(value: object) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
-        raise ValueError(f"found JSON {type(value).__name__}, not an integer")
+        raise ValueError(f"{found(value)}, not an integer")
     return value
 
 
@@ -132,7 +147,7 @@ _ZONED_TIME = re.compile(rf"(\d{{2}}):(\d{{2}}):(\d{{2}}){_FRACTION}{_OFFSET}")
 
 def _text(value: object) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"found JSON {type(value).__name__}, not a string")
+        raise ValueError(f"{found(value)}, not a string")
     return value
 
 

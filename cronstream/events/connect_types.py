@@ -43,11 +43,7 @@ _EXACT = decimal.Context(prec=decimal.MAX_PREC, Emax=decimal.MAX_EMAX, Emin=deci
 _MAX_DECIMAL_BYTES = 61_300
 _INT_RANGES = {"int8": 8, "int16": 16, "int32": 32, "int64": 64}
 _FLOAT_WORDS = ("NaN", "Infinity", "-Infinity")  # Jackson's, for float and double
-_JSON_NAMES = {int: "integer", float: "number", str: "string", bool: "boolean"}
-
-
-def _found(value: Any) -> str:
-    return f"found JSON {_JSON_NAMES.get(type(value), type(value).__name__)}"
+_found = times.found
 
 
 def _base64(value: Any) -> bytes:
