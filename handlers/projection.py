@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import asyncpg
-from pydantic_core import to_json
 
+from cronstream.events import exact
 from cronstream.events.envelope import SYNC_REQUIRED, Event
 from cronstream.handlers.registry import Registry
 from cronstream.handlers.sql import query
@@ -47,7 +47,7 @@ async def project(events: Sequence[Event], connection: asyncpg.Connection) -> No
         [e.key for e in rows],
         [e.version for e in rows],
         [e.occurred_at for e in rows],
-        [to_json(e.payload).decode() for e in rows],
+        [exact.dumps(e.payload) for e in rows],  # numeric columns' digits kept
         [e.id for e in rows],
         [e.source for e in rows],
         [is_delete(e) for e in rows],

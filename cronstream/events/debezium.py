@@ -10,6 +10,8 @@ A change record maps to an Event:
   projection then orders a row's changes by occurred_at;
 - occurred_at: `source.ts_us` (Debezium 2.6 on), else `source.ts_ms`;
 - payload: `after`, or `before` for a delete (`{}` when the connector sends none);
+  with schemas on, each column decoded by its Connect schema (`connect_types`), as the
+  key's columns are;
 - id: a UUID derived from (connector, db, table, position, op, key), so a re-delivered
   change has the id it had; the position is the LSN, else the rest of `source`.
 
@@ -21,11 +23,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from pydantic_core import to_json
 
-from cronstream.events import envelope, formats
+from cronstream.events import connect_types, envelope, exact, formats
 from cronstream.events.envelope import EnvelopeError, Event, Headers
 from cronstream.runtime.names import ENTITY_NAME
 from cronstream.runtime.untrusted import shown
@@ -36,14 +39,15 @@ OP_TYPES = {"c": "created", "u": "updated", "d": "deleted", "r": "snapshot"}
 _NOT_MAPPED = {"t": "truncate", "m": "message"}
 
 
-def _unwrapped(data: dict[str, Any]) -> dict[str, Any]:
-    """The payload of a `{"schema": ..., "payload": ...}` wrapper (schemas enabled)."""
+def _unwrapped(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The payload of a `{"schema": ..., "payload": ...}` wrapper (schemas enabled) and
+    its schema; `data` itself and None when schemas are off."""
     if data.keys() == {"schema", "payload"} and isinstance(data["schema"], dict):
         payload = data["payload"]
         if not isinstance(payload, dict):
             raise EnvelopeError("payload", f"is JSON {type(payload).__name__}, not an object")
-        return payload
-    return data
+        return payload, data["schema"]
+    return data, None
 
 
 _KINDS = {int: "an integer", str: "a string", dict: "an object"}
@@ -75,22 +79,25 @@ def _occurred_at(source: dict[str, Any]) -> datetime:
 def key_text(columns: dict[str, Any]) -> str:
     """A row key as text: one column as Postgres renders it with ::text, several as JSON."""
     if len(columns) != 1:
-        return to_json(columns).decode()
+        return exact.dumps(columns)
     [value] = columns.values()
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, Decimal):
+        return exact.plain(value)
     if isinstance(value, str | int | float):
         return str(value)
-    return to_json(value).decode()
+    return exact.dumps(value)
 
 
 def _key(key: bytes | None) -> str:
     if key is None:
         raise EnvelopeError("<key>", "is empty (Debezium sends none for a table without a key)")
     try:
-        columns = _unwrapped(envelope.json_object(key))
+        columns, schema = _unwrapped(envelope.json_object(key))
     except EnvelopeError as error:
         raise EnvelopeError("<key>", error.reason) from None
+    columns = connect_types.decode(columns, schema, "<key>", 2)
     if not columns or any(value is None for value in columns.values()):
         raise EnvelopeError("<key>", "has no column value")
     return key_text(columns)
@@ -105,7 +112,7 @@ class Adapter:
     def __call__(self, value: bytes | None, key: bytes | None, headers: Headers) -> Event | None:
         if value is None:
             return None  # a tombstone
-        change = _unwrapped(envelope.json_object(value))
+        change, schema = _unwrapped(envelope.json_object(value))
         op = change.get("op")
         if not isinstance(op, str | None):
             raise EnvelopeError("op", f"must be a string, found JSON {type(op).__name__}")
@@ -129,6 +136,8 @@ class Adapter:
             raise EnvelopeError(row_field, f"is missing in an '{op}' change")
         if row is not None and not isinstance(row, dict):
             raise EnvelopeError(row_field, f"is JSON {type(row).__name__}, not an object")
+        row_schema = connect_types.field_schema(schema, row_field)
+        row = connect_types.decode(row, row_schema, row_field, 2)
         occurred_at = _occurred_at(source)
         version: int | None = None
         if source.get("lsn") is not None:

@@ -247,6 +247,12 @@ def refused_payload(payload: dict[str, Any]) -> str | None:
     return _refused_text(payload, 2)  # the payload sits one level below the value
 
 
+def refused_json(data: Any, depth: int) -> str | None:
+    """Why a worker would refuse `data`, a value at nesting `depth` of a Kafka value (a
+    payload's column: 3), if it would."""
+    return _refused_text(data, depth)
+
+
 def decode(value: bytes | None) -> Event:
     """Strictly decode a Kafka value; every required field must be present.
 

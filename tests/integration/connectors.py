@@ -20,9 +20,15 @@ JSON_CONVERTER = "org.apache.kafka.connect.json.JsonConverter"
 
 
 def connector_config(
-    database_url: str, slot: str, prefix: str, tables: list[str], schemas: bool = False
+    database_url: str,
+    slot: str,
+    prefix: str,
+    tables: list[str],
+    schemas: bool = False,
+    extra: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    """A Debezium Postgres connector on a database, its tables named schema.table."""
+    """A Debezium Postgres connector on a database, its tables named schema.table;
+    `extra` adds or overrides settings (decimal.handling.mode, ...)."""
     url = urlsplit(database_url)
     enabled = "true" if schemas else "false"
     return {
@@ -45,7 +51,7 @@ def connector_config(
         "key.converter.schemas.enable": enabled,
         "value.converter": JSON_CONVERTER,
         "value.converter.schemas.enable": enabled,
-    }
+    } | (extra or {})
 
 
 async def _rest(
@@ -134,12 +140,16 @@ async def remove_connector(
 
 @asynccontextmanager
 async def debezium_connector(
-    connect_url: str, database_url: str, tables: list[str], schemas: bool = False
+    connect_url: str,
+    database_url: str,
+    tables: list[str],
+    schemas: bool = False,
+    extra: dict[str, str] | None = None,
 ) -> AsyncIterator[str]:
     """A running connector on `tables` for the duration; yields its topic prefix."""
     name = unique_name("cs_")  # the connector's, slot's and publication's name
     prefix = f"dbz.{name}"
-    config = connector_config(database_url, name, prefix, tables, schemas)
+    config = connector_config(database_url, name, prefix, tables, schemas, extra)
     await post_connector(connect_url, name, config)  # nothing to remove when refused
     try:
         await wait_until_running(connect_url, name)

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
-import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -26,73 +25,16 @@ import pytest
 from aiokafka import ConsumerRecord
 
 from cronstream.config.settings import Settings
+from tests.integration import connect_service
+from tests.integration import typed_columns as typed
+from tests.integration.connect_service import Connect
 from tests.integration.connectors import debezium_connector
 from tests.integration.kafka_helpers import end_offsets, read_all, wait_for
-from tests.integration.services import Services
-from tests.integration.workers import ROOT, WorkerProcess, checkpoints, external_worker
+from tests.integration.workers import WorkerProcess, checkpoints, external_worker
 
+connect = connect_service.connect  # the module's Kafka Connect, a fixture
 TABLE = "customers"
 CREATE_TABLE = f"CREATE TABLE {TABLE} (id int PRIMARY KEY, name text, tier int)"
-
-
-@dataclass(frozen=True)
-class Connect:
-    url: str
-    pid: int | None  # the JVM's pid when this module started it, for its peak RSS
-
-
-def _connect_script(action: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(ROOT / "scripts" / "connect.sh"), action],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,  # the first start fetches the jars with mvn
-        check=False,
-    )
-
-
-def peak_rss_mb(pid: int) -> float | None:
-    """The process's peak resident set (VmHWM), in MB; None once it is gone."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    for line in status.splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return None
-
-
-@pytest.fixture(scope="module")
-def connect(services: Services) -> Iterator[Connect]:
-    """Kafka Connect's REST URL: CRONSTREAM_CONNECT_URL's, or one started for this module."""
-    given = os.environ.get("CRONSTREAM_CONNECT_URL")
-    if given:
-        yield Connect(given.rstrip("/"), None)
-        return
-    env = os.environ | {"CRONSTREAM_KAFKA_BOOTSTRAP": services.kafka_bootstrap}
-    port = env.get("CRONSTREAM_CONNECT_PORT", "8083")
-    began = time.monotonic()
-    started = _connect_script("status", env).returncode != 0
-    if started:
-        up = _connect_script("up", env)
-        if up.returncode != 0:
-            pytest.fail(f"scripts/connect.sh up failed: {up.stderr.strip()}", pytrace=False)
-    home = Path(env.get("CRONSTREAM_CACHE_DIR", ROOT / ".cache")) / "connect"
-    pid = int((home / f"connect-{port}.pid").read_text())
-    ready = time.monotonic()
-    try:
-        yield Connect(f"http://127.0.0.1:{port}", pid)
-    finally:
-        rss = peak_rss_mb(pid)
-        tests_s = time.monotonic() - ready
-        print(
-            f"\nConnect up in {ready - began:.1f}s, Debezium tests {tests_s:.1f}s, "
-            f"Connect peak RSS {'unknown' if rss is None else f'{rss:.0f} MB'}"
-        )
-        if started:
-            _connect_script("down", env)
 
 
 # --- the table, and what Debezium and the worker made of it ---------------------------
@@ -359,3 +301,69 @@ async def test_worker_killed_mid_stream_still_ends_equal(
         f"\n{rounds} transactions, {changes.records} records, 2 SIGKILLs, {engine} engine: "
         f"{time.monotonic() - began:.1f}s"
     )
+
+
+# --- column types: a table of every type, decoded by the record's schema -------------
+
+# Schemas off, with the settings the README gives for readable values: nothing is decoded.
+READABLE = {
+    "decimal.handling.mode": "string",
+    "time.precision.mode": "isostring",
+    "interval.handling.mode": "string",
+}
+
+
+@pytest.mark.parametrize("schemas", [True, False], ids=["schemas_on", "schemas_off"])
+@pytest.mark.parametrize("engine", ["batch"])
+async def test_every_column_type_reaches_the_projection_as_its_column(
+    connect: Connect,
+    settings: Settings,
+    database_url: str,
+    cli_env: dict[str, str],
+    tmp_path: Path,
+    engine: str,
+    schemas: bool,
+) -> None:
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.execute(typed.CREATE)
+        await connection.execute(typed.ROWS)
+        tables = [f"public.{typed.TABLE}"]
+        extra = None if schemas else READABLE
+        async with debezium_connector(connect.url, database_url, tables, schemas, extra) as prefix:
+            topic = f"{prefix}.public.{typed.TABLE}"
+            await wait_for_records(settings, topic, typed.ROW_COUNT, 60)
+            worker = external_worker(cli_env, engine, f"{topic}:debezium", tmp_path)
+            worker.start()
+            try:
+                # A live update and delete too: `before` and `after` are decoded alike.
+                await connection.execute(f"UPDATE {typed.TABLE} SET amount = -7.5 WHERE id = 1")
+                await connection.execute(f"DELETE FROM {typed.TABLE} WHERE id = 99999.99")
+                await wait_for_records(settings, topic, typed.ROW_COUNT + 3, 60)
+                await wait_for_checkpoint_at_end(settings, topic, 90)
+            finally:
+                worker.stop()
+            records = await read_all(settings, topic, typed.ROW_COUNT + 3)
+        projected, expected = await typed.projected_and_expected(connection)
+        deleted = await connection.fetchval(
+            "SELECT deleted FROM entity_projection WHERE entity = $1 AND key = '99999.99'",
+            typed.TABLE,
+        )
+    finally:
+        await connection.close()
+    assert await dead_letters(database_url) == []
+    assert deleted is True and set(projected) == {*expected, "99999.99"}
+    if schemas:
+        # Every column as Postgres renders it (typed.DIFFERENCES: where the README says not).
+        found = {key: typed.differences(projected[key], row) for key, row in expected.items()}
+        assert found == {key: {} for key in expected}, "(projected, expected) by row and column"
+        return
+    # Schemas off: each payload is Debezium's `after` as it is, nothing decoded.
+    afters = {json.loads(r.key)["id"]: json.loads(r.value)["after"] for r in records if r.value}
+    for key, payload in projected.items():
+        if key != "99999.99":
+            assert payload == json.loads(json.dumps(afters[key]), parse_float=Decimal)
+    row = projected["1.00"]
+    assert (row["amount"], row["wide"]) == ("-7.50", "-12345678901234567890.12345678901234567890")
+    assert json.loads(row["jsb"]) == {"n": 420, "x": 1.5, "s": "é"}  # jsonb: a string
+    assert (row["day"], row["span"]) == ("2024-02-29Z", "P1Y2M3DT4H5M6.78S")
