@@ -212,10 +212,10 @@ async def test_a_debezium_topic_projects_changes_acknowledges_tombstones_and_dea
     assert resumed.returncode == 2, resumed.stdout + resumed.stderr
     assert f"{REBUILT}.entity_projection lacks column(s) deleted" in resumed.stderr
 
-    # A topic the settings do not name (its dead-letter topic) is read as envelopes.
+    # Its dead-letter topic holds Debezium records: read as Debezium, and said so.
     dlq = run_cli(
         ["replay", "--topic", settings.dlq_topic(topic), "--from-beginning", "--dry-run"],
         worker.env,
     )
     assert dlq.returncode == 0, dlq.stderr
-    assert "its records are read as envelopes" in dlq.stderr
+    assert f"holds dead letters of {topic}: read as debezium" in dlq.stderr
