@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
-from typing import TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Protocol, TypeVar
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from cronstream.config.settings import Settings
 from cronstream.handlers.sql import query
@@ -112,6 +112,11 @@ class PollFailures:
         self.last = None
 
 
+class HasOffset(Protocol):
+    @property
+    def offset(self) -> int: ...
+
+
 class OffsetGaps:
     """Polls that resume past where a partition should be (its checkpoint + 1, else after
     its last record): compaction, transaction markers or retention skip offsets. Each is
@@ -122,8 +127,9 @@ class OffsetGaps:
         self.expected: dict[TopicPartition, int] = {}
         self.gapped: set[TopicPartition] = set()  # said at WARNING once each
 
-    def count(self, polled: Mapping[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
-        """Count (and say, once per partition) a poll that starts past checkpoint + 1."""
+    def count(self, polled: Mapping[TopicPartition, Sequence[HasOffset]]) -> None:
+        """Count (and say, once per partition) a poll (or, in the faust engine, a batch)
+        that starts past checkpoint + 1."""
         for tp, messages in polled.items():
             expected = self.expected.get(tp)
             first = messages[0].offset

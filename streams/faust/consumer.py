@@ -30,6 +30,7 @@ from cronstream.config.settings import Settings
 from cronstream.kafka import salvage
 from cronstream.kafka.structs import PartitionKey
 from cronstream.streams.positions import (
+    OffsetGaps,
     PollFailures,
     read_checkpoints_patiently,
     report_ahead,
@@ -40,8 +41,9 @@ from cronstream.streams.positions import (
 log = logging.getLogger(__name__)
 
 
-def checkpoint_consumer(settings: Settings) -> type[Consumer]:
-    """The faust Consumer class for this worker's settings."""
+def checkpoint_consumer(settings: Settings, gaps: OffsetGaps) -> type[Consumer]:
+    """The faust Consumer class for this worker's settings; it tells `gaps` where each
+    partition starts after a rebalance."""
 
     class CheckpointConsumer(Consumer):
         # One consumer per app, so one per class (made per app by `install`).
@@ -56,7 +58,11 @@ def checkpoint_consumer(settings: Settings) -> type[Consumer]:
             for tp, offset in back.items():
                 report_ahead(tp.topic, tp.partition, committed[tp], offset - 1)
                 await self._seek(tp, offset)
-            return {**committed, **back}
+            starts = {**committed, **back}
+            for tp, offset in starts.items():
+                if offset is not None and offset >= 0:
+                    gaps.expected[TopicPartition(tp.topic, tp.partition)] = offset
+            return starts
 
         async def _getmany(
             self,
@@ -96,7 +102,7 @@ def checkpoint_consumer(settings: Settings) -> type[Consumer]:
     return CheckpointConsumer
 
 
-def install(app: Any, settings: Settings) -> None:
+def install(app: Any, settings: Settings, gaps: OffsetGaps) -> None:
     """Make `app` create its consumer from our class (before anything starts it)."""
     transport = app.transport
-    transport.Consumer = checkpoint_consumer(settings)
+    transport.Consumer = checkpoint_consumer(settings, gaps)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import faust
+from aiokafka import TopicPartition
 from faust.streams import Stream
 from faust.types import TP, EventT, StreamT
 
@@ -34,6 +35,7 @@ from cronstream.kafka import clients, health
 from cronstream.runtime import metrics, shutdown
 from cronstream.streams.batches import BatchLoop, log_batch
 from cronstream.streams.faust import consumer
+from cronstream.streams.positions import OffsetGaps
 from cronstream.streams.worker import (
     Companion,
     CompanionFailed,
@@ -96,7 +98,10 @@ def add_agent(app: faust.App, settings: Settings, registry: Registry) -> None:
     Consumer class with one that starts each partition at its checkpoint, and adds a
     task that logs Kafka outages in two lines (kafka/health.py).
     """
-    consumer.install(app, settings)
+    # Where each partition's next event should be: a batch that starts past it is
+    # counted and said, as the batch engine does with its polls.
+    gaps = OffsetGaps()
+    consumer.install(app, settings, gaps)
     topic = app.topic(
         *settings.input_topics,
         value_serializer="raw",
@@ -112,6 +117,7 @@ def add_agent(app: faust.App, settings: Settings, registry: Registry) -> None:
             await stream.ack(event)
 
     async def apply_batch(stream: Stream[Any], events: Sequence[EventT[Any]]) -> None:
+        gaps.count(by_partition(events))
         batch = asyncio.ensure_future(batches.apply([from_faust_event(e) for e in events]))
         try:
             # Shielded: on shutdown the in-flight batch commits or rolls back whole,
@@ -160,9 +166,19 @@ def add_agent(app: faust.App, settings: Settings, registry: Registry) -> None:
     async def forget_lag(app: faust.App, revoked: set[TP], **kwargs: Any) -> None:
         for tp in revoked:  # another worker reports them now
             metrics.forget_partition(tp.topic, tp.partition)
+            gaps.expected.pop(TopicPartition(tp.topic, tp.partition), None)
 
     # mode types a receiver as (sender, *args, signal, **kwargs): this one names its args.
     app.on_partitions_revoked.connect(forget_lag)  # type: ignore[arg-type]
+
+
+def by_partition(events: Sequence[EventT[Any]]) -> dict[TopicPartition, list[Any]]:
+    """A batch's messages per partition, in their order."""
+    found: dict[TopicPartition, list[Any]] = {}
+    for event in events:
+        message = event.message
+        found.setdefault(TopicPartition(message.topic, message.partition), []).append(message)
+    return found
 
 
 def record_lag(consumer: Any, events: Sequence[EventT[Any]]) -> None:
