@@ -8,6 +8,7 @@ asserts every counter is exactly 1.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import subprocess
@@ -119,7 +120,10 @@ async def test_sigkill_workers_repeatedly_while_events_flow(
         ids = await producing
         await wait_for_the_end(settings, pool, 240)
     finally:
+        # Awaited: a sample cut off inside a Kafka call must still close its consumer.
         monitor.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await monitor
         for worker in pool:
             worker.stop()
     elapsed = time.monotonic() - began
