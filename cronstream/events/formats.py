@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from cronstream.config.topics import FormatName, TopicFormat
-from cronstream.events.envelope import Event, Headers, decode
+from cronstream.events.envelope import Event, Headers, decode, decode_fast
 
 
 class Decoder(Protocol):
@@ -23,7 +23,8 @@ class Decoder(Protocol):
 
 
 def _envelope(value: bytes | None, key: bytes | None, headers: Headers) -> Event:
-    return decode(value)
+    event = None if value is None else decode_fast(value)  # one call less, per record
+    return decode(value) if event is None else event
 
 
 # Per format: what a dead letter calls a record it could not map ("invalid <what>: ..."),
