@@ -8,16 +8,19 @@ keeps the delete's version, so an older change arriving late cannot resurrect it
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import attrgetter
+from typing import Any
 
 import asyncpg
 
 from cronstream.events import exact
 from cronstream.events.envelope import SYNC_REQUIRED, Event
+from cronstream.events.fast_envelope import JsonObject
 from cronstream.handlers.registry import Registry
 from cronstream.handlers.sql import query
 
 
-def newest_per_key(events: Sequence[Event]) -> list[Event]:
+def newest_per_key(events: Sequence[Event]) -> Sequence[Event]:
     """One event per (entity, key): the one the projection would keep.
 
     Postgres refuses an upsert that touches one row twice, and ordering here by
@@ -25,6 +28,9 @@ def newest_per_key(events: Sequence[Event]) -> list[Event]:
     as a key's events all carry a version or none do (the rule is not transitive across
     the two kinds; README "External change events" asks for one kind per entity).
     """
+    entities, keys = map(attrgetter("entity"), events), map(attrgetter("key"), events)
+    if len(set(zip(entities, keys, strict=True))) == len(events):  # no key twice (in C)
+        return events
     newest: dict[tuple[str, str], Event] = {}
     for event in events:
         current = newest.get((event.entity, event.key))
@@ -39,23 +45,31 @@ def _not_older(candidate: Event, current: Event) -> bool:
     return candidate.occurred_at >= current.occurred_at
 
 
+def payload_json(payload: dict[str, Any]) -> str:
+    """A payload's JSON text for jsonb: as it came in when decoded from an envelope
+    (jsonb keeps its digits), else written with numeric columns' digits kept."""
+    return payload.json if type(payload) is JsonObject else exact.dumps(payload)
+
+
 async def project(events: Sequence[Event], connection: asyncpg.Connection) -> None:
     rows = newest_per_key(events)
+    types = list(map(attrgetter("type"), rows))
+    deletes = {kind: is_delete(kind) for kind in set(types)}  # once per type
     await connection.execute(
         query("projection_upsert"),
-        [e.entity for e in rows],
-        [e.key for e in rows],
-        [e.version for e in rows],
-        [e.occurred_at for e in rows],
-        [exact.dumps(e.payload) for e in rows],  # numeric columns' digits kept
-        [e.id for e in rows],
-        [e.source for e in rows],
-        [is_delete(e) for e in rows],
+        list(map(attrgetter("entity"), rows)),
+        list(map(attrgetter("key"), rows)),
+        list(map(attrgetter("version"), rows)),
+        list(map(attrgetter("occurred_at"), rows)),
+        list(map(payload_json, map(attrgetter("payload"), rows))),
+        list(map(attrgetter("id"), rows)),
+        list(map(attrgetter("source"), rows)),
+        list(map(deletes.__getitem__, types)),
     )
 
 
-def is_delete(event: Event) -> bool:
-    return event.type.endswith(("_deleted", ".deleted"))
+def is_delete(event_type: str) -> bool:
+    return event_type.endswith(("_deleted", ".deleted"))
 
 
 def register(registry: Registry) -> None:
