@@ -33,8 +33,10 @@ then sees the advanced checkpoint and drops the duplicates.
 from __future__ import annotations
 
 import logging
+from bisect import bisect_right
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from operator import itemgetter
 from typing import NamedTuple
 
 import asyncpg
@@ -45,7 +47,7 @@ from cronstream.handlers.decoding import Decoders
 from cronstream.handlers.dispatch import Dispatcher
 from cronstream.handlers.failures import Outage, is_outage
 from cronstream.handlers.outcomes import Outcome
-from cronstream.handlers.records import ConsumedRecord, by_partition
+from cronstream.handlers.records import POSITION, ConsumedRecord, by_partition
 from cronstream.handlers.registry import Router
 from cronstream.handlers.sql import query
 from cronstream.kafka.structs import PartitionKey
@@ -53,6 +55,8 @@ from cronstream.runtime.retry import RetryPolicy
 from cronstream.runtime.untrusted import safe_text
 
 log = logging.getLogger(__name__)
+
+_OFFSET = itemgetter(2)  # a ConsumedRecord's offset
 
 
 class Held(NamedTuple):
@@ -100,6 +104,14 @@ class BatchApplier:
             return True
         return held.replayed < offset <= self.reapply_through.get(key, -1)
 
+    def _fresh_of(
+        self, key: PartitionKey, batch: list[ConsumedRecord], held: Held
+    ) -> list[ConsumedRecord]:
+        """The records of `batch` (one partition's, in offset order) to apply."""
+        if key not in self.reapply_through:  # those above the checkpoint
+            return batch[bisect_right(batch, held.checkpoint, key=_OFFSET) :]
+        return [r for r in batch if self._fresh(key, r.offset, held)]
+
     async def apply(
         self,
         connection: asyncpg.Connection,
@@ -112,7 +124,7 @@ class BatchApplier:
         When it returns, the fate of every record is durable: applied, dropped as a
         duplicate or dead-lettered. Only then may the caller acknowledge them to Kafka.
         """
-        ordered = sorted(records, key=lambda r: (r.topic, r.partition, r.offset))
+        ordered = sorted(records, key=POSITION)
         return await self._apply_or_narrow(connection, ordered)
 
     async def _apply_or_narrow(
@@ -167,7 +179,7 @@ class BatchApplier:
         last = {key: batch[-1].offset for key, batch in partitions.items()}
         async with self._locked(connection, list(partitions)) as locked:
             for key, batch in partitions.items():
-                fresh = [r for r in batch if self._fresh(key, r.offset, locked[key])]
+                fresh = self._fresh_of(key, batch, locked[key])
                 outcome.duplicates_by_topic[key[0]] += len(batch) - len(fresh)
                 await self.dispatch.apply_partition(connection, fresh, outcome)
                 outcome.checkpoints[key] = max(locked[key].checkpoint, last[key])

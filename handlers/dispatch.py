@@ -21,7 +21,7 @@ import asyncpg
 
 from cronstream.events.envelope import Event
 from cronstream.handlers.dead_letters import DeadLetterLedger
-from cronstream.handlers.decoding import Decoders, Undecodable
+from cronstream.handlers.decoding import Decoders, Undecodable, names_readable
 from cronstream.handlers.failures import TRANSIENT_IN_HANDLERS, Outage
 from cronstream.handlers.outcomes import Outcome
 from cronstream.handlers.records import ConsumedRecord
@@ -68,7 +68,7 @@ class Dispatcher:
         if not records:
             return
         topic = records[0].topic
-        read = self.decoders.reader(topic)
+        read = self.decoders.reader(topic, check_headers=not names_readable(records))
         handlers: dict[str, Handler | None] = {}  # by event type
         routed: list[Routed] = []
         for record in records:

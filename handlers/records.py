@@ -4,8 +4,10 @@ client consumed it (aiokafka in the batch engine and replay, faust in the faust 
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from functools import partial
+from itertools import groupby
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 from aiokafka import ConsumerRecord
@@ -42,24 +44,33 @@ class ConsumedRecord(NamedTuple):
 def consumed(message: Any, headers: Iterable[tuple[str, bytes | None]]) -> ConsumedRecord:
     """A record as a Kafka client consumed it (aiokafka's ConsumerRecord, faust's
     Message: the same attributes), with its headers as bytes."""
-    return ConsumedRecord(
-        message.topic,
-        message.partition,
-        message.offset,
-        message.value,
-        message.key,
-        tuple((name, value or b"") for name, value in headers),  # a header may have no value
+    given = tuple(headers)
+    if None in map(_VALUE, given):  # a header may have no value
+        given = tuple((name, value or b"") for name, value in given)
+    return _record(
+        (message.topic, message.partition, message.offset, message.value, message.key, given)
     )
 
 
 def from_aiokafka(message: ConsumerRecord[bytes, bytes]) -> ConsumedRecord:
     """An aiokafka record (the batch engine's, a replay's) as the protocol sees it."""
-    return consumed(message, message.headers or ())
+    headers = message.headers
+    if type(headers) is not tuple or None in map(_VALUE, headers):
+        return consumed(message, headers or ())
+    return _record(
+        (message.topic, message.partition, message.offset, message.value, message.key, headers)
+    )
+
+
+POSITION = itemgetter(0, 1, 2)
+"""A record's (topic, partition, offset), as a C-level sort key."""
+_PARTITION = itemgetter(0, 1)
+_VALUE = itemgetter(1)
+# ConsumedRecord(...) without its Python-level __new__: one is built per record consumed.
+_record = partial(tuple.__new__, ConsumedRecord)
 
 
 def by_partition(records: Sequence[ConsumedRecord]) -> dict[PartitionKey, list[ConsumedRecord]]:
     """The records of each partition in offset order, the partitions in a fixed order."""
-    partitions: dict[PartitionKey, list[ConsumedRecord]] = defaultdict(list)
-    for record in records:
-        partitions[(record.topic, record.partition)].append(record)
-    return {key: sorted(recs, key=lambda r: r.offset) for key, recs in sorted(partitions.items())}
+    ordered = sorted(records, key=POSITION)  # in C: an ordered list costs one pass
+    return {key: list(run) for key, run in groupby(ordered, key=_PARTITION)}
