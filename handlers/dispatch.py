@@ -32,6 +32,7 @@ from cronstream.runtime.retry import RetryPolicy
 log = logging.getLogger(__name__)
 
 _TRACE_ID = attrgetter("trace_id")
+_EVENT = itemgetter(1)  # a Routed's event
 
 Routed = tuple[ConsumedRecord, Event, Handler | None]
 
@@ -80,9 +81,10 @@ class Dispatcher:
             if event is None:  # carries no event (a Debezium tombstone): acknowledged
                 outcome.without_event += 1
                 continue
-            if event.type not in handlers:
-                handlers[event.type] = self.route(topic, event.type)
-            routed.append((record, event, handlers[event.type]))
+            kind = event.type
+            if kind not in handlers:
+                handlers[kind] = self.route(topic, kind)
+            routed.append((record, event, handlers[kind]))
         for run in _runs(routed):
             handler = run[0][2]
             if handler is None:
@@ -90,10 +92,10 @@ class Dispatcher:
                     reason = f"no handler for event type '{event.type}'"
                     self.letters.reject(outcome, record, reason, 1)
                 continue
-            events = [event for _, event, _ in run]
+            events = list(map(_EVENT, run))
             # The handler's lines carry the events' trace id when they share one, else
             # the batch's; the batch line lists them all. Collected at C speed (map,
-            # dict.fromkeys): ~0.1 us an event, against ~16 us an event applied.
+            # dict.fromkeys): ~0.1 us an event, against ~8 us an event applied.
             trace_ids = dict.fromkeys(map(_TRACE_ID, events))
             shared = next(iter(trace_ids)) if len(trace_ids) == 1 else None
             trace_ids.pop(None, None)

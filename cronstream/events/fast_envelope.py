@@ -61,7 +61,7 @@ class JsonObject(dict[str, Any]):
 
     @property
     def json(self) -> str:
-        return bytes(self.raw).decode()
+        return str(self.raw, "utf-8")  # valid UTF-8: decoded once already
 
 
 def _float(text: str) -> float:
