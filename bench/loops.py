@@ -12,8 +12,25 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.common import Arm, Stopwatch
 from cronstream.config.settings import Settings
-from cronstream.handlers.sql import query
 from cronstream.kafka import clients
+
+# The projection's upsert (handlers/sql/projection.sql) as a hand-written loop writes it:
+# a column array per field.
+PROJECTION_UPSERT = """
+INSERT INTO entity_projection AS p (entity, key, version, occurred_at, payload, event_id, source,
+                                    deleted)
+SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::timestamptz[], $5::jsonb[],
+                     $6::text[], $7::text[], $8::boolean[])
+ON CONFLICT (entity, key) DO UPDATE
+SET version = EXCLUDED.version, occurred_at = EXCLUDED.occurred_at, payload = EXCLUDED.payload,
+    event_id = EXCLUDED.event_id, source = EXCLUDED.source, deleted = EXCLUDED.deleted,
+    updated_at = now()
+WHERE CASE
+        WHEN EXCLUDED.version IS NOT NULL AND p.version IS NOT NULL
+            THEN EXCLUDED.version >= p.version
+        ELSE EXCLUDED.occurred_at >= p.occurred_at
+      END
+"""
 
 CHECKPOINT_UPSERT = """
 INSERT INTO checkpoints (consumer, topic, partition, "offset")
@@ -82,7 +99,7 @@ async def upsert(connection: asyncpg.Connection, events: list[dict[str, Any]]) -
     """The projection's upsert, fed from plain dicts as a hand-written loop would."""
     rows = _newest_per_key(events)
     await connection.execute(
-        query("projection_upsert"),
+        PROJECTION_UPSERT,
         [e["entity"] for e in rows],
         [str(e["key"]) for e in rows],
         [e.get("version") for e in rows],

@@ -47,7 +47,7 @@ from cronstream.handlers.decoding import Decoders
 from cronstream.handlers.dispatch import Dispatcher
 from cronstream.handlers.failures import Outage, is_outage
 from cronstream.handlers.outcomes import Outcome
-from cronstream.handlers.records import POSITION, ConsumedRecord, by_partition
+from cronstream.handlers.records import POSITION, ConsumedRecord, grouped
 from cronstream.handlers.registry import Router
 from cronstream.handlers.sql import query
 from cronstream.kafka.structs import PartitionKey
@@ -174,7 +174,7 @@ class BatchApplier:
     async def _apply(
         self, connection: asyncpg.Connection, records: Sequence[ConsumedRecord]
     ) -> Outcome:
-        partitions = by_partition(records)
+        partitions = grouped(records)  # ordered by `apply`, and so each half of them
         outcome = Outcome()
         last = {key: batch[-1].offset for key, batch in partitions.items()}
         async with self._locked(connection, list(partitions)) as locked:

@@ -12,6 +12,7 @@ from operator import attrgetter
 from typing import Any
 
 import asyncpg
+import msgspec
 
 from cronstream.events import exact
 from cronstream.events.envelope import SYNC_REQUIRED, Event
@@ -45,27 +46,32 @@ def _not_older(candidate: Event, current: Event) -> bool:
     return candidate.occurred_at >= current.occurred_at
 
 
-def payload_json(payload: dict[str, Any]) -> str:
+def payload_json(payload: dict[str, Any]) -> msgspec.Raw:
     """A payload's JSON text for jsonb: as it came in when decoded from an envelope
     (jsonb keeps its digits), else written with numeric columns' digits kept."""
-    return payload.json if type(payload) is JsonObject else exact.dumps(payload)
+    return payload.raw if type(payload) is JsonObject else msgspec.Raw(exact.dumps(payload))
+
+
+def rows_json(rows: Sequence[Event]) -> str:
+    """The rows as projection_upsert takes them: one JSON array, written in C."""
+    types = list(map(attrgetter("type"), rows))
+    deletes = {kind: is_delete(kind) for kind in set(types)}  # once per type
+    columns = zip(
+        map(attrgetter("entity"), rows),
+        map(attrgetter("key"), rows),
+        map(attrgetter("version"), rows),
+        map(attrgetter("occurred_at"), rows),  # RFC 3339 with microseconds, in UTC
+        map(payload_json, map(attrgetter("payload"), rows)),
+        map(attrgetter("id"), rows),
+        map(attrgetter("source"), rows),
+        map(deletes.__getitem__, types),
+        strict=True,
+    )
+    return msgspec.json.encode(list(columns)).decode()
 
 
 async def project(events: Sequence[Event], connection: asyncpg.Connection) -> None:
-    rows = newest_per_key(events)
-    types = list(map(attrgetter("type"), rows))
-    deletes = {kind: is_delete(kind) for kind in set(types)}  # once per type
-    await connection.execute(
-        query("projection_upsert"),
-        list(map(attrgetter("entity"), rows)),
-        list(map(attrgetter("key"), rows)),
-        list(map(attrgetter("version"), rows)),
-        list(map(attrgetter("occurred_at"), rows)),
-        list(map(payload_json, map(attrgetter("payload"), rows))),
-        list(map(attrgetter("id"), rows)),
-        list(map(attrgetter("source"), rows)),
-        list(map(deletes.__getitem__, types)),
-    )
+    await connection.execute(query("projection_upsert"), rows_json(newest_per_key(events)))
 
 
 def is_delete(event_type: str) -> bool:

@@ -4,10 +4,14 @@
 -- Keeps the newest state per (entity, key): by version where both sides have one,
 -- by occurred_at otherwise. An older event never overwrites a newer row, and a delete
 -- is a row marked deleted, so an older event cannot bring it back either.
+-- $1: the rows as one JSON array of [entity, key, version, occurred_at, payload,
+-- event_id, source, deleted] arrays: one parameter, where arrays of each column cost
+-- the worker several Python-level checks per element in asyncpg's encoder.
 INSERT INTO entity_projection AS p (entity, key, version, occurred_at, payload, event_id, source,
                                     deleted)
-SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::timestamptz[], $5::jsonb[],
-                     $6::text[], $7::text[], $8::boolean[])
+SELECT r ->> 0, r ->> 1, (r ->> 2)::bigint, (r ->> 3)::timestamptz, (r -> 4)::jsonb, r ->> 5,
+       r ->> 6, (r ->> 7)::boolean
+FROM json_array_elements($1::json) AS r
 ON CONFLICT (entity, key) DO UPDATE
 SET version = EXCLUDED.version,
     occurred_at = EXCLUDED.occurred_at,

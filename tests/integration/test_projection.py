@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import asyncpg
 import pytest
 
 from cronstream.config.settings import Settings
-from cronstream.events.envelope import Event
+from cronstream.events.envelope import Event, decode
 from cronstream.handlers.projection import project
 from cronstream.kafka import clients
 from cronstream.streams.replay import schema_for
@@ -91,6 +92,45 @@ async def test_within_one_batch_the_newest_change_wins_whatever_the_order(
     )
     assert await row(connection, "2") == (50, False, {"name": "re-created"})
     assert await row(connection, "3") == (20, True, {"id": 3})
+
+
+async def test_a_decoded_payload_is_stored_as_it_came_digits_and_all(
+    connection: asyncpg.Connection,
+) -> None:
+    payload = (
+        '{"pi": 3.14159265358979323846, "big": 123456789012345678901234567890, "tiny": 1.50,'
+        ' "text": "\\u00e9 \\"q\\" \\n \\ud83d\\ude00 \U0001f600",'
+        ' "nested": {"a": [1, null, true]}}'
+    )
+    value = (
+        '{"id": "e-9", "type": "customers_updated", "source": "t", "entity": "customers",'
+        ' "key": 9, "version": 3, "occurred_at": "2027-01-01T01:00:00.123456+01:00",'
+        f' "payload": {payload}}}'
+    ).encode()
+    event = decode(value)
+    built = Event.new(
+        type="customers_created", source="t", entity="customers", key="10",
+        payload={"n": Decimal("12345678901234567890.12"), "x": 2.5}, occurred_at=T0,
+    )  # fmt: skip
+    await apply(connection, event, built)
+    stored = await connection.fetch(
+        "SELECT key, version, occurred_at, payload::text AS text, event_id, source, deleted"
+        " FROM entity_projection WHERE entity = 'customers' ORDER BY key"
+    )
+    assert [tuple(r.values()) for r in stored] == [
+        ("10", None, T0, '{"n": 12345678901234567890.12, "x": 2.5}', built.id, "t", False),
+        (
+            "9",
+            3,
+            datetime(2027, 1, 1, 0, 0, 0, 123456, tzinfo=UTC),
+            '{"pi": 3.14159265358979323846, "big": 123456789012345678901234567890,'
+            ' "text": "\u00e9 \\"q\\" \\n \U0001f600 \U0001f600", "tiny": 1.50,'
+            ' "nested": {"a": [1, null, true]}}',
+            "e-9",
+            "t",
+            False,
+        ),
+    ]
 
 
 async def test_without_versions_time_orders_deletes_too(connection: asyncpg.Connection) -> None:
