@@ -20,6 +20,8 @@ from cronstream.events.fast_envelope import JsonObject
 from cronstream.handlers.registry import Registry
 from cronstream.handlers.sql import query
 
+_ENTITY_KEY = attrgetter("entity", "key")
+
 
 def newest_per_key(events: Sequence[Event]) -> Sequence[Event]:
     """One event per (entity, key): the one the projection would keep.
@@ -29,8 +31,7 @@ def newest_per_key(events: Sequence[Event]) -> Sequence[Event]:
     as a key's events all carry a version or none do (the rule is not transitive across
     the two kinds; README "External change events" asks for one kind per entity).
     """
-    entities, keys = map(attrgetter("entity"), events), map(attrgetter("key"), events)
-    if len(set(zip(entities, keys, strict=True))) == len(events):  # no key twice (in C)
+    if len(set(map(_ENTITY_KEY, events))) == len(events):  # no key twice (checked in C)
         return events
     newest: dict[tuple[str, str], Event] = {}
     for event in events:
