@@ -14,6 +14,15 @@ start: a new broker answers the first coordinator lookup with
 GroupCoordinatorNotAvailable while it creates __consumer_offsets, and a coordinator that
 moves is "marked dead" and looked up again.
 
+Only an error that says no answer came (a connection refused, broken or timed out)
+tells `HEALTH`: the same templates also carry a broker's answers, and an answer is no
+outage. A worker started on a topic it had just created logged "Kafka degraded" one
+second in: the broker answered its first offset lookup with NotLeaderForPartition (the
+new partitions had leaders in the metadata but were not yet led), aiokafka logged that
+as "Failed fetch offsets from 1", and every partition led by node 1 was said to wait.
+A retried answer is held back without telling `HEALTH`; any other answer (an
+authentication failure, say) is shown as aiokafka logs it.
+
 While a broker is away aiokafka retries every few hundred milliseconds (the largest
 gap measured was 0.7 s), so an outage is over once no such error came for
 RECOVERY_QUIET seconds.
@@ -27,16 +36,36 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    NoBrokersAvailable,
+    NodeNotReadyError,
+    RequestTimedOutError,
+)
+
 log = logging.getLogger(__name__)
 
 RECOVERY_QUIET = 5.0
 WATCH_INTERVAL = 1.0  # how often `watch` asks the tracker what to log
 MAX_NAMED = 20  # partitions named in the "Kafka degraded" line; its `waiting` field has all
 ADDRESS = -1  # the first two arguments are a bootstrap host and port
+ANSWER = -2  # the line tells a broker's answer: held back, no outage
+
+# The errors that mean no answer came: the connection failed, broke or timed out.
+UNANSWERED: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    NoBrokersAvailable,
+    NodeNotReadyError,
+    RequestTimedOutError,
+)
 
 # Per logger: the message templates aiokafka logs on each retry while a broker or the
 # group coordinator is unreachable, and which argument names the broker (a node id, or
-# ADDRESS: a bootstrap host and port), when one does. Templates, not formatted
+# ADDRESS: a bootstrap host and port), when one does, or ANSWER. Templates, not formatted
 # messages: matching one costs a prefix test.
 # Not listed on purpose: rebalance notices, authorization and unknown-topic errors.
 RETRIED: dict[str, tuple[tuple[str, int | None], ...]] = {
@@ -56,7 +85,8 @@ RETRIED: dict[str, tuple[tuple[str, int | None], ...]] = {
         ("Group Coordinator Request failed", None),
         ("Heartbeat send request failed", None),
         ("Heartbeat session expired", None),
-        ("Heartbeat failed for group %s: coordinator (node %s)", 1),
+        # The coordinator answered that it is not (yet) the group's.
+        ("Heartbeat failed for group %s: coordinator (node %s)", ANSWER),
     ),
     "aiokafka.producer.sender": (
         ("Cannot send %r to %s", 1),
@@ -207,6 +237,12 @@ class HeldBack(logging.Filter):
             return True
         where = found[0]
         args = record.args if isinstance(record.args, tuple) else ()
+        error = _error(args)
+        if error is not None and not issubclass(error, UNANSWERED):
+            # The broker answered: retried, the answer is held back; else it is shown.
+            return _demote(record) if getattr(error, "retriable", False) else True
+        if where == ANSWER:
+            return _demote(record)
         if where == ADDRESS and len(args) >= 2:
             self.health.failed(address=f"{args[0]}:{args[1]}")
         else:
@@ -218,6 +254,16 @@ def _demote(record: logging.LogRecord) -> bool:
     """The record as DEBUG: shown only when its logger is at DEBUG."""
     record.levelno, record.levelname = logging.DEBUG, "DEBUG"
     return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+def _error(args: tuple[object, ...]) -> type[BaseException] | None:
+    """The error a record names: an exception, or the class of a broker's error code."""
+    for arg in args:
+        if isinstance(arg, BaseException):
+            return type(arg)
+        if isinstance(arg, type) and issubclass(arg, BaseException):
+            return arg
+    return None
 
 
 def _node(args: tuple[object, ...], at: int | None) -> int | None:

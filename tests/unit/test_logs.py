@@ -10,6 +10,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from aiokafka import TopicPartition
+from aiokafka.errors import (
+    KafkaConnectionError,
+    LeaderNotAvailableError,
+    NodeNotReadyError,
+    NotLeaderForPartitionError,
+    RequestTimedOutError,
+    SaslAuthenticationFailed,
+    UnknownTopicOrPartitionError,
+)
 
 from cronstream.kafka import health as kafka_health
 from cronstream.kafka.health import Degraded, HeldBack, KafkaHealth, Recovered
@@ -218,27 +228,39 @@ def test_an_outage_is_degraded_once_then_recovered_once_after_a_quiet_spell() ->
 # What aiokafka 0.14 logs on each retry while a broker is away (measured during a broker
 # restart), and what the tracker learns of each: a node id, a bootstrap address or nothing.
 RETRIED_BY_AIOKAFKA: list[tuple[str, str, tuple[object, ...], int | None, str | None]] = [
-    ("aiokafka", "Unable connect to node with id %s: %s", (1, "[Errno 111]"), 1, None),
+    (
+        "aiokafka",
+        "Unable connect to node with id %s: %s",
+        (1, ConnectionRefusedError(111, "Connect call failed")),
+        1,
+        None,
+    ),
     (
         "aiokafka",
         'Unable connect to "%s:%s": %s',
-        ("127.0.0.1", 9092, "refused"),
+        ("127.0.0.1", 9092, TimeoutError()),
         None,
         "127.0.0.1:9092",
     ),
     ("aiokafka", "Unable to update metadata from %s", ([1],), None, None),
-    ("aiokafka", "Unable to request metadata from node with id %s: %r", (3, "closed"), 3, None),
+    (
+        "aiokafka",
+        "Unable to request metadata from node with id %s: %r",
+        (3, KafkaConnectionError("Connection at 127.0.0.1:9092 closed")),
+        3,
+        None,
+    ),
     (
         "aiokafka.consumer.fetcher",
         "Failed fetch messages from %s: %s",
-        (2, "NodeNotReadyError"),
+        (2, NodeNotReadyError("not ready")),
         2,
         None,
     ),
     (
         "aiokafka.consumer.fetcher",
         "Failed fetch offsets from %s: %s",
-        (2, "NodeNotReadyError"),
+        (2, RequestTimedOutError()),
         2,
         None,
     ),
@@ -261,13 +283,6 @@ RETRIED_BY_AIOKAFKA: list[tuple[str, str, tuple[object, ...], int | None, str | 
         "Heartbeat send request failed: %s. Will retry.",
         ("x",),
         None,
-        None,
-    ),
-    (
-        "aiokafka.consumer.group_coordinator",
-        "Heartbeat failed for group %s: coordinator (node %s) is either not started or not valid",
-        ("g", 1),
-        1,
         None,
     ),
     (
@@ -305,7 +320,57 @@ def test_aiokafkas_retried_connection_errors_are_demoted_and_tracked(
     assert held_back.filter(record(name, logging.ERROR, msg, *args))  # shown, as DEBUG
 
 
+# A broker's answers in the same templates: aiokafka retries them, but the broker is
+# there. The first is what a worker on a topic it had just created logged (a new
+# partition led in the metadata, not yet on the broker), and was told as an outage.
+ANSWERED: list[tuple[str, str, tuple[object, ...]]] = [
+    (
+        "aiokafka.consumer.fetcher",
+        "Failed fetch offsets from %s: %s",
+        (1, NotLeaderForPartitionError(TopicPartition("t", 0))),
+    ),
+    (
+        "aiokafka.consumer.fetcher",
+        "Failed fetch offsets from %s: %s",
+        (1, UnknownTopicOrPartitionError(TopicPartition("t", 0))),
+    ),
+    (
+        "aiokafka.consumer.fetcher",
+        "Failed fetch offsets from %s: %s",
+        (1, LeaderNotAvailableError()),
+    ),
+    (
+        "aiokafka.producer.sender",
+        "Got error produce response on topic-partition %s, retrying. Error: %s",
+        (TopicPartition("t", 0), NotLeaderForPartitionError),  # aiokafka passes the class
+    ),
+    (
+        "aiokafka.consumer.group_coordinator",
+        "Heartbeat failed for group %s: coordinator (node %s) is either not started or not valid",
+        ("g", 1),
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "msg", "args"), ANSWERED)
+def test_a_brokers_retried_answer_is_held_back_but_is_no_outage(
+    name: str, msg: str, args: tuple[object, ...]
+) -> None:
+    health = KafkaHealth()
+    logs.configure("INFO", "json")
+    entry = record(name, logging.ERROR, msg, *args)
+    assert not HeldBack(health).filter(entry)
+    assert entry.levelname == "DEBUG"
+    assert health.held_back == 0 and health.check() is None
+
+
 NOT_AN_OUTAGE: list[tuple[str, int, str, tuple[object, ...]]] = [
+    (  # an answer aiokafka does not retry is the user's to see
+        "aiokafka",
+        logging.ERROR,
+        "Unable connect to node with id %s: %s",
+        (1, SaslAuthenticationFailed("bad password")),
+    ),
     (
         "aiokafka.consumer.group_coordinator",
         logging.WARNING,
