@@ -23,6 +23,13 @@ as "Failed fetch offsets from 1", and every partition led by node 1 was said to 
 A retried answer is held back without telling `HEALTH`; any other answer (an
 authentication failure, say) is shown as aiokafka logs it.
 
+A handler that blocks the event loop longer than the session timeout (synchronous
+code, say) makes aiokafka say, once the loop runs again, "Heartbeat session expired" (and
+past the request timeout, requests timed out): of the loop, not of a broker. `watch`
+sees its own tick come late (STALL) and the tracker forgets what was heard since the
+stall began and for SETTLE seconds after, unless an outage was told already; a real
+outage goes on failing and is told a tick later.
+
 While a broker is away aiokafka retries every few hundred milliseconds (the largest
 gap measured was 0.7 s), so an outage is over once no such error came for
 RECOVERY_QUIET seconds.
@@ -48,6 +55,8 @@ log = logging.getLogger(__name__)
 
 RECOVERY_QUIET = 5.0
 WATCH_INTERVAL = 1.0  # how often `watch` asks the tracker what to log
+STALL = 3.0  # a tick this much later than the last: the event loop did not run meanwhile
+SETTLE = 2.0  # errors this soon after a stall may still be the stall's own
 MAX_NAMED = 20  # partitions named in the "Kafka degraded" line; its `waiting` field has all
 ADDRESS = -1  # the first two arguments are a bootstrap host and port
 ANSWER = -2  # the line tells a broker's answer: held back, no outage
@@ -120,6 +129,7 @@ class KafkaHealth:
     ) -> None:
         self.quiet = quiet
         self.clock = clock
+        self.forgiven_until = -float("inf")  # errors until then are a stall's (see stalled)
         self._reset()
 
     def _reset(self) -> None:
@@ -133,6 +143,8 @@ class KafkaHealth:
     def failed(self, node: int | None = None, address: str | None = None) -> None:
         """A library error said a broker (or the coordinator) could not be reached."""
         now = self.clock()
+        if now <= self.forgiven_until and not self.announced:
+            return
         if self.first_error is None:
             self.first_error = now
         self.last_error = now
@@ -141,6 +153,14 @@ class KafkaHealth:
             self.nodes.add(node)
         if address is not None:
             self.addresses.add(address)
+
+    def stalled(self, since: float) -> None:
+        """The event loop did not run from `since` until now: the errors heard since then,
+        and for SETTLE seconds more, say that nobody listened, not that no broker answered."""
+        now = self.clock()
+        self.forgiven_until = now + SETTLE
+        if not self.announced and self.first_error is not None and self.first_error >= since:
+            self._reset()
 
     def check(self) -> Degraded | Recovered | None:
         """The change to log now, if any: each outage gives one Degraded, then one Recovered."""
@@ -198,7 +218,12 @@ def report(change: Degraded | Recovered | None, bootstrap: str, describe: Descri
 async def watch(bootstrap: str, describe: Describe = named, health: KafkaHealth = HEALTH) -> None:
     """Until cancelled, log each change of `health` once: its own task, since whoever
     talks to Kafka may be held up for the whole outage (a commit, a send)."""
+    last = health.clock()
     while True:
+        now = health.clock()
+        if now - last > STALL:  # this tick is late: something blocked the event loop
+            health.stalled(since=last)
+        last = now
         try:
             report(health.check(), bootstrap, describe)
         except Exception:  # a bug here must not go unseen, nor end the process

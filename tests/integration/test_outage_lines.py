@@ -1,5 +1,6 @@
 """Kafka's outage lines are true: none while the broker answers (a new topic's partitions
-getting their leaders, a slow handler), one "degraded" and one "recovered" for an outage."""
+getting their leaders, a slow or blocking handler), one "degraded" and one "recovered"
+for an outage."""
 
 from __future__ import annotations
 
@@ -34,15 +35,15 @@ def told(worker: WorkerProcess) -> list[str]:
     return [" ".join(str(entry["msg"]).split()[:2]).rstrip(":") for entry in outage_lines(worker)]
 
 
-def slow_events(n: int, hold_seconds: float) -> list[Event]:
+def slow_events(n: int, hold_seconds: float, event_type: str = "slow_count") -> list[Event]:
     return [
         Event.new(
-            type="slow_count",
+            type=event_type,
             source="t",
             entity="item",
             key=i,
             payload={"hold_seconds": hold_seconds},
-            id=f"slow-{i}",
+            id=f"{event_type}-{i}",
         )
         for i in range(n)
     ]
@@ -59,8 +60,11 @@ async def test_a_worker_on_a_topic_it_creates_tells_no_outage(
         # The worker creates its topic; its first offset lookups may meet partitions
         # that are led in the metadata but not yet on the broker.
         await wait_for(lambda: topic_exists(settings, settings.sync_topic), 60, "the topic")
-        # A handler slower than the session timeout (6 s) holds no broker back.
-        await publish(settings, list(count_events(300)) + slow_events(20, 8))
+        # Handlers slower than the session timeout (6 s) hold no broker back: one that
+        # awaits, and one that blocks the event loop (aiokafka then finds its heartbeat
+        # session expired).
+        slow = slow_events(20, 8) + slow_events(5, 8, "blocks")
+        await publish(settings, list(count_events(300)) + slow)
         await wait_until_at_end(settings, worker, settings.sync_topic, 120)
         # A line would come within one tick of the watch after an error.
         await asyncio.sleep(2 * WATCH_INTERVAL)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -223,6 +226,54 @@ def test_an_outage_is_degraded_once_then_recovered_once_after_a_quiet_spell() ->
     assert health.check() is None  # said once
     health.failed(node=2)  # the next outage is told again
     assert health.check() == Degraded(frozenset({2}), frozenset())
+
+
+def test_what_follows_a_stalled_loop_is_forgotten_but_an_outage_is_still_told() -> None:
+    clock = Clock()
+    health = KafkaHealth(quiet=5.0, clock=clock)
+    since = clock.now
+    clock.now += 8  # a handler blocked the loop for 8 s
+    health.failed()  # "Heartbeat session expired", as the loop runs again
+    health.stalled(since)  # the watch's tick, late
+    clock.now += 1
+    health.failed()  # still the stall's: within SETTLE
+    assert health.check() is None and health.held_back == 0
+    for _ in range(5):  # a broker away goes on failing
+        clock.now += 0.5
+        health.failed(node=1)
+    assert health.check() == Degraded(frozenset({1}), frozenset())
+
+
+def test_an_outage_heard_before_a_stall_is_kept() -> None:
+    clock = Clock()
+    health = KafkaHealth(quiet=5.0, clock=clock)
+    health.failed(node=1)
+    clock.now += 0.5
+    since = clock.now
+    clock.now += 8
+    health.stalled(since)
+    assert health.check() == Degraded(frozenset({1}), frozenset())
+
+
+async def test_watch_tells_a_stall_to_the_tracker(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(kafka_health, "WATCH_INTERVAL", 0.02)
+    monkeypatch.setattr(kafka_health, "STALL", 0.3)
+    health = KafkaHealth()
+    watching = asyncio.create_task(kafka_health.watch("127.0.0.1:9092", health=health))
+    try:
+        await asyncio.sleep(0.1)
+        time.sleep(0.5)  # noqa: ASYNC251 (a handler blocking the event loop, on purpose)
+        health.failed()  # what aiokafka says as the loop runs again
+        await asyncio.sleep(0.2)
+        assert health.forgiven_until > health.clock()
+        assert health.first_error is None
+    finally:
+        watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watching
+    assert "Kafka degraded" not in caplog.text
 
 
 # What aiokafka 0.14 logs on each retry while a broker is away (measured during a broker
