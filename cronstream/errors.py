@@ -22,6 +22,17 @@ class CronstreamError(Exception):
         return str(self)
 
 
+# pydantic's messages that name Python's types ("a valid dictionary", "a valid list",
+# "instance of ScanConfig"), in the words of JSON (and TOML, for a jobs file).
+_IN_USERS_WORDS = {
+    "dict_type": "Input should be an object",
+    "model_type": "Input should be an object",
+    "model_attributes_type": "Input should be an object",
+    "list_type": "Input should be an array",
+    "tuple_type": "Input should be an array",
+}
+
+
 def problems(error: ValidationError) -> list[tuple[str, str]]:
     """Each problem as (dotted field path, message); the path is "" for the whole value.
 
@@ -30,7 +41,7 @@ def problems(error: ValidationError) -> list[tuple[str, str]]:
     return [
         (
             ".".join(str(part) for part in problem["loc"]),
-            problem["msg"].removeprefix("Value error, "),
+            _IN_USERS_WORDS.get(problem["type"], problem["msg"]).removeprefix("Value error, "),
         )
         for problem in error.errors()
     ]

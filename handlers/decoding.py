@@ -59,7 +59,9 @@ class Decoders:
                 return decode(record.value, record.key, record.headers)
             except EnvelopeError as error:
                 raise Undecodable(f"invalid {what}: {error}") from None
-            except Exception as error:  # e.g. RecursionError on absurdly nested JSON
+            except RecursionError:  # absurdly nested JSON a decoder did not catch itself
+                raise Undecodable(f"invalid {what}: nested too deeply") from None
+            except Exception as error:  # a decoder's bug: the error's class says which
                 raise Undecodable(f"undecodable: {type(error).__name__}") from None
 
         return read

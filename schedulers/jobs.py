@@ -39,7 +39,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from cronstream.errors import CronstreamError, problems
 from cronstream.events.envelope import EnvelopeError, json_object
 from cronstream.runtime import names
-from cronstream.runtime.untrusted import shown
+from cronstream.runtime.untrusted import json_type_name, shown
 from cronstream.schedulers.cron import CronError, Schedule, shortest_interval
 from cronstream.schedulers.sql import query
 
@@ -149,7 +149,9 @@ def to_job(name: str, fields: object, origin: str) -> Job:
         )
     where = f"job '{name}' ({origin})"
     if not isinstance(fields, dict):
-        raise JobError(f"{where}: expected a table of fields, not {type(fields).__name__}")
+        kind = json_type_name(fields)  # JSON's words, TOML's but for integer and float: number
+        article = "an" if kind[0] in "aeiou" else "a"
+        raise JobError(f"{where}: expected a table of fields, found {article} {kind}")
     try:
         spec = JobSpec.model_validate(fields)
         schedule = Schedule(spec.schedule, spec.timezone)

@@ -164,7 +164,9 @@ class Timetable:
         return min(upcoming, default=None)
 
     async def _set_aside(self, job: Job, now: datetime, error: Exception) -> None:
-        reason = f"cannot be scheduled: {type(error).__name__}: {error}"
+        # A CronError is written for the user; any other is a bug, its class names it.
+        cause = str(error) if isinstance(error, CronError) else f"{type(error).__name__}: {error}"
+        reason = f"cannot be scheduled: {cause}"
         self.broken[job.name] = reason
         log.error(
             "job %s %s; its other runs wait until its definition changes",

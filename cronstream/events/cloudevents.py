@@ -56,7 +56,7 @@ from cronstream.events.envelope import (
     header_trace_id,
     json_object,
 )
-from cronstream.runtime.untrusted import shown
+from cronstream.runtime.untrusted import json_type_name, shown
 
 CONTENT_TYPE = "<content-type>"  # the `field` of an error about the content-type header
 STRUCTURED = "application/cloudevents+json"
@@ -139,7 +139,7 @@ def _unmarked_event(value: bytes) -> dict[str, Any] | None:
 
 
 def _found(value: Any) -> str:
-    return f"'{shown(value)}'" if isinstance(value, str) else f"JSON {type(value).__name__}"
+    return f"'{shown(value)}'" if isinstance(value, str) else f"JSON {json_type_name(value)}"
 
 
 def _optional(attributes: dict[str, Any], name: str) -> str | None:
@@ -226,7 +226,7 @@ def _structured_data(event: dict[str, Any]) -> dict[str, Any]:
         if content_type is not None and not _is_json(content_type):
             raise _not_json(content_type)
         if not isinstance(data, dict):
-            raise EnvelopeError("data", f"is JSON {type(data).__name__}, not an object")
+            raise EnvelopeError("data", f"is JSON {json_type_name(data)}, not an object")
         return data
     if encoded is None:
         return {}

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import re
 
+from cronstream.runtime.untrusted import json_type_name
+
 SECOND = 1
 MILLI = 1_000
 MICRO = 1_000_000
@@ -78,19 +80,9 @@ def _clock(units: int, per_second: int) -> str:
     return text
 
 
-_JSON_NAMES = {
-    int: "integer",
-    float: "number",
-    str: "string",
-    bool: "boolean",
-    list: "array",
-    type(None): "null",
-}
-
-
 def found(value: object) -> str:
     """What a JSON value is, for a reason: `found JSON string`."""
-    return f"found JSON {_JSON_NAMES.get(type(value), 'object')}"
+    return f"found JSON {json_type_name(value)}"
 
 
 def _integer(value: object) -> int:

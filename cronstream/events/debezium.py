@@ -31,7 +31,7 @@ from pydantic_core import to_json
 from cronstream.events import connect_types, envelope, exact, formats
 from cronstream.events.envelope import EnvelopeError, Event, Headers
 from cronstream.runtime.names import ENTITY_NAME
-from cronstream.runtime.untrusted import shown
+from cronstream.runtime.untrusted import json_type_name, shown
 
 DEBEZIUM_NAMESPACE = uuid.UUID("0b9c6c1e-3f1e-5b8a-9d0e-646562657a69")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -45,7 +45,7 @@ def _unwrapped(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | N
     if data.keys() == {"schema", "payload"} and isinstance(data["schema"], dict):
         payload = data["payload"]
         if not isinstance(payload, dict):
-            raise EnvelopeError("payload", f"is JSON {type(payload).__name__}, not an object")
+            raise EnvelopeError("payload", f"is JSON {json_type_name(payload)}, not an object")
         return payload, data["schema"]
     return data, None
 
@@ -56,7 +56,7 @@ _KINDS = {int: "an integer", str: "a string", dict: "an object"}
 def _field(data: dict[str, Any], name: str, kind: type, where: str) -> Any:
     value = data.get(name)
     if not isinstance(value, kind) or isinstance(value, bool):
-        found = "missing" if value is None else f"JSON {type(value).__name__}"
+        found = "missing" if value is None else f"JSON {json_type_name(value)}"
         raise EnvelopeError(where, f"must be {_KINDS[kind]}, found {found}")
     return value
 
@@ -115,7 +115,7 @@ class Adapter:
         change, schema = _unwrapped(envelope.json_object(value))
         op = change.get("op")
         if not isinstance(op, str | None):
-            raise EnvelopeError("op", f"must be a string, found JSON {type(op).__name__}")
+            raise EnvelopeError("op", f"must be a string, found JSON {json_type_name(op)}")
         if op in _NOT_MAPPED:
             raise EnvelopeError("op", f"'{op}' ({_NOT_MAPPED[op]}) events are not mapped")
         if op not in OP_TYPES:
@@ -135,7 +135,7 @@ class Adapter:
         if row is None and op != "d":
             raise EnvelopeError(row_field, f"is missing in an '{op}' change")
         if row is not None and not isinstance(row, dict):
-            raise EnvelopeError(row_field, f"is JSON {type(row).__name__}, not an object")
+            raise EnvelopeError(row_field, f"is JSON {json_type_name(row)}, not an object")
         row_schema = connect_types.field_schema(schema, row_field)
         row = connect_types.decode(row, row_schema, row_field, 2)
         occurred_at = _occurred_at(source)

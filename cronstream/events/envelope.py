@@ -26,6 +26,7 @@ from pydantic import (
 from cronstream.errors import CronstreamError, problems
 from cronstream.events import fast_envelope
 from cronstream.runtime.names import NAME_PATTERN
+from cronstream.runtime.untrusted import json_type_name
 
 # uuid5 namespace for deterministic sync_required ids: the same (entity, key, version)
 # always yields the same id, so a re-emit after a crash is recognisably the same event.
@@ -337,7 +338,7 @@ def json_object(value: bytes | str, depth: int = 1) -> dict[str, Any]:
     except RecursionError:
         raise EnvelopeError(WHOLE_VALUE, "is nested too deeply") from None
     if not isinstance(data, dict):
-        raise EnvelopeError(WHOLE_VALUE, f"is JSON {type(data).__name__}, not an object")
+        raise EnvelopeError(WHOLE_VALUE, f"is JSON {json_type_name(data)}, not an object")
     refused = _refused_text(data, depth)
     if refused is not None:
         raise EnvelopeError(WHOLE_VALUE, refused)

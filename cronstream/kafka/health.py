@@ -14,6 +14,22 @@ start: a new broker answers the first coordinator lookup with
 GroupCoordinatorNotAvailable while it creates __consumer_offsets, and a coordinator that
 moves is "marked dead" and looked up again.
 
+Only an error that says no answer came (a connection refused, broken or timed out)
+tells `HEALTH`: the same templates also carry a broker's answers, and an answer is no
+outage. A worker started on a topic it had just created logged "Kafka degraded" one
+second in: the broker answered its first offset lookup with NotLeaderForPartition (the
+new partitions had leaders in the metadata but were not yet led), aiokafka logged that
+as "Failed fetch offsets from 1", and every partition led by node 1 was said to wait.
+A retried answer is held back without telling `HEALTH`; any other answer (an
+authentication failure, say) is shown as aiokafka logs it.
+
+A handler that blocks the event loop longer than the session timeout (synchronous
+code, say) makes aiokafka say, once the loop runs again, "Heartbeat session expired" (and
+past the request timeout, requests timed out): of the loop, not of a broker. `watch`
+sees its own tick come late (STALL) and the tracker forgets what was heard since the
+stall began and for SETTLE seconds after, unless an outage was told already; a real
+outage goes on failing and is told a tick later.
+
 While a broker is away aiokafka retries every few hundred milliseconds (the largest
 gap measured was 0.7 s), so an outage is over once no such error came for
 RECOVERY_QUIET seconds.
@@ -27,16 +43,38 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    NoBrokersAvailable,
+    NodeNotReadyError,
+    RequestTimedOutError,
+)
+
 log = logging.getLogger(__name__)
 
 RECOVERY_QUIET = 5.0
 WATCH_INTERVAL = 1.0  # how often `watch` asks the tracker what to log
+STALL = 3.0  # a tick this much later than the last: the event loop did not run meanwhile
+SETTLE = 2.0  # errors this soon after a stall may still be the stall's own
 MAX_NAMED = 20  # partitions named in the "Kafka degraded" line; its `waiting` field has all
 ADDRESS = -1  # the first two arguments are a bootstrap host and port
+ANSWER = -2  # the line tells a broker's answer: held back, no outage
+
+# The errors that mean no answer came: the connection failed, broke or timed out.
+UNANSWERED: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    NoBrokersAvailable,
+    NodeNotReadyError,
+    RequestTimedOutError,
+)
 
 # Per logger: the message templates aiokafka logs on each retry while a broker or the
 # group coordinator is unreachable, and which argument names the broker (a node id, or
-# ADDRESS: a bootstrap host and port), when one does. Templates, not formatted
+# ADDRESS: a bootstrap host and port), when one does, or ANSWER. Templates, not formatted
 # messages: matching one costs a prefix test.
 # Not listed on purpose: rebalance notices, authorization and unknown-topic errors.
 RETRIED: dict[str, tuple[tuple[str, int | None], ...]] = {
@@ -56,7 +94,8 @@ RETRIED: dict[str, tuple[tuple[str, int | None], ...]] = {
         ("Group Coordinator Request failed", None),
         ("Heartbeat send request failed", None),
         ("Heartbeat session expired", None),
-        ("Heartbeat failed for group %s: coordinator (node %s)", 1),
+        # The coordinator answered that it is not (yet) the group's.
+        ("Heartbeat failed for group %s: coordinator (node %s)", ANSWER),
     ),
     "aiokafka.producer.sender": (
         ("Cannot send %r to %s", 1),
@@ -90,6 +129,7 @@ class KafkaHealth:
     ) -> None:
         self.quiet = quiet
         self.clock = clock
+        self.forgiven_until = -float("inf")  # errors until then are a stall's (see stalled)
         self._reset()
 
     def _reset(self) -> None:
@@ -103,6 +143,8 @@ class KafkaHealth:
     def failed(self, node: int | None = None, address: str | None = None) -> None:
         """A library error said a broker (or the coordinator) could not be reached."""
         now = self.clock()
+        if now <= self.forgiven_until and not self.announced:
+            return
         if self.first_error is None:
             self.first_error = now
         self.last_error = now
@@ -111,6 +153,14 @@ class KafkaHealth:
             self.nodes.add(node)
         if address is not None:
             self.addresses.add(address)
+
+    def stalled(self, since: float) -> None:
+        """The event loop did not run from `since` until now: the errors heard since then,
+        and for SETTLE seconds more, say that nobody listened, not that no broker answered."""
+        now = self.clock()
+        self.forgiven_until = now + SETTLE
+        if not self.announced and self.first_error is not None and self.first_error >= since:
+            self._reset()
 
     def check(self) -> Degraded | Recovered | None:
         """The change to log now, if any: each outage gives one Degraded, then one Recovered."""
@@ -168,7 +218,12 @@ def report(change: Degraded | Recovered | None, bootstrap: str, describe: Descri
 async def watch(bootstrap: str, describe: Describe = named, health: KafkaHealth = HEALTH) -> None:
     """Until cancelled, log each change of `health` once: its own task, since whoever
     talks to Kafka may be held up for the whole outage (a commit, a send)."""
+    last = health.clock()
     while True:
+        now = health.clock()
+        if now - last > STALL:  # this tick is late: something blocked the event loop
+            health.stalled(since=last)
+        last = now
         try:
             report(health.check(), bootstrap, describe)
         except Exception:  # a bug here must not go unseen, nor end the process
@@ -207,6 +262,12 @@ class HeldBack(logging.Filter):
             return True
         where = found[0]
         args = record.args if isinstance(record.args, tuple) else ()
+        error = _error(args)
+        if error is not None and not issubclass(error, UNANSWERED):
+            # The broker answered: retried, the answer is held back; else it is shown.
+            return _demote(record) if getattr(error, "retriable", False) else True
+        if where == ANSWER:
+            return _demote(record)
         if where == ADDRESS and len(args) >= 2:
             self.health.failed(address=f"{args[0]}:{args[1]}")
         else:
@@ -218,6 +279,16 @@ def _demote(record: logging.LogRecord) -> bool:
     """The record as DEBUG: shown only when its logger is at DEBUG."""
     record.levelno, record.levelname = logging.DEBUG, "DEBUG"
     return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+def _error(args: tuple[object, ...]) -> type[BaseException] | None:
+    """The error a record names: an exception, or the class of a broker's error code."""
+    for arg in args:
+        if isinstance(arg, BaseException):
+            return type(arg)
+        if isinstance(arg, type) and issubclass(arg, BaseException):
+            return arg
+    return None
 
 
 def _node(args: tuple[object, ...], at: int | None) -> int | None:

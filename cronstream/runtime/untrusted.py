@@ -2,12 +2,14 @@
 
 Error messages quote untrusted input (keys, field names, values); before such text goes
 into a Postgres column or a Kafka header it passes through here, or one hostile value
-makes the write itself fail, again on every retry.
+makes the write itself fail, again on every retry. A message that says what kind of
+JSON value came names it as JSON does (`json_type_name`), never as Python does.
 """
 
 from __future__ import annotations
 
 import unicodedata
+from decimal import Decimal
 
 
 def safe_text(text: str, limit: int = 2000) -> str:
@@ -60,3 +62,22 @@ def _escape(char: str) -> str:
         if code < 0x10000
         else f"\\U{code:08x}"
     )
+
+
+def json_type_name(value: object) -> str:
+    """What kind of JSON value `value` is, in JSON's words: null, boolean, number, string,
+    array or object (never Python's: `NoneType`, `dict`, `Decimal`). A value no JSON
+    parser returns (a TOML date-time, say) is "value"."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):  # before int: a bool is an int to Python
+        return "boolean"
+    if isinstance(value, int | float | Decimal):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list | tuple):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return "value"

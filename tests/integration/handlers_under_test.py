@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -42,6 +43,12 @@ async def slow_count(events: Sequence[Event], connection: asyncpg.Connection) ->
     await count(events, connection)
 
 
+async def blocks_then_counts(events: Sequence[Event], connection: asyncpg.Connection) -> None:
+    """Blocks the event loop a while (synchronous code in a handler), then counts."""
+    time.sleep(float(events[0].payload.get("hold_seconds", 2)))  # noqa: ASYNC251 (on purpose)
+    await count(events, connection)
+
+
 async def logs_and_counts(events: Sequence[Event], connection: asyncpg.Connection) -> None:
     """Logs a line of its own, as a user's handler does, then counts: no trace id passed."""
     log.info("%s %d event(s)", HANDLER_LINE, len(events), extra={"events": len(events)})
@@ -67,5 +74,6 @@ def register(registry: Registry) -> None:
     registry.register("hangs_in_postgres", hangs_in_postgres)
     registry.register("count", count)
     registry.register("slow_count", slow_count)
+    registry.register("blocks", blocks_then_counts)
     registry.register("always_fails", always_fails)
     registry.register("logs", logs_and_counts)

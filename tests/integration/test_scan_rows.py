@@ -53,8 +53,8 @@ GOOD = {
 # mode, the bad row, its key as recorded, a part of the reason
 HOSTILE = [
     ("outbox", OUTBOX + "('order item', 'b', 1, '{}')", "b", "entity"),
-    ("outbox", OUTBOX + "('item', 'b', 1, '[1]')", "b", "JSON list, not an object"),
-    ("outbox", OUTBOX + "('item', 'b', 1, '\"text\"')", "b", "JSON str, not an object"),
+    ("outbox", OUTBOX + "('item', 'b', 1, '[1]')", "b", "JSON array, not an object"),
+    ("outbox", OUTBOX + "('item', 'b', 1, '\"text\"')", "b", "JSON string, not an object"),
     ("outbox", OUTBOX + "('item', '', 1, '{}')", "", "field 'key'"),
     ("outbox", OUTBOX + f"('item', {LONG}, 1, '{{}}')", CAPPED, "at most 1000 characters"),
     ("outbox", OUTBOX + "('item', 'b', -1, '{}')", "b", "greater than or equal to 0"),

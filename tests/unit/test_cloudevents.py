@@ -291,12 +291,12 @@ MALFORMED: list[tuple[str, bytes | None, Headers, str, str]] = [
      "not UTF-8"),
     ("structured null", None, STRUCTURED, "<value>", "is empty"),
     ("structured not json", b"{", STRUCTURED, "<value>", "is not JSON"),
-    ("structured a list", b"[1]", STRUCTURED, "<value>", "is JSON list, not an object"),
+    ("structured a list", b"[1]", STRUCTURED, "<value>", "is JSON array, not an object"),
     ("structured NUL", _json(id="a\u0000b"), STRUCTURED, "<value>", "\\u0000"),
     ("structured deep", b'{"a":' * 300 + b"1" + b"}" * 300, STRUCTURED, "<value>", "nested"),
     # Attributes, in either mode.
     ("specversion 0.3", *binary(specversion="0.3"), "specversion", "must be 1.0, found '0.3'"),
-    ("specversion number", _json(specversion=1.0), STRUCTURED, "specversion", "JSON float"),
+    ("specversion number", _json(specversion=1.0), STRUCTURED, "specversion", "JSON number"),
     ("no id", *binary(id=None), "id", "is missing"),
     ("id too long", *binary(id="i" * 201), "id", "at most 200"),
     ("no source", _json(source=None), STRUCTURED, "source", "is missing"),
@@ -314,8 +314,8 @@ MALFORMED: list[tuple[str, bytes | None, Headers, str, str]] = [
     ("no entity", *binary(entity=None), "entity", "topic:cloudevents:<entity>"),
     ("entity with a slash", *binary(entity="crm/customers"), "entity", "pattern"),
     ("version negative", *binary(entityversion="-1"), "entityversion", "string of digits"),
-    ("version a fraction", _json(entityversion=1.5), STRUCTURED, "entityversion", "float"),
-    ("version a boolean", _json(entityversion=True), STRUCTURED, "entityversion", "bool"),
+    ("version a fraction", _json(entityversion=1.5), STRUCTURED, "entityversion", "JSON number"),
+    ("version a boolean", _json(entityversion=True), STRUCTURED, "entityversion", "JSON boolean"),
     ("version too big", _json(entityversion=2**63), STRUCTURED, "entityversion", "out of range"),
     ("version 40 digits", *binary(entityversion="9" * 40), "entityversion", "out of range"),
     # Binary-mode headers.
@@ -325,14 +325,14 @@ MALFORMED: list[tuple[str, bytes | None, Headers, str, str]] = [
      "not UTF-8"),
     ("ce_id with NUL", binary()[0], _headers(("ce_id", b"a\x00")), "id", "NUL"),
     # Data.
-    ("data a list", _json(data=[1]), STRUCTURED, "data", "is JSON list, not an object"),
-    ("data a string", _json(data="x"), STRUCTURED, "data", "is JSON str, not an object"),
+    ("data a list", _json(data=[1]), STRUCTURED, "data", "is JSON array, not an object"),
+    ("data a string", _json(data="x"), STRUCTURED, "data", "is JSON string, not an object"),
     ("data xml", _json(data="<a/>", datacontenttype="application/xml"), STRUCTURED,
      "datacontenttype", "'application/xml' is not JSON"),
     ("binary text", *binary(b"hello", content_type="text/plain"), "datacontenttype",
      "is not JSON"),
     ("binary not json", *binary(b"{oops"), "data", "is not JSON"),
-    ("binary a list", *binary(b"[1, 2]"), "data", "is JSON list"),
+    ("binary a list", *binary(b"[1, 2]"), "data", "is JSON array"),
     ("binary NUL", *binary(b'{"a": "\\u0000"}'), "data", "\\u0000"),
     ("binary not utf-8", *binary(b'{"a": "\xff"}'), "data", "not UTF-8"),
     ("binary NaN", *binary(b'{"a": NaN}'), "data", "not a JSON number"),
@@ -346,7 +346,7 @@ MALFORMED: list[tuple[str, bytes | None, Headers, str, str]] = [
      STRUCTURED, "data_base64", "not valid Base64"),
     ("data_base64 a list",
      _json(data=None, data_base64=_B64_LIST, datacontenttype="application/json"),
-     STRUCTURED, "data_base64", "is JSON list"),
+     STRUCTURED, "data_base64", "is JSON array"),
 ]  # fmt: skip
 
 

@@ -219,7 +219,7 @@ def test_bits_are_the_bit_string_of_their_length() -> None:
 )
 def test_text_types_are_their_text(name: str, value: str, expected: Any) -> None:
     assert decoded(value, schema(name, "string")) == (value if expected is None else expected)
-    with pytest.raises(EnvelopeError, match=f"\\({name}\\): found JSON integer"):
+    with pytest.raises(EnvelopeError, match=f"\\({name}\\): found JSON number"):
         decoded(7, schema(name, "string"))
 
 
@@ -357,7 +357,7 @@ def test_a_null_column_stays_null() -> None:
             "after.doc",
             "not a Json (io.debezium.data.Json): found JSON object, not JSON text",
         ),
-        (ROW | {"name": 7}, 500, "after.name", "not a string: found JSON integer"),
+        (ROW | {"name": 7}, 500, "after.name", "not a string: found JSON number"),
         (ROW, None, "<key>.id", f"not a Decimal ({DECIMAL}): is out of Postgres numeric's"),
     ],
 )

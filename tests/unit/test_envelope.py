@@ -92,7 +92,7 @@ def test_unknown_field_is_refused() -> None:
     [
         (b"\xff\xfe\x00garbage", "not"),
         (b"{not json", "is not JSON"),
-        (b"[1, 2]", "is JSON list, not an object"),
+        (b"[1, 2]", "is JSON array, not an object"),
         (None, "tombstone"),
     ],
 )

@@ -122,7 +122,7 @@ def test_quote_quotes_each_part() -> None:
         ({"schedule": "0,1 0 * * *", "jitter": 90, "scan": SCAN}, r"shortest interval \(60 s\)"),
         ({"schedule": "* * * * *", "scan": SCAN | {"entity": "c\n"}}, "scan.entity"),
         ({"schedule": "* * * * *", "scan": SCAN | {"batch_size": "5"}}, "scan.batch_size"),
-        ({"schedule": "* * * * *", "scan": "customers"}, "scan: Input should be a valid dict"),
+        ({"schedule": "* * * * *", "scan": "customers"}, "scan: Input should be an object"),
     ],
 )
 def test_invalid_jobs_name_the_job_and_the_field(fields: dict[str, object], message: str) -> None:
@@ -142,7 +142,7 @@ def test_jitter_below_the_interval_is_accepted() -> None:
         ("a\nb", {"schedule": "* * * * *", "scan": SCAN}, r"job 'a\\nb' \(test\): names use"),
         ("ok\n", {"schedule": "* * * * *", "scan": SCAN}, "names use"),
         ("x" * 64, {"schedule": "* * * * *", "scan": SCAN}, "at most 63"),
-        ("ok", 5, r"job 'ok' \(test\): expected a table of fields, not int"),
+        ("ok", 5, r"job 'ok' \(test\): expected a table of fields, found a number"),
     ],
 )
 def test_invalid_names_and_shapes_are_one_line_errors(
@@ -164,7 +164,7 @@ JOB = '[jobs.x]\nschedule = "* * * * *"\n[jobs.x.scan]\nmode = "flag"\ntable = "
         (b"\xff\xfe", r"line 1: not UTF-8 \(byte 0xff\)"),
         (b'# jobs\n\n[jobs.x]\nschedule = "\xe9 * * * *"\n', "line 4: not UTF-8"),
         (b"jobs = 5\n", r"expected \[jobs.<name>\] tables"),
-        (b"[jobs]\nx = 5\n", "job 'x' .*: expected a table of fields, not int"),
+        (b"[jobs]\nx = 5\n", "job 'x' .*: expected a table of fields, found a number"),
         (JOB.replace("* * * * *", "0 0 31 4 *").encode(), "job 'x' .*: schedule: .* never fires"),
         (JOB.replace('"\n[', '"\njitter = inf\n[').encode(), "job 'x' .*: jitter: .*finite"),
         (JOB.replace('"\n[', '"\njitter = 1e300\n[').encode(), "job 'x' .*: jitter"),
@@ -213,7 +213,7 @@ def test_a_rows_columns_define_the_job() -> None:
         ),
         ({"config": json.dumps({"scan": SCAN, "schedule": "* * * * * *"})}, "key 'schedule'"),
         ({"config": json.dumps({"scan": SCAN, "jitter": 1e300})}, "key 'jitter'"),
-        ({"config": "[1]"}, "config: is JSON list, not an object"),
+        ({"config": "[1]"}, "config: is JSON array, not an object"),
         ({"config": "{}"}, "scan: Field required"),
         ({"config": '{"scan": ' + "[" * 5000 + "]" * 5000 + "}"}, "nested too deeply"),
         ({"jitter_s": 1e300}, "jitter: .*less than or equal"),

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from aiokafka import TopicPartition
+from aiokafka.errors import (
+    KafkaConnectionError,
+    LeaderNotAvailableError,
+    NodeNotReadyError,
+    NotLeaderForPartitionError,
+    RequestTimedOutError,
+    SaslAuthenticationFailed,
+    UnknownTopicOrPartitionError,
+)
 
 from cronstream.kafka import health as kafka_health
 from cronstream.kafka.health import Degraded, HeldBack, KafkaHealth, Recovered
@@ -215,30 +228,90 @@ def test_an_outage_is_degraded_once_then_recovered_once_after_a_quiet_spell() ->
     assert health.check() == Degraded(frozenset({2}), frozenset())
 
 
+def test_what_follows_a_stalled_loop_is_forgotten_but_an_outage_is_still_told() -> None:
+    clock = Clock()
+    health = KafkaHealth(quiet=5.0, clock=clock)
+    since = clock.now
+    clock.now += 8  # a handler blocked the loop for 8 s
+    health.failed()  # "Heartbeat session expired", as the loop runs again
+    health.stalled(since)  # the watch's tick, late
+    clock.now += 1
+    health.failed()  # still the stall's: within SETTLE
+    assert health.check() is None and health.held_back == 0
+    for _ in range(5):  # a broker away goes on failing
+        clock.now += 0.5
+        health.failed(node=1)
+    assert health.check() == Degraded(frozenset({1}), frozenset())
+
+
+def test_an_outage_heard_before_a_stall_is_kept() -> None:
+    clock = Clock()
+    health = KafkaHealth(quiet=5.0, clock=clock)
+    health.failed(node=1)
+    clock.now += 0.5
+    since = clock.now
+    clock.now += 8
+    health.stalled(since)
+    assert health.check() == Degraded(frozenset({1}), frozenset())
+
+
+async def test_watch_tells_a_stall_to_the_tracker(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(kafka_health, "WATCH_INTERVAL", 0.02)
+    monkeypatch.setattr(kafka_health, "STALL", 0.3)
+    health = KafkaHealth()
+    watching = asyncio.create_task(kafka_health.watch("127.0.0.1:9092", health=health))
+    try:
+        await asyncio.sleep(0.1)
+        time.sleep(0.5)  # noqa: ASYNC251 (a handler blocking the event loop, on purpose)
+        health.failed()  # what aiokafka says as the loop runs again
+        await asyncio.sleep(0.2)
+        assert health.forgiven_until > health.clock()
+        assert health.first_error is None
+    finally:
+        watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watching
+    assert "Kafka degraded" not in caplog.text
+
+
 # What aiokafka 0.14 logs on each retry while a broker is away (measured during a broker
 # restart), and what the tracker learns of each: a node id, a bootstrap address or nothing.
 RETRIED_BY_AIOKAFKA: list[tuple[str, str, tuple[object, ...], int | None, str | None]] = [
-    ("aiokafka", "Unable connect to node with id %s: %s", (1, "[Errno 111]"), 1, None),
+    (
+        "aiokafka",
+        "Unable connect to node with id %s: %s",
+        (1, ConnectionRefusedError(111, "Connect call failed")),
+        1,
+        None,
+    ),
     (
         "aiokafka",
         'Unable connect to "%s:%s": %s',
-        ("127.0.0.1", 9092, "refused"),
+        ("127.0.0.1", 9092, TimeoutError()),
         None,
         "127.0.0.1:9092",
     ),
     ("aiokafka", "Unable to update metadata from %s", ([1],), None, None),
-    ("aiokafka", "Unable to request metadata from node with id %s: %r", (3, "closed"), 3, None),
+    (
+        "aiokafka",
+        "Unable to request metadata from node with id %s: %r",
+        (3, KafkaConnectionError("Connection at 127.0.0.1:9092 closed")),
+        3,
+        None,
+    ),
     (
         "aiokafka.consumer.fetcher",
         "Failed fetch messages from %s: %s",
-        (2, "NodeNotReadyError"),
+        (2, NodeNotReadyError("not ready")),
         2,
         None,
     ),
     (
         "aiokafka.consumer.fetcher",
         "Failed fetch offsets from %s: %s",
-        (2, "NodeNotReadyError"),
+        (2, RequestTimedOutError()),
         2,
         None,
     ),
@@ -261,13 +334,6 @@ RETRIED_BY_AIOKAFKA: list[tuple[str, str, tuple[object, ...], int | None, str | 
         "Heartbeat send request failed: %s. Will retry.",
         ("x",),
         None,
-        None,
-    ),
-    (
-        "aiokafka.consumer.group_coordinator",
-        "Heartbeat failed for group %s: coordinator (node %s) is either not started or not valid",
-        ("g", 1),
-        1,
         None,
     ),
     (
@@ -305,7 +371,57 @@ def test_aiokafkas_retried_connection_errors_are_demoted_and_tracked(
     assert held_back.filter(record(name, logging.ERROR, msg, *args))  # shown, as DEBUG
 
 
+# A broker's answers in the same templates: aiokafka retries them, but the broker is
+# there. The first is what a worker on a topic it had just created logged (a new
+# partition led in the metadata, not yet on the broker), and was told as an outage.
+ANSWERED: list[tuple[str, str, tuple[object, ...]]] = [
+    (
+        "aiokafka.consumer.fetcher",
+        "Failed fetch offsets from %s: %s",
+        (1, NotLeaderForPartitionError(TopicPartition("t", 0))),
+    ),
+    (
+        "aiokafka.consumer.fetcher",
+        "Failed fetch offsets from %s: %s",
+        (1, UnknownTopicOrPartitionError(TopicPartition("t", 0))),
+    ),
+    (
+        "aiokafka.consumer.fetcher",
+        "Failed fetch offsets from %s: %s",
+        (1, LeaderNotAvailableError()),
+    ),
+    (
+        "aiokafka.producer.sender",
+        "Got error produce response on topic-partition %s, retrying. Error: %s",
+        (TopicPartition("t", 0), NotLeaderForPartitionError),  # aiokafka passes the class
+    ),
+    (
+        "aiokafka.consumer.group_coordinator",
+        "Heartbeat failed for group %s: coordinator (node %s) is either not started or not valid",
+        ("g", 1),
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "msg", "args"), ANSWERED)
+def test_a_brokers_retried_answer_is_held_back_but_is_no_outage(
+    name: str, msg: str, args: tuple[object, ...]
+) -> None:
+    health = KafkaHealth()
+    logs.configure("INFO", "json")
+    entry = record(name, logging.ERROR, msg, *args)
+    assert not HeldBack(health).filter(entry)
+    assert entry.levelname == "DEBUG"
+    assert health.held_back == 0 and health.check() is None
+
+
 NOT_AN_OUTAGE: list[tuple[str, int, str, tuple[object, ...]]] = [
+    (  # an answer aiokafka does not retry is the user's to see
+        "aiokafka",
+        logging.ERROR,
+        "Unable connect to node with id %s: %s",
+        (1, SaslAuthenticationFailed("bad password")),
+    ),
     (
         "aiokafka.consumer.group_coordinator",
         logging.WARNING,

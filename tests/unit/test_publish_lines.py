@@ -36,7 +36,7 @@ def test_check_counts_valid_lines_and_names_bad_ones() -> None:
     assert (checked.valid, checked.invalid) == (2, 2)
     assert [str(e) for e in checked.errors] == [
         "line 3: field 'payload': Field required",
-        "line 4: the value is JSON list, not an object",
+        "line 4: the value is JSON array, not an object",
     ]
 
 
@@ -74,7 +74,7 @@ HOSTILE_LINES: list[tuple[bytes, str]] = [
     (with_payload('{"x": "\\ud800"}'), "lone surrogate"),
     (line(key="\ud800"), "lone surrogate"),
     (with_payload('{"x": "' + "a" * 10_000_000 + '"}'), "over the producer's limit"),
-    (b"[]\n", "is JSON list, not an object"),
+    (b"[]\n", "is JSON array, not an object"),
     (b'{"type": "t"\n', "is not JSON"),
 ]
 
