@@ -62,8 +62,6 @@ class Scanner(ABC):
     """The mode's named queries, filled with the job's quoted identifiers."""
     page_query: ClassVar[str]
     """The one of `queries` that reads a page: $1 the batch size, then `_after`'s values."""
-    marks_in_one_statement: ClassVar[bool] = False
-    """Whether `_mark_emitted` runs at most one statement (then needs no BEGIN of ours)."""
 
     job: str
     config: ScanConfig
@@ -214,11 +212,8 @@ class Scanner(ABC):
             return
         rows, too_large = emitted
         rejected = page.rejected + too_large
-        if rejected or not self.marks_in_one_statement:
-            async with self.connection.transaction():
-                await self._mark(rows, rejected, page.position)
-        else:  # a statement is a transaction of its own: two round trips fewer a page
-            await self._mark_emitted(rows, page.position)
+        async with self.connection.transaction():
+            await self._mark(rows, rejected, page.position)
         self.emitted += len(rows)
         self.rejected += len(rejected)
         metrics.SCANNER_ROWS_EMITTED.labels(self.job).inc(len(rows))

@@ -20,7 +20,6 @@ from cronstream.schedulers.scan.rows import Row
 class FlagScanner(KeyedScanner):
     queries = ("scan_flag_page", "scan_flag_mark", "scan_flag_null_keys")
     page_query = "scan_flag_page"
-    marks_in_one_statement = True
 
     def _change_column(self) -> tuple[str, str]:
         return self.config.flag_column, "boolean"

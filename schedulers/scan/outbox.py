@@ -22,7 +22,6 @@ OUTBOX_COLUMNS = ("id", "entity", "key", "version", "payload", "emitted_at")
 class OutboxScanner(Scanner):
     queries = ("scan_outbox_page", "scan_outbox_mark")
     page_query = "scan_outbox_page"
-    marks_in_one_statement = True
 
     def _check_columns(self, columns: Columns) -> tuple[str, bool]:
         missing = [c for c in OUTBOX_COLUMNS if c not in columns]
