@@ -14,30 +14,38 @@ run. What happens to it next is the mode's: see flag.py, watermark.py and outbox
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ClassVar
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from cronstream.errors import CronstreamError
-from cronstream.events.envelope import SYNC_REQUIRED, EnvelopeError, Event, sync_event_id
-from cronstream.kafka import clients
-from cronstream.kafka.clients import Message
+from cronstream.events.envelope import EnvelopeError
 from cronstream.runtime import metrics, names
 from cronstream.runtime.untrusted import safe_text
 from cronstream.schedulers.jobs import SYSTEM_SCHEMA, JobError, ScanConfig, quote
-from cronstream.schedulers.scan.rows import KEY_LIMIT, Page, Rejected, Row, capped, payload_object
+from cronstream.schedulers.scan.emit import Emitted, emit
+from cronstream.schedulers.scan.rows import Page, Rejected, Row
+from cronstream.schedulers.scan.values import Envelopes
 from cronstream.schedulers.sql import query
 
 log = logging.getLogger(__name__)
 
 Columns = dict[str, tuple[str, bool]]
 """A table's columns: name -> (type, NOT NULL)."""
+
+
+def _abandon(sending: asyncio.Future[Emitted]) -> None:
+    """Stop waiting for a page's acks (what was queued may still reach Kafka, unmarked)."""
+    sending.cancel()
+    if sending.done() and not sending.cancelled():
+        sending.exception()  # retrieved: a failure no one awaits now is not logged
 
 
 class ScanBlocked(CronstreamError):
@@ -66,6 +74,10 @@ class Scanner(ABC):
     emitted: int = field(default=0, init=False)
     rejected: int = field(default=0, init=False)
     known_rejects: bool = field(default=False, init=False)  # the job has rejected rows on record
+    envelopes: Envelopes = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.envelopes = Envelopes(self.job, self.trace_id)
 
     async def _prepare(self) -> None:
         config = self.config
@@ -148,29 +160,32 @@ class Scanner(ABC):
         self.known_rejects = bool(start["known"])
         position = await self._start_position()
         await self._null_keys(position)
-        complete = False
-        while not complete:
-            page = await self._page(position)
-            if page.size:
-                rows, too_large = await self._emit(page.rows)
-                rejected = page.rejected + too_large
-                async with self.connection.transaction():
-                    await self._mark(rows, rejected, page.position)
-                position = page.position
-                self.emitted += len(rows)
-                self.rejected += len(rejected)
-                metrics.SCANNER_ROWS_EMITTED.labels(self.job).inc(len(rows))
-                metrics.SCANNER_ROWS_REJECTED.labels(self.job).inc(len(rejected))
-                log.info(
-                    "job %s: page: %d emitted, %d rejected",
-                    self.job,
-                    len(rows),
-                    len(rejected),
-                    extra={"job": self.job, "trace_id": self.trace_id},
-                )
+        page = await self._page(position)
+        sending = self._send(page)
+        while True:
+            # Kafka takes a page while the next one is read and made into events; once
+            # it acknowledged the page, it takes the next while this one is marked.
             complete = page.size < self.config.batch_size
-            if not complete and should_stop():
+            if not complete:
+                try:
+                    following = await self._page(page.position)
+                except Exception:
+                    await self._marked(page, await sending)  # as had it been read after it
+                    raise
+                except BaseException:  # cancelled: nothing more is marked
+                    _abandon(sending)
+                    raise
+            emitted = await sending
+            if complete or should_stop():
+                await self._marked(page, emitted)
                 break
+            sending = self._send(following)
+            try:
+                await self._marked(page, emitted)
+            except BaseException:
+                _abandon(sending)  # sent, not marked: emitted again by the next run
+                raise
+            page = following
         if complete:
             await self._completed(start["started"])
         log.info(
@@ -182,6 +197,34 @@ class Scanner(ABC):
             extra={"job": self.job, "trace_id": self.trace_id},
         )
         return self.emitted
+
+    def _send(self, page: Page) -> asyncio.Future[Emitted]:
+        """The page's rows sent, as a task: acknowledged and refused ones when done."""
+        if page.rows:
+            return asyncio.ensure_future(emit(self.producer, self.topic, page.rows))
+        nothing: asyncio.Future[Emitted] = asyncio.get_running_loop().create_future()
+        nothing.set_result(([], []))
+        return nothing
+
+    async def _marked(self, page: Page, emitted: Emitted) -> None:
+        """Once Kafka acknowledged the page: mark its rows, record its rejected ones."""
+        if not page.size:
+            return
+        rows, too_large = emitted
+        rejected = page.rejected + too_large
+        async with self.connection.transaction():
+            await self._mark(rows, rejected, page.position)
+        self.emitted += len(rows)
+        self.rejected += len(rejected)
+        metrics.SCANNER_ROWS_EMITTED.labels(self.job).inc(len(rows))
+        metrics.SCANNER_ROWS_REJECTED.labels(self.job).inc(len(rejected))
+        log.info(
+            "job %s: page: %d emitted, %d rejected",
+            self.job,
+            len(rows),
+            len(rejected),
+            extra={"job": self.job, "trace_id": self.trace_id},
+        )
 
     @abstractmethod
     async def _start_position(self) -> Any:
@@ -249,52 +292,7 @@ class Scanner(ABC):
     ) -> Row:
         """A row of the page as its event; `entity`, `key` and `version` as the row has
         them (Event.new refuses bad ones), `id_version` what tells its states apart."""
-        data = payload_object(payload)
-        event = Event.new(
-            type=SYNC_REQUIRED,
-            source=self.job,
-            entity=entity,
-            key=key,
-            version=version,
-            payload=data,
-            id=sync_event_id(str(entity), str(key), str(id_version)),
-            occurred_at=datetime.now(UTC),
-            trace_id=self.trace_id,
-        )
-        return Row(event, event.encode(), source_row, mark)
-
-    async def _emit(self, rows: list[Row]) -> tuple[list[Row], list[Rejected]]:
-        """Send a page; wait until Kafka acknowledged every record (acks=all).
-
-        Returns the rows Kafka took and the ones the producer refused as too large. Any
-        other failure (Kafka unreachable, say) raises: nothing of the page is marked.
-        """
-        delivery = await clients.send(
-            self.producer,
-            [
-                Message(self.topic, row.value, row.event.kafka_key, row.event.kafka_headers)
-                for row in rows
-            ],
-        )
-        # A broker whose max.message.bytes is below max_request_size refuses a whole
-        # batch for one record, and aiokafka's idempotent producer cannot send to that
-        # partition again (OutOfOrderSequenceNumber): no row can be told apart, so the
-        # run fails with nothing of the page marked. Only what the client refused
-        # unsent (over max_request_size) is the row's own fault.
-        if delivery.failed:
-            raise delivery.failed[min(delivery.failed)]
-        sent = [rows[index] for index in sorted(delivery.acked)]
-        refused = [rows[index] for index in sorted(delivery.refused)]
-        too_large = [
-            Rejected(
-                row.source_row,
-                capped(row.event.key, KEY_LIMIT),
-                f"event of {len(row.value)} bytes is larger than Kafka accepts "
-                "(the producer's max_request_size)",
-            )
-            for row in refused
-        ]
-        return sent, too_large
+        return self.envelopes.row(entity, key, version, id_version, payload, source_row, mark)
 
     async def _mark(self, rows: list[Row], rejected: list[Rejected], position: Any) -> None:
         """Mark the emitted rows and record the rejected ones, in one transaction."""

@@ -46,14 +46,23 @@ def payload_object(text: str | bytes | None) -> dict[str, Any]:
         raise EnvelopeError("payload", error.reason) from None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Row:
-    """A source row that became an event; `mark` is what marking it emitted needs."""
+    """A source row that became an event, as its Kafka record; `key` is the event's key,
+    `mark` what marking it emitted needs."""
 
-    event: Event
+    key: str
+    kafka_key: bytes
+    headers: list[tuple[str, bytes]]
     value: bytes
     source_row: str
     mark: Any
+
+    @classmethod
+    def of(cls, event: Event, source_row: str, mark: Any) -> Row:
+        return cls(
+            event.key, event.kafka_key, event.kafka_headers, event.encode(), source_row, mark
+        )
 
 
 @dataclass(frozen=True)

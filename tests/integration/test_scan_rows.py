@@ -277,6 +277,62 @@ async def test_a_topic_limit_below_the_producers_fails_the_run_and_marks_nothing
     assert await rejects(db) == []
 
 
+async def flagged(db: asyncpg.Connection) -> list[str]:
+    return [r["code"] for r in await db.fetch("SELECT code FROM items WHERE needs_sync ORDER BY 1")]
+
+
+async def test_a_later_page_kafka_refuses_fails_the_run_and_the_pages_before_stay_marked(
+    db: asyncpg.Connection, producer: AIOKafkaProducer, settings: Settings
+) -> None:
+    """Pages overlap (the next is read while one is sent): still, a page is marked only
+    once Kafka acknowledged it, and none after a refused one is."""
+    topic = f"{settings.sync_topic}.small"
+    admin = AIOKafkaAdminClient(**clients.connection_options(settings))
+    await admin.start()
+    try:
+        limit = {"max.message.bytes": "3000"}
+        await admin.create_topics([NewTopic(topic, 1, 1, topic_configs=limit)])
+    finally:
+        await admin.close()
+    await db.execute(ITEM + ", ".join(f"('p{n:02}', 'x')" for n in range(1, 11)))
+    await db.execute("UPDATE items SET name = repeat('x', 5000) WHERE code = 'p05'")
+    config = ScanConfig(mode="flag", table="items", key_column="code", entity="item", batch_size=2)
+
+    scanner = scanner_for("job", config, db, producer, topic, "trace")
+    with pytest.raises(MessageSizeTooLargeError):
+        await scanner.scan()
+
+    assert await flagged(db) == [f"p{n:02}" for n in range(5, 11)]
+    assert scanner.emitted == 4
+
+
+async def test_a_page_whose_mark_fails_fails_the_run_and_no_later_page_is_marked(
+    db: asyncpg.Connection, producer: AIOKafkaProducer, settings: Settings
+) -> None:
+    """The page after it may have been sent meanwhile: unmarked, it is emitted again."""
+    await db.execute(ITEM + ", ".join(f"('p{n:02}', 'x')" for n in range(1, 11)))
+    await db.execute(
+        """
+        CREATE FUNCTION refuse_p05() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'p05 may not change'; END $$;
+        CREATE TRIGGER items_refuse_p05 BEFORE UPDATE ON items
+        FOR EACH ROW WHEN (OLD.code = 'p05') EXECUTE FUNCTION refuse_p05();
+        """
+    )
+    config = ScanConfig(mode="flag", table="items", key_column="code", entity="item", batch_size=2)
+
+    scanner = scanner_for("job", config, db, producer, settings.sync_topic, "trace")
+    with pytest.raises(asyncpg.RaiseError, match="p05 may not change"):
+        await scanner.scan()
+    assert await flagged(db) == [f"p{n:02}" for n in range(5, 11)]
+
+    await db.execute("DROP TRIGGER items_refuse_p05 ON items")
+    await scan(db, producer, settings, config)
+    assert await flagged(db) == []
+    records = await read_all(settings, settings.sync_topic, expected=10)
+    assert {decode(r.value).key for r in records} == {f"p{n:02}" for n in range(1, 11)}
+
+
 async def test_a_mixed_case_table_is_scanned(
     db: asyncpg.Connection, producer: AIOKafkaProducer, settings: Settings
 ) -> None:
