@@ -36,6 +36,7 @@ def worker_command(
         env_option(
             "worker_processes",
             "--processes",
+            metavar="N|auto",
             help="Worker processes to run, a number or `auto` (one per core this process "
             "may use), under one supervisor that serves the one HTTP surface. (default: 1)",
         ),
