@@ -215,6 +215,7 @@ class Supervisor:
             return
         slot.reason = f"starting again ({ended(code)})"
         slot.restart_at = now + delay
+        metrics.restarted(code)
         log.warning(
             "%s%s; starting it again in %.1fs",
             what,

@@ -42,12 +42,14 @@ __all__ = [
     "SCANNER_ROWS_EMITTED",
     "SCANNER_ROWS_REJECTED",
     "SCHEDULER_STATE",
+    "WORKER_RESTARTS",
     "count_batch",
     "count_consumed",
     "forget_partition",
     "multiprocess_dir",
     "multiprocess_registry",
     "process_dead",
+    "restarted",
     "scheduler_state",
 ]
 
@@ -145,6 +147,15 @@ SCHEDULER_STATE = Gauge(
 )
 SCHEDULER_STATES = ("leading", "standby")
 
+# Labelled, so that worker processes, which define it too, write no series of it: only
+# their supervisor counts, and serves it beside theirs (`multiprocess_registry`).
+WORKER_RESTARTS = Counter(
+    "cronstream_worker_restarts",
+    "Worker processes a `worker --processes` supervisor started again, by how they ended "
+    "(exited, or killed by a signal)",
+    ["status"],
+)
+
 
 def count_consumed(by_topic: Mapping[str, int]) -> None:
     """Records received from Kafka, counted once per batch before it is applied."""
@@ -206,10 +217,17 @@ def multiprocess_dir() -> Iterator[str]:
 
 
 def multiprocess_registry(path: str) -> CollectorRegistry:
-    """A registry whose exposition is the metrics the processes wrote into `path`."""
+    """A registry whose exposition is the metrics the processes wrote into `path`, and
+    the supervisor's own count of restarts."""
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path)  # type: ignore[no-untyped-call]
+    registry.register(WORKER_RESTARTS)
     return registry
+
+
+def restarted(exit_code: int) -> None:
+    """A supervisor starts a worker process again that ended with `exit_code`."""
+    WORKER_RESTARTS.labels("killed" if exit_code < 0 else "exited").inc()
 
 
 def process_dead(pid: int, path: str) -> None:

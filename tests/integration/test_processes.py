@@ -129,6 +129,9 @@ async def test_a_killed_worker_process_is_started_again_and_nothing_is_lost_or_d
     await wait_until_at_end(settings, supervisor, settings.sync_topic, 120)
     assert_exactly_once(await applied_counts(database_url), ids)
     assert "was killed by SIGKILL; starting it again" in supervisor.logs()
+    status, text = await get(f"http://127.0.0.1:{port}/metrics")
+    assert status == 200
+    assert 'cronstream_worker_restarts_total{status="killed"} 1.0' in text, text[-2000:]
     assert len(children(supervisor)[2]) == 1  # the other one ran on
 
 
@@ -149,3 +152,15 @@ async def test_a_worker_process_failing_on_its_configuration_stops_all_in_one_li
     assert "Traceback" not in result.stderr
     # Not started again: each of the two ran once.
     assert result.stderr.count('"msg": "worker process started"') == 2
+
+
+async def test_worker_processes_whose_supervisor_was_killed_drain_and_exit(
+    supervisor: WorkerProcess, port: int
+) -> None:
+    supervisor.start()
+    await wait_ready(f"http://127.0.0.1:{port}", supervisor, 120)
+    pids = [pid for started in children(supervisor).values() for pid in started]
+    supervisor.kill()
+    await wait_for(lambda: not any(alive(pid) for pid in pids), 30, "the orphans to exit")
+    logs = supervisor.logs()
+    assert logs.count("the supervisor is gone: draining") == 2, logs[-3000:]

@@ -49,6 +49,7 @@ EXPECTED = [
     ("cronstream_scanner_rows_rejected_total", "counter", {"job"}, metrics.SCANNER_ROWS_REJECTED),
     ("cronstream_notify_runs_total", "counter", {"job"}, metrics.NOTIFY_RUNS),
     ("cronstream_scheduler_state", "gauge", {"status"}, metrics.SCHEDULER_STATE),
+    ("cronstream_worker_restarts_total", "counter", {"status"}, metrics.WORKER_RESTARTS),
 ]
 NAMES = [name for name, *_ in EXPECTED]
 
@@ -272,10 +273,10 @@ def test_the_multiprocess_directory_is_private_named_for_children_and_removed() 
         assert os.environ[metrics.MULTIPROC_DIR] == path
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o700
         assert metrics.multiprocess_mode()
-        assert (
-            "cronstream_records_applied"
-            not in generate_latest(metrics.multiprocess_registry(path)).decode()
-        )  # no child wrote anything yet
+        metrics.restarted(-9)
+        scraped = generate_latest(metrics.multiprocess_registry(path)).decode()
+        assert "cronstream_records_applied" not in scraped  # no child wrote anything yet
+        assert 'cronstream_worker_restarts_total{status="killed"}' in scraped  # its own
         metrics.process_dead(12345, path)  # a child that never wrote: nothing to remove
     assert os.environ.get(metrics.MULTIPROC_DIR) == before
     assert not Path(path).exists()
