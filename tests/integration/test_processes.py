@@ -13,7 +13,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from cronstream.config.settings import Settings
+from cronstream.events.envelope import Event
 from tests.integration.commands import run_cli
+from tests.integration.handlers_under_test import MARKER_ENV
 from tests.integration.http_helpers import free_port, get, http_env, wait_ready
 from tests.integration.kafka_helpers import wait_for
 from tests.integration.workers import (
@@ -77,9 +79,11 @@ async def applied_total(port: int, topic: str) -> float:
 
 
 async def test_two_processes_share_the_partitions_apply_once_and_drain_on_sigterm(
-    settings: Settings, database_url: str, supervisor: WorkerProcess, port: int
+    settings: Settings, database_url: str, supervisor: WorkerProcess, port: int, tmp_path: Path
 ) -> None:
     await create_counts_table(database_url)
+    marker = tmp_path / "batch-started"
+    supervisor.env[MARKER_ENV] = str(marker)
     supervisor.start()
     # Ready only when each worker process has partitions assigned and positioned.
     await wait_ready(f"http://127.0.0.1:{port}", supervisor, 120)
@@ -94,6 +98,13 @@ async def test_two_processes_share_the_partitions_apply_once_and_drain_on_sigter
     status, _ = await get(f"http://127.0.0.1:{port}/healthz")
     assert status == 200
 
+    # SIGTERM while a batch is being applied: it is finished, not cut off or doubled.
+    slow = [
+        Event.new(type="slow_count", source="t", entity="item", key=i, payload={"hold_seconds": 3})
+        for i in range(50)
+    ]
+    slow_ids = await publish(settings, slow)
+    await wait_for(marker.exists, 60, "a slow batch to start")
     pids = [pid for started in children(supervisor).values() for pid in started]
     assert len(pids) == 2
     code, seconds = supervisor.terminate()
@@ -103,6 +114,10 @@ async def test_two_processes_share_the_partitions_apply_once_and_drain_on_sigter
     assert logs.count("SIGTERM received: draining") == 3, logs[-3000:]  # both and the supervisor
     assert "worker processes drained" in logs
     assert not [pid for pid in pids if alive(pid)]
+    counts = await applied_counts(database_url)
+    drained = [i for i in slow_ids if i in counts]
+    assert len(drained) >= int(marker.read_text())  # at least the batch under way
+    assert all(counts[i] == 1 for i in drained)
 
 
 async def test_a_killed_worker_process_is_started_again_and_nothing_is_lost_or_doubled(
