@@ -138,6 +138,8 @@ class Supervisor:
         them; raise WorkersMisconfigured, WorkersFailed or NotDrained for a failure."""
         with metrics.multiprocess_dir() as path:
             self.metrics_dir = path
+            # Removed at exit; after a kill -9 of the supervisor this says what to remove.
+            log.info("worker processes' metrics directory made", extra={"metrics_dir": path})
             asyncio.run(self._run(serve, metrics.multiprocess_registry(path)))
         if self.failure is not None:
             raise self.failure

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -179,3 +180,6 @@ async def test_worker_processes_whose_supervisor_was_killed_drain_and_exit(
     await wait_for(lambda: not any(alive(pid) for pid in pids), 30, "the orphans to exit")
     logs = supervisor.logs()
     assert logs.count("the supervisor is gone: draining") == 2, logs[-3000:]
+    # A supervisor killed cannot remove its metrics directory: the log says which it is.
+    [made] = supervisor.log_entries("worker processes' metrics directory made")
+    shutil.rmtree(made["metrics_dir"])
