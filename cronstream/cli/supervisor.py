@@ -171,13 +171,8 @@ class Supervisor:
         )
         process.start()
         writer.close()  # the child holds the only writer: its exit closes the pipe
-        slot.process, slot.reports = process, reports
-        slot.started, slot.reason, slot.failure, slot.restart_at = (
-            time.monotonic(),
-            "starting",
-            None,
-            None,
-        )
+        slot.process, slot.reports, slot.started = process, reports, time.monotonic()
+        slot.reason, slot.failure, slot.restart_at = "starting", None, None
         log.info(
             "worker process started",
             extra={"worker_process": slot.number, "pid": process.pid},
