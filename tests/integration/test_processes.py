@@ -80,11 +80,26 @@ async def applied_total(port: int, topic: str) -> float:
 
 
 async def test_two_processes_share_the_partitions_apply_once_and_drain_on_sigterm(
-    settings: Settings, database_url: str, supervisor: WorkerProcess, port: int, tmp_path: Path
+    settings: Settings,
+    database_url: str,
+    cli_env: dict[str, str],
+    engine: str,
+    port: int,
+    tmp_path: Path,
 ) -> None:
     await create_counts_table(database_url)
     marker = tmp_path / "batch-started"
-    supervisor.env[MARKER_ENV] = str(marker)
+    env = http_env(cli_env, port, CRONSTREAM_ENGINE=engine, **{MARKER_ENV: str(marker)})
+    supervisor = WorkerProcess(env, tmp_path, "supervisor", args=ARGS)
+    try:
+        await two_processes_apply_once_and_drain(settings, database_url, supervisor, port, marker)
+    finally:
+        supervisor.stop()
+
+
+async def two_processes_apply_once_and_drain(
+    settings: Settings, database_url: str, supervisor: WorkerProcess, port: int, marker: Path
+) -> None:
     supervisor.start()
     # Ready only when each worker process has partitions assigned and positioned.
     await wait_ready(f"http://127.0.0.1:{port}", supervisor, 120)
@@ -117,7 +132,8 @@ async def test_two_processes_share_the_partitions_apply_once_and_drain_on_sigter
     assert not [pid for pid in pids if alive(pid)]
     counts = await applied_counts(database_url)
     drained = [i for i in slow_ids if i in counts]
-    assert len(drained) >= int(marker.read_text())  # at least the batch under way
+    started = int(await asyncio.to_thread(marker.read_text))
+    assert len(drained) >= started  # at least the batch under way
     assert all(counts[i] == 1 for i in drained)
 
 
