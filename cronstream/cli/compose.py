@@ -13,16 +13,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Iterable
+from multiprocessing.connection import Connection
+from typing import Literal
 
+from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
+from cronstream.cli import supervisor
 from cronstream.config.settings import Settings, SettingsError, env_var
-from cronstream.errors import problems
+from cronstream.errors import CronstreamError, problems
 from cronstream.handlers import projection
 from cronstream.handlers.registry import Registry, load_modules
 from cronstream.kafka import health
-from cronstream.runtime import shutdown
+from cronstream.runtime import logs, shutdown
 from cronstream.schedulers.service import Scheduler
 from cronstream.streams import worker
 from cronstream.web import access, app
@@ -83,8 +88,20 @@ def run_worker(
     settings.http_host:http_port (0 turns it off). `with_scheduler` runs the
     scheduler of `settings.jobs_file` and the cron_jobs table in the same process, as
     `cronstream run` does.
+
+    With `settings.worker_processes` above 1 (and no scheduler) it runs that many worker
+    processes under a supervisor (cli/supervisor.py) that serves the HTTP surface; each
+    imports the handler modules itself, so `registry` must be None then.
     """
     settings = settings if settings is not None else load_settings()
+    if settings.worker_processes > 1:
+        if not with_scheduler:
+            run_worker_processes(settings, handlers, registry)
+            return
+        log.warning(
+            "`cronstream run` is one process: %s is ignored",
+            env_var("worker_processes"),
+        )
     # The jobs file first: a bad one ends the call before anything connects.
     scheduler = Scheduler(settings, settings.jobs_file) if with_scheduler else None
     registry = build_registry([*settings.handlers, *handlers], registry)
@@ -100,6 +117,72 @@ def run_worker(
     companion = scheduler.run if scheduler is not None else None
     serve = http_surface(settings, scheduler)
     worker.run_worker(settings, registry, serve=serve, companion=companion)
+
+
+def run_worker_processes(
+    settings: Settings, handlers: Iterable[str] = (), registry: Registry | None = None
+) -> None:
+    """`settings.worker_processes` workers under one supervisor serving the HTTP surface
+    (cli/supervisor.py), until SIGINT/SIGTERM; WorkersMisconfigured, WorkersFailed or
+    NotDrained when they could not be kept running or did not drain."""
+    if registry is not None:
+        raise SettingsError(
+            f"{env_var('worker_processes')}: handlers registered in code stay in this "
+            "process; give handler modules (handlers=, CRONSTREAM_HANDLERS) to run "
+            "several worker processes"
+        )
+    access.check_exposure(settings)
+    count = settings.worker_processes
+    log.info(
+        "worker starting",
+        extra={
+            "engine": settings.engine,
+            "topics": settings.input_topics,
+            "group": settings.consumer_group,
+            "processes": count,
+        },
+    )
+    processes = supervisor.Supervisor(
+        settings, count, run_worker_process, (settings, list(handlers), logs.current())
+    )
+    processes.run(
+        lambda readiness, registry: app.Surface(settings, {"workers": readiness}, metrics=registry)
+    )
+    log.info("worker stopped", extra={"processes": count})
+
+
+def run_worker_process(
+    number: int,
+    reports: Connection,
+    supervisor_pid: int,
+    settings: Settings,
+    handlers: list[str],
+    log_setup: tuple[str, Literal["json", "text"]],
+) -> None:
+    """Worker process `number` of a supervisor (cli/supervisor.py), in a process of its
+    own: no HTTP; its readiness and, on an error, its one line go to the supervisor
+    before it exits with the error's exit code."""
+    logs.configure(*log_setup, fields={"worker_process": number})
+    worker_id = f"{settings.worker_id}-{number}" if settings.worker_id else None
+    settings = settings.model_copy(
+        update={"worker_processes": 1, "http_port": 0, "worker_id": worker_id}
+    )
+    try:
+        registry = build_registry([*settings.handlers, *handlers])
+        log.info("worker process starting", extra={"handled_types": registry.types()})
+
+        def report(readiness: worker.Readiness) -> supervisor.Report:
+            return supervisor.Report(readiness, reports, supervisor_pid)
+
+        worker.run_worker(settings, registry, serve=report)
+        return
+    except CronstreamError as error:
+        line, code = error.cli_line(), error.exit_code
+    except KafkaError as error:
+        line, code = f"Kafka: {type(error).__name__}: {error}", 1
+    supervisor.report_failure(reports, line)
+    log.error("worker process stopped: %s", line)
+    sys.exit(code)
 
 
 def run_scheduler(settings: Settings | None = None) -> None:

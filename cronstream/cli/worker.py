@@ -31,6 +31,16 @@ def worker_command(
         ),
     ] = None,
     engine: EngineOption = None,
+    processes: Annotated[
+        str | None,
+        env_option(
+            "worker_processes",
+            "--processes",
+            metavar="N|auto",
+            help="Worker processes to run, a number or `auto` (one per core this process "
+            "may use), under one supervisor that serves the one HTTP surface. (default: 1)",
+        ),
+    ] = None,
 ) -> None:
     """Consume sync_required and external change topics and apply them exactly once.
 
@@ -42,6 +52,16 @@ def worker_command(
     partitions. SIGINT/SIGTERM drain the in-flight batch and exit within
     CRONSTREAM_SHUTDOWN_TIMEOUT seconds.
 
+    A worker applies on one core. `--processes N` (or `auto`) runs N workers of the
+    same group under one supervisor process: it serves HTTP (/readyz ready when every
+    worker process is alive and ready, /metrics summed over them), starts a crashed
+    one again with backoff, and forwards SIGINT/SIGTERM so all drain (it exits 0 when
+    they did). A worker process exiting on a configuration error (exit code 2), or 3
+    times within 10 s of its start, stops them all: the supervisor exits non-zero with
+    one line saying why. More processes than partitions leave some idle (and /readyz
+    at 503). Workers started by hand on one host each need their own
+    CRONSTREAM_HTTP_PORT (or 0).
+
     HTTP on CRONSTREAM_HTTP_HOST:CRONSTREAM_HTTP_PORT (default 127.0.0.1:8080; port 0
     turns it off): /healthz, /readyz, /metrics (Prometheus), POST /events and a status
     page at /. POST /events is closed until CRONSTREAM_INGRESS_TOKEN is set (then it
@@ -49,7 +69,11 @@ def worker_command(
     needs the token to start.
     """
     settings = settings_of(
-        ctx, external_topics=external_topics, batch_size=batch_size, engine=engine
+        ctx,
+        external_topics=external_topics,
+        batch_size=batch_size,
+        engine=engine,
+        worker_processes=processes,
     )
     compose.run_worker(settings, handlers=handler_modules or [])
 
@@ -78,6 +102,9 @@ def run_command(
     engine: EngineOption = None,
 ) -> None:
     """Scheduler and worker in one process, for small deployments and `make run`.
+
+    One process always: CRONSTREAM_WORKER_PROCESSES is ignored here (for more cores run
+    `cronstream worker --processes N` beside `cronstream scheduler`).
 
     Serves the worker's HTTP surface (see `cronstream worker --help`), with the cron and
     scanner metrics of this process's scheduler when it leads; /readyz waits for the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
@@ -21,6 +22,19 @@ from cronstream.config.topics import TopicFormat, comma_list, parse_topic_format
 
 # SettingsError and env_var live in config/env.py; callers of Settings find them here too.
 __all__ = ["ENV_PREFIX", "Settings", "SettingsError", "env_var", "host_name"]
+
+
+MAX_WORKER_PROCESSES = 256
+
+
+def cores() -> int:
+    """The cores this process may run on (its CPU affinity, which a container's cpuset
+    narrows), at most MAX_WORKER_PROCESSES."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        count = os.cpu_count() or 1
+    return max(1, min(count, MAX_WORKER_PROCESSES))
 
 
 class Settings(BaseSettings):
@@ -85,6 +99,13 @@ class Settings(BaseSettings):
     engine: Literal["batch", "faust"] = Field(
         "batch",
         description="worker engine: batch (aiokafka, whole polls) or faust (a faust agent)",
+    )
+    worker_processes: int = Field(
+        1,
+        ge=1,
+        le=MAX_WORKER_PROCESSES,
+        description="worker processes `cronstream worker` runs under one supervisor, "
+        "which serves the one HTTP surface; `auto`: one per core this process may use",
     )
     handler_attempts: int = Field(
         3, ge=1, description="tries before a failing event is dead-lettered"
@@ -178,6 +199,17 @@ class Settings(BaseSettings):
         if info.field_name == "external_topics":
             return parse_topic_formats(value)
         return comma_list(value)
+
+    @field_validator("worker_processes", mode="before")
+    @classmethod
+    def _auto_processes(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        if value.strip().lower() == "auto":
+            return cores()
+        if not value.strip().isdigit():
+            raise ValueError(f"a number from 1 to {MAX_WORKER_PROCESSES}, or auto")
+        return value
 
     @field_validator("http_allowed_hosts")
     @classmethod

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -77,20 +77,49 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-def configure(level: str = "INFO", fmt: Literal["json", "text"] = "json") -> None:
+class Fields(logging.Filter):
+    """Adds the same fields to every line (a worker process's number, say)."""
+
+    def __init__(self, fields: Mapping[str, object]) -> None:
+        super().__init__()
+        self.fields = dict(fields)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for name, value in self.fields.items():
+            setattr(record, name, value)
+        return True
+
+
+def configure(
+    level: str = "INFO",
+    fmt: Literal["json", "text"] = "json",
+    fields: Mapping[str, object] | None = None,
+) -> None:
     """Send logs to stderr in the chosen format; the LIBRARIES' at WARNING unless DEBUG.
+    `fields`: added to every line.
 
     A bad `level` raises ValueError (see parse_level) before anything changes.
     """
     threshold = parse_level(level)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    if fields:
+        handler.addFilter(Fields(fields))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(threshold)
     debug = threshold <= logging.DEBUG
     for name in LIBRARIES:
         logging.getLogger(name).setLevel(threshold if debug else max(threshold, logging.WARNING))
+
+
+def current() -> tuple[str, Literal["json", "text"]]:
+    """The level and format the root logger has now, as `configure` takes them (JSON
+    unless a text formatter is in use), for a child process to log alike."""
+    root = logging.getLogger()
+    text = any(isinstance(handler.formatter, TextFormatter) for handler in root.handlers)
+    level = logging.getLevelName(root.level)
+    return level if level in LEVELS else "WARNING", "text" if text else "json"
 
 
 @contextmanager

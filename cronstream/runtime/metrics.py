@@ -7,13 +7,26 @@ is a time series of its own.
 
 The batch engine applies ~60k events/s, so records are counted per batch (`inc(n)`),
 never with a metric call per record.
+
+Several worker processes (`cronstream worker --processes N`) use prometheus-client's
+multiprocess mode: the supervisor makes a private directory (`multiprocess_dir`) and
+names it in PROMETHEUS_MULTIPROC_DIR before it starts them, each child's
+prometheus-client then keeps its values in files there (chosen when prometheus-client is
+first imported), and the supervisor's /metrics reads them all (`multiprocess_registry`):
+counters and histograms summed over every child that ever ran (so they never go back),
+gauges by their `multiprocess_mode`. The files of a dead child's live gauges are
+removed by `process_dead`. Removing a labelled series is not possible in that mode.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 
 __all__ = [
     "BATCH_RECORDS",
@@ -29,11 +42,18 @@ __all__ = [
     "SCANNER_ROWS_EMITTED",
     "SCANNER_ROWS_REJECTED",
     "SCHEDULER_STATE",
+    "WORKER_RESTARTS",
     "count_batch",
     "count_consumed",
     "forget_partition",
+    "multiprocess_dir",
+    "multiprocess_registry",
+    "process_dead",
+    "restarted",
     "scheduler_state",
 ]
+
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 # Batches are one poll: a record or two once caught up, up to batch_size (at most
 # 100000) while behind.
@@ -86,6 +106,9 @@ CONSUMER_LAG = Gauge(
     "cronstream_consumer_lag",
     "Records in the partition past the worker's position (log end minus position)",
     ["topic", "partition"],
+    # A partition is one process's at a time; after it moves, the new owner's value is
+    # the newer one, and a dead process's values go with it.
+    multiprocess_mode="livemostrecent",
 )
 CRON_RUNS = Counter(
     "cronstream_cron_runs",
@@ -120,8 +143,18 @@ SCHEDULER_STATE = Gauge(
     "cronstream_scheduler_state",
     "1 for the state this process's scheduler is in (leading or standby), 0 for the other",
     ["status"],
+    multiprocess_mode="livesum",  # as sum(...) over processes scraped one by one
 )
 SCHEDULER_STATES = ("leading", "standby")
+
+# Labelled, so that worker processes, which define it too, write no series of it: only
+# their supervisor counts, and serves it beside theirs (`multiprocess_registry`).
+WORKER_RESTARTS = Counter(
+    "cronstream_worker_restarts",
+    "Worker processes a `worker --processes` supervisor started again, by how they ended "
+    "(exited, or killed by a signal)",
+    ["status"],
+)
 
 
 def count_consumed(by_topic: Mapping[str, int]) -> None:
@@ -150,8 +183,56 @@ def count_batch(
 
 
 def forget_partition(topic: str, partition: int) -> None:
-    """Drop a partition's lag: it moved to another worker, which reports it now."""
-    CONSUMER_LAG.remove(topic, str(partition))
+    """Drop a partition's lag: it moved to another worker, which reports it now.
+
+    Not in multiprocess mode, which cannot (and warns): there the new owner's newer
+    value wins (`livemostrecent`)."""
+    if not multiprocess_mode():
+        CONSUMER_LAG.remove(topic, str(partition))
+
+
+def multiprocess_mode() -> bool:
+    """True in a process whose metrics go to PROMETHEUS_MULTIPROC_DIR's files."""
+    return MULTIPROC_DIR in os.environ
+
+
+@contextlib.contextmanager
+def multiprocess_dir() -> Iterator[str]:
+    """A new private directory (mode 0700) named in PROMETHEUS_MULTIPROC_DIR, so that the
+    processes started inside the block keep their metrics there; removed at the end.
+
+    Call it in the supervisor after prometheus-client was imported (this module does),
+    so the supervisor's own metrics stay in memory."""
+    path = tempfile.mkdtemp(prefix="cronstream-metrics-")  # 0700, owner only
+    before = os.environ.get(MULTIPROC_DIR)
+    os.environ[MULTIPROC_DIR] = path
+    try:
+        yield path
+    finally:
+        if before is None:
+            os.environ.pop(MULTIPROC_DIR, None)
+        else:
+            os.environ[MULTIPROC_DIR] = before
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def multiprocess_registry(path: str) -> CollectorRegistry:
+    """A registry whose exposition is the metrics the processes wrote into `path`, and
+    the supervisor's own count of restarts."""
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path)  # type: ignore[no-untyped-call]
+    registry.register(WORKER_RESTARTS)
+    return registry
+
+
+def restarted(exit_code: int) -> None:
+    """A supervisor starts a worker process again that ended with `exit_code`."""
+    WORKER_RESTARTS.labels("killed" if exit_code < 0 else "exited").inc()
+
+
+def process_dead(pid: int, path: str) -> None:
+    """A child exited: its live gauges (the lag of its partitions) go with it."""
+    multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
 
 
 def scheduler_state(state: str | None) -> None:

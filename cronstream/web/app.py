@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from cronstream.config.settings import Settings, env_var
 from cronstream.errors import CronstreamError
@@ -60,9 +61,11 @@ class PortInUse(CronstreamError):
 class Surface:
     """The aiohttp app and its server; `start` and `stop` around the engine's run.
 
-    `checks`: what else must be ready, by name (the worker's "engine", the "scheduler"),
-    each a `Readiness`. `role`: the scheduler's "leader", "standby" or "starting", shown
-    in /readyz's body. `port_setting`: the settings field of its port.
+    `checks`: what else must be ready, by name (the worker's "engine", the "scheduler",
+    a supervisor's "workers"), each a `Readiness`. `role`: the scheduler's "leader",
+    "standby" or "starting", shown in /readyz's body. `port_setting`: the settings field
+    of its port. `metrics`: what /metrics serves (a supervisor's: its children's), by
+    default this process's own.
     """
 
     def __init__(
@@ -72,12 +75,13 @@ class Surface:
         role: Callable[[], str] | None = None,
         port_setting: str = "http_port",
         ingress: bool = True,
+        metrics: CollectorRegistry | None = None,
     ) -> None:
         self.settings = settings
         self.port_setting = port_setting
         self.access = Access(settings)
         self.producer = SharedProducer(settings) if ingress else None
-        self.health = Health(settings, checks, self.access, self.producer, role)
+        self.health = Health(settings, checks, self.access, self.producer, role, metrics)
         self.ingress = (
             Ingress(settings, self.access, self.producer) if self.producer is not None else None
         )

@@ -42,12 +42,14 @@ class Health:
         access: Access,
         producer: SharedProducer | None,
         role: Callable[[], str] | None = None,
+        metrics: prometheus_client.CollectorRegistry | None = None,
     ) -> None:
         self.settings = settings
         self.checks = checks
         self.access = access
         self.producer = producer  # None: Kafka is not asked
         self.role = role
+        self.registry = metrics if metrics is not None else prometheus_client.REGISTRY
         self.ready: list[tuple[str, str]] = []
         self.ready_at = float("-inf")
         self.ready_lock = asyncio.Lock()
@@ -73,7 +75,7 @@ class Health:
         return json_reply(503, body | {"reasons": [name for name, _ in reasons]})
 
     async def metrics(self, request: web.Request) -> web.Response:
-        body = prometheus_client.generate_latest()
+        body = prometheus_client.generate_latest(self.registry)
         return web.Response(
             body=body, headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST}
         )

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from cronstream.cli import app
+from cronstream.cli import app, compose
+from cronstream.config.settings import Settings, SettingsError
+from cronstream.handlers.registry import Registry
 
 runner = CliRunner()
 COMMANDS = ["migrate", "publish", "worker", "scheduler", "run", "jobs", "status"]
@@ -62,3 +64,18 @@ def test_unknown_handler_module_is_one_clear_error() -> None:
     result = runner.invoke(app, ["worker", "--handlers", "no_such_handlers_module"])
     assert result.exit_code == 2
     assert "cannot import handler module 'no_such_handlers_module'" in result.output
+
+
+def test_worker_help_explains_processes_and_run_says_it_is_one() -> None:
+    worker_help = runner.invoke(app, ["worker", "--help"]).output
+    text = " ".join(worker_help.split())  # the docstring, reflowed to any width
+    assert "--processes" in worker_help
+    assert "--processes N (or auto) runs N workers of the same group under one" in text
+    assert "each need their own CRONSTREAM_HTTP_PORT (or 0)" in text
+    run_help = " ".join(runner.invoke(app, ["run", "--help"]).output.split())
+    assert "One process always: CRONSTREAM_WORKER_PROCESSES is ignored here" in run_help
+
+
+def test_handlers_registered_in_code_cannot_reach_other_processes() -> None:
+    with pytest.raises(SettingsError, match="CRONSTREAM_WORKER_PROCESSES: handlers registered"):
+        compose.run_worker(Settings(worker_processes=2), registry=Registry())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import subprocess
@@ -463,3 +464,15 @@ def test_configure_keeps_retried_errors_out_of_the_log_and_tells_the_tracker(
     assert shown == ["error   aiokafka: Topic t is not authorized for this client"]
     assert kafka_health.HEALTH.held_back == before + 1
     assert 7 in kafka_health.HEALTH.nodes
+
+
+def test_a_child_process_logs_as_its_parent_with_its_fields(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    logs.configure("DEBUG", "text")
+    assert logs.current() == ("DEBUG", "text")
+    logs.configure(*logs.current()[:1], "json", fields={"worker_process": 2})
+    assert logs.current() == ("DEBUG", "json")
+    logging.getLogger("cronstream.test").info("applied")
+    line = json.loads(capsys.readouterr().err.splitlines()[-1])
+    assert (line["msg"], line["worker_process"]) == ("applied", 2)

@@ -7,7 +7,9 @@ scrape after traffic is tests/integration/test_metrics.py.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import stat
 import uuid
 from collections import Counter
 from collections.abc import Sequence
@@ -18,7 +20,7 @@ from typing import Any
 import asyncpg
 import pytest
 from aiokafka import TopicPartition
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, generate_latest
 
 from cronstream.config.settings import Settings
 from cronstream.handlers.outcomes import DeadLetter, Outcome
@@ -47,6 +49,7 @@ EXPECTED = [
     ("cronstream_scanner_rows_rejected_total", "counter", {"job"}, metrics.SCANNER_ROWS_REJECTED),
     ("cronstream_notify_runs_total", "counter", {"job"}, metrics.NOTIFY_RUNS),
     ("cronstream_scheduler_state", "gauge", {"status"}, metrics.SCHEDULER_STATE),
+    ("cronstream_worker_restarts_total", "counter", {"status"}, metrics.WORKER_RESTARTS),
 ]
 NAMES = [name for name, *_ in EXPECTED]
 
@@ -262,3 +265,38 @@ def test_faust_lag_is_measured_after_each_batch_for_its_partitions() -> None:
 
     assert value("cronstream_consumer_lag", topic=topic, partition="0") == 0
     assert value("cronstream_consumer_lag", topic=topic, partition="1") == 6
+
+
+def test_the_multiprocess_directory_is_private_named_for_children_and_removed() -> None:
+    before = os.environ.get(metrics.MULTIPROC_DIR)
+    with metrics.multiprocess_dir() as path:
+        assert os.environ[metrics.MULTIPROC_DIR] == path
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o700
+        assert metrics.multiprocess_mode()
+        metrics.restarted(-9)
+        scraped = generate_latest(metrics.multiprocess_registry(path)).decode()
+        assert "cronstream_records_applied" not in scraped  # no child wrote anything yet
+        assert 'cronstream_worker_restarts_total{status="killed"}' in scraped  # its own
+        metrics.process_dead(12345, path)  # a child that never wrote: nothing to remove
+    assert os.environ.get(metrics.MULTIPROC_DIR) == before
+    assert not Path(path).exists()
+
+
+def test_a_moved_partition_is_not_removed_in_multiprocess_mode(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """prometheus-client cannot remove a series there, and warns (an error under
+    pytest): the new owner's newer value wins (livemostrecent)."""
+    metrics.CONSUMER_LAG.labels("moved", "3").set(7)
+    monkeypatch.setenv(metrics.MULTIPROC_DIR, str(tmp_path))
+    metrics.forget_partition("moved", 3)
+    monkeypatch.delenv(metrics.MULTIPROC_DIR)
+    assert (
+        REGISTRY.get_sample_value("cronstream_consumer_lag", {"topic": "moved", "partition": "3"})
+        == 7
+    )
+    metrics.forget_partition("moved", 3)
+    assert (
+        REGISTRY.get_sample_value("cronstream_consumer_lag", {"topic": "moved", "partition": "3"})
+        is None
+    )

@@ -7,6 +7,7 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from cronstream.cli import app
+from cronstream.config import settings as settings_module
 from cronstream.config.env import SettingsError, env_var
 from cronstream.config.redact import redact_url, scrub
 from cronstream.config.settings import Settings, host_name
@@ -210,3 +211,22 @@ def test_a_network_address_needs_the_ingress_token(host: str, exposed: bool) -> 
         check_exposure(open_ingress)
     check_exposure(Settings(http_host=host, ingress_token="t"))
     check_exposure(Settings(http_host=host, http_port=0))  # nothing served
+
+
+def test_worker_processes_is_a_number_or_auto(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().worker_processes == 1
+    monkeypatch.setenv("CRONSTREAM_WORKER_PROCESSES", " Auto ")
+    assert Settings().worker_processes == settings_module.cores() >= 1
+    monkeypatch.setenv("CRONSTREAM_WORKER_PROCESSES", "3")
+    assert Settings().worker_processes == 3
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "many", "2.5", "257"])
+def test_a_bad_worker_processes_ends_the_worker_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("CRONSTREAM_WORKER_PROCESSES", value)
+    result = CliRunner().invoke(app, ["worker"])
+    assert result.exit_code == 2
+    assert "invalid settings: CRONSTREAM_WORKER_PROCESSES: " in result.output
+    assert "Traceback" not in result.output
