@@ -22,6 +22,7 @@ __all__ = [
     "CRON_RUNS",
     "CRON_TICK_LAG",
     "NOTIFY_RUNS",
+    "PARTITION_STALLED",
     "RECORDS_APPLIED",
     "RECORDS_CONSUMED",
     "RECORDS_DEAD_LETTERED",
@@ -85,6 +86,12 @@ BATCH_SECONDS = Histogram(
 CONSUMER_LAG = Gauge(
     "cronstream_consumer_lag",
     "Records in the partition past the worker's position (log end minus position)",
+    ["topic", "partition"],
+)
+PARTITION_STALLED = Gauge(
+    "cronstream_partition_stalled",
+    "1 while a partition of the consumer group has lag and its checkpoint has not moved "
+    "for CRONSTREAM_STALL_SECONDS (set by the process serving the status page)",
     ["topic", "partition"],
 )
 CRON_RUNS = Counter(

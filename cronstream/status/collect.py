@@ -30,6 +30,7 @@ from cronstream.schedulers import runs
 from cronstream.schedulers.cron import CronError
 from cronstream.schedulers.jobs import Job, JobError, load_file, load_table, merge
 from cronstream.schedulers.leader import LEADER_APPLICATION, LEADER_LOCK
+from cronstream.status import recent, summary
 from cronstream.status.model import (
     DeadLetter,
     DeadLetterCount,
@@ -39,6 +40,7 @@ from cronstream.status.model import (
     Status,
     UnresolvedReason,
 )
+from cronstream.status.samples import Samples
 from cronstream.status.sql import query
 
 SERVICE_TIMEOUT = 5.0  # seconds for each of Postgres and Kafka
@@ -130,8 +132,14 @@ def last_run(row: asyncpg.Record | None, tz: tzinfo) -> LastRun | None:
     )
 
 
-async def collect(settings: Settings, jobs_file: Path | None) -> Status:
-    """Everything the status shows, from Postgres then Kafka, each within its timeout."""
+async def collect(
+    settings: Settings,
+    jobs_file: Path | None,
+    samples: Samples | None = None,
+    not_ready: list[str] | None = None,
+) -> Status:
+    """Everything the status shows, from Postgres then Kafka, each within its timeout;
+    with the serving process's `samples` and what its /readyz names (`not_ready`)."""
     now = datetime.now(UTC)
     status = Status(collected_at=now, consumer_group=settings.consumer_group)
     try:
@@ -142,6 +150,7 @@ async def collect(settings: Settings, jobs_file: Path | None) -> Status:
         await asyncio.wait_for(_from_kafka(settings, status), SERVICE_TIMEOUT)
     except (TimeoutError, KafkaError, OSError) as error:
         status.unreachable["kafka"] = _reason(error, settings)
+    summary.finish(status, samples, not_ready)
     return status
 
 
@@ -201,6 +210,7 @@ async def _from_postgres(settings: Settings, jobs_file: Path | None, status: Sta
             status.jobs_error = str(error)
             from_file = []
         status.jobs = job_statuses(await load_jobs(connection, from_file), status.collected_at)
+        await recent.from_postgres(connection, status)
 
 
 async def _from_kafka(settings: Settings, status: Status) -> None:
