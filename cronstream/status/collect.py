@@ -132,25 +132,35 @@ def last_run(row: asyncpg.Record | None, tz: tzinfo) -> LastRun | None:
     )
 
 
-async def collect(
-    settings: Settings,
-    jobs_file: Path | None,
-    samples: Samples | None = None,
-    not_ready: list[str] | None = None,
-) -> Status:
+@dataclass
+class Live:
+    """What only the process serving the page has: its samples (`status.sampler`), what
+    its /readyz names, and the sampler's open connections (a started groupless consumer,
+    whose first offsets request costs a third of a second, and a Postgres pool)."""
+
+    samples: Samples | None = None
+    not_ready: list[str] | None = None
+    reader: AIOKafkaConsumer | None = None
+    pool: asyncpg.Pool | None = None
+
+
+async def collect(settings: Settings, jobs_file: Path | None, live: Live | None = None) -> Status:
     """Everything the status shows, from Postgres then Kafka, each within its timeout;
-    with the serving process's `samples` and what its /readyz names (`not_ready`)."""
+    with what the serving process has (`live`; `cronstream status` has none of it)."""
+    live = live or Live()
     now = datetime.now(UTC)
     status = Status(collected_at=now, consumer_group=settings.consumer_group)
     try:
-        await asyncio.wait_for(_from_postgres(settings, jobs_file, status), SERVICE_TIMEOUT)
+        await asyncio.wait_for(
+            _from_postgres(settings, jobs_file, status, live.pool), SERVICE_TIMEOUT
+        )
     except (TimeoutError, connections.DatabaseUnavailable, *connections.CONNECT_ERRORS) as error:
         status.unreachable["postgres"] = _reason(error, settings)
     try:
-        await asyncio.wait_for(_from_kafka(settings, status), SERVICE_TIMEOUT)
+        await asyncio.wait_for(_from_kafka(settings, status, live.reader), SERVICE_TIMEOUT)
     except (TimeoutError, KafkaError, OSError) as error:
         status.unreachable["kafka"] = _reason(error, settings)
-    summary.finish(status, samples, not_ready)
+    summary.finish(status, live.samples, live.not_ready)
     return status
 
 
@@ -171,8 +181,11 @@ def _reason(error: BaseException, settings: Settings) -> str:
     return str(connections.unavailable(settings, error))
 
 
-async def _from_postgres(settings: Settings, jobs_file: Path | None, status: Status) -> None:
-    async with connections.connection(settings) as connection:
+async def _from_postgres(
+    settings: Settings, jobs_file: Path | None, status: Status, pool: asyncpg.Pool | None
+) -> None:
+    opened = pool.acquire() if pool is not None else connections.connection(settings)
+    async with opened as connection:
         for row in await connection.fetch(query("status_checkpoints")):
             status.partitions.append(
                 Partition(row["consumer"], row["topic"], row["partition"], row["offset"])
@@ -213,22 +226,16 @@ async def _from_postgres(settings: Settings, jobs_file: Path | None, status: Sta
         await recent.from_postgres(connection, status)
 
 
-async def _from_kafka(settings: Settings, status: Status) -> None:
+async def _from_kafka(
+    settings: Settings, status: Status, reader: AIOKafkaConsumer | None = None
+) -> None:
     """Log start and end of every partition shown, plus the live group's own partitions."""
-    reader = AIOKafkaConsumer(**clients.connection_options(settings))  # no group: reads only
-    async with clients.started(reader) as consumer:
-        # One metadata request for every topic (never creates one); the consumer's own
-        # `topics()` fetches the same but keeps the partitions to itself.
-        cluster = await metadata.cluster_metadata(consumer)
-        existing = set(cluster.topics())
-        wanted = {p.topic for p in status.partitions} | set(settings.input_topics)
-        partitions = [
-            TopicPartition(topic, number)
-            for topic in sorted(wanted & existing)
-            for number in sorted(cluster.partitions_for_topic(topic) or ())
-        ]
-        starts = await consumer.beginning_offsets(partitions) if partitions else {}
-        ends = await consumer.end_offsets(partitions) if partitions else {}
+    if reader is None:
+        own = AIOKafkaConsumer(**clients.connection_options(settings))  # no group: reads only
+        async with clients.started(own) as consumer:
+            existing, partitions, starts, ends = await _offsets(settings, status, consumer)
+    else:
+        existing, partitions, starts, ends = await _offsets(settings, status, reader)
     group = settings.consumer_group
     known = {(p.consumer, p.topic, p.partition) for p in status.partitions}
     for tp in partitions:
@@ -248,6 +255,24 @@ async def _from_kafka(settings: Settings, status: Status) -> None:
             problem = shown_partition.problem
             _measure(shown_partition, starts[tp], ends[tp])
             shown_partition.problem = shown_partition.problem or problem
+
+
+async def _offsets(
+    settings: Settings, status: Status, consumer: AIOKafkaConsumer
+) -> tuple[set[str], list[TopicPartition], dict[TopicPartition, int], dict[TopicPartition, int]]:
+    # One metadata request for every topic (never creates one); the consumer's own
+    # `topics()` fetches the same but keeps the partitions to itself.
+    cluster = await metadata.cluster_metadata(consumer)
+    existing = set(cluster.topics())
+    wanted = {p.topic for p in status.partitions} | set(settings.input_topics)
+    partitions = [
+        TopicPartition(topic, number)
+        for topic in sorted(wanted & existing)
+        for number in sorted(cluster.partitions_for_topic(topic) or ())
+    ]
+    starts = await consumer.beginning_offsets(partitions) if partitions else {}
+    ends = await consumer.end_offsets(partitions) if partitions else {}
+    return existing, partitions, starts, ends
 
 
 def _measure(partition: Partition, start: int, end: int) -> None:

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 
+import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
@@ -34,14 +35,18 @@ class Sampler:
         self.settings = settings
         self.samples = Samples(settings.status_sample_seconds, settings.stall_seconds)
         self.failing = False
+        self.reader: AIOKafkaConsumer | None = None  # started; the page reads with it too
+        self.pool: asyncpg.Pool | None = None  # the page's too
 
     async def run(self) -> None:
         """Sample until cancelled; a sample that fails is logged once and tried again."""
         interval = self.settings.status_sample_seconds
         while True:
             try:
+                self.pool = await connections.pool(self.settings, min_size=1, max_size=2)
                 reader = AIOKafkaConsumer(**clients.connection_options(self.settings))
                 async with clients.started(reader):
+                    self.reader = reader
                     while True:
                         await self.sample(reader)
                         await asyncio.sleep(interval)
@@ -50,6 +55,11 @@ class Sampler:
                     log.warning("status samples paused: %s", type(error).__name__)
                 self.failing = True
                 await asyncio.sleep(interval)
+            finally:
+                self.reader = None
+                if self.pool is not None:
+                    self.pool.terminate()  # never waits on a server gone silent
+                    self.pool = None
 
     async def sample(self, reader: AIOKafkaConsumer) -> None:
         async with asyncio.timeout(SAMPLE_TIMEOUT):
@@ -62,7 +72,8 @@ class Sampler:
     async def positions(self, reader: AIOKafkaConsumer) -> dict[Key, Position]:
         settings = self.settings
         topics = settings.input_topics
-        async with connections.connection(settings) as connection:
+        assert self.pool is not None  # opened by run()
+        async with self.pool.acquire() as connection:
             rows = await connection.fetch(
                 query("status_group_checkpoints"), settings.consumer_group, topics
             )

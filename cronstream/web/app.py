@@ -201,9 +201,10 @@ class Surface:
         async with self.status_lock:
             if self.status is None or time.monotonic() - self.status_at > STATUS_CACHE_SECONDS:
                 not_ready = [f"{name}: {why}" for name, why in await self.health.not_ready()]
-                samples = self.sampler.samples if self.sampler is not None else None
-                self.status = await collect.collect(
-                    self.settings, self.settings.jobs_file, samples, not_ready
-                )
+                live = collect.Live(not_ready=not_ready)
+                if self.sampler is not None:
+                    live.samples = self.sampler.samples
+                    live.reader, live.pool = self.sampler.reader, self.sampler.pool
+                self.status = await collect.collect(self.settings, self.settings.jobs_file, live)
                 self.status_at = time.monotonic()
             return self.status
