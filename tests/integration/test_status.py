@@ -112,9 +112,24 @@ async def test_status_shows_checkpoints_log_ends_lag_dead_letters_and_jobs(
     assert "schedule" in jobs["broken"]["problem"]
     assert status["leader"] is None
 
+    summary = status["summary"]
+    assert summary["ready"] is None and summary["applied_per_s"] is None  # no worker here
+    assert summary["group_lag"] == 7
+    assert (summary["unresolved_last_hour"], summary["unresolved_total"]) == (1, 1)
+    assert summary["jobs_set_aside"] == ["broken"] and summary["jobs_failing"] == []
+    assert {g["consumer"]: g["problems"] for g in status["groups"]} == {
+        "replay.rebuild": 0,
+        "stale": 1,
+    }
+    assert [count for _, count in status["dead_letters_per_minute"]] == [1]
+    assert status["history"] == {}  # only a serving process samples
+
     tables = run_cli(["status"], cli_env, timeout=60)
     assert tables.returncode == 0, tables.stderr
     assert settings.sync_topic in tables.stdout and "beyond the log end" in tables.stdout
+    first = tables.stdout.splitlines()[0]
+    assert first.startswith("readiness: ask /readyz | applied -/s (last minute) | lag 7 |")
+    assert "unresolved dead letters 1 last hour, 1 total" in first and "set aside: broken" in first
 
 
 async def test_status_names_the_leading_scheduler(cli_env: dict[str, str], tmp_path: Path) -> None:
