@@ -136,12 +136,14 @@ def last_run(row: asyncpg.Record | None, tz: tzinfo) -> LastRun | None:
 class Live:
     """What only the process serving the page has: its samples (`status.sampler`), what
     its /readyz names, and the sampler's open connections (a started groupless consumer,
-    whose first offsets request costs a third of a second, and a Postgres pool)."""
+    whose first offsets request costs a third of a second, and a Postgres pool) and the
+    group's committed offsets it last read (an admin client each time costs more)."""
 
     samples: Samples | None = None
     not_ready: list[str] | None = None
     reader: AIOKafkaConsumer | None = None
     pool: asyncpg.Pool | None = None
+    committed: dict[TopicPartition, int] | None = None
 
 
 async def collect(settings: Settings, jobs_file: Path | None, live: Live | None = None) -> Status:
@@ -157,7 +159,7 @@ async def collect(settings: Settings, jobs_file: Path | None, live: Live | None 
     except (TimeoutError, connections.DatabaseUnavailable, *connections.CONNECT_ERRORS) as error:
         status.unreachable["postgres"] = _reason(error, settings)
     try:
-        await asyncio.wait_for(_from_kafka(settings, status, live.reader), SERVICE_TIMEOUT)
+        await asyncio.wait_for(_from_kafka(settings, status, live), SERVICE_TIMEOUT)
     except (TimeoutError, KafkaError, OSError) as error:
         status.unreachable["kafka"] = _reason(error, settings)
     summary.finish(status, live.samples, live.not_ready)
@@ -226,10 +228,9 @@ async def _from_postgres(
         await recent.from_postgres(connection, status)
 
 
-async def _from_kafka(
-    settings: Settings, status: Status, reader: AIOKafkaConsumer | None = None
-) -> None:
+async def _from_kafka(settings: Settings, status: Status, live: Live) -> None:
     """Log start and end of every partition shown, plus the live group's own partitions."""
+    reader = live.reader
     if reader is None:
         own = AIOKafkaConsumer(**clients.connection_options(settings))  # no group: reads only
         async with clients.started(own) as consumer:
@@ -238,9 +239,22 @@ async def _from_kafka(
         existing, partitions, starts, ends = await _offsets(settings, status, reader)
     group = settings.consumer_group
     known = {(p.consumer, p.topic, p.partition) for p in status.partitions}
+    unchecked = [
+        tp
+        for tp in partitions
+        if tp.topic in settings.input_topics
+        and (group, tp.topic, tp.partition) not in known
+        and starts[tp] < ends[tp]
+    ]
+    # Where the worker would start them (positions.py): Kafka's committed offset, if any.
+    committed = (
+        live.committed
+        if live.committed is not None
+        else await metadata.committed(settings, group, unchecked)
+    )
     for tp in partitions:
         if tp.topic in settings.input_topics and (group, tp.topic, tp.partition) not in known:
-            missing = Partition(group, tp.topic, tp.partition, None)
+            missing = Partition(group, tp.topic, tp.partition, None, committed=committed.get(tp))
             if "postgres" in status.unreachable:
                 missing.problem = "checkpoint unknown: Postgres unreachable"
             status.partitions.append(missing)
@@ -278,7 +292,9 @@ async def _offsets(
 def _measure(partition: Partition, start: int, end: int) -> None:
     partition.log_start, partition.log_end = start, end
     if partition.checkpoint is None:
-        partition.lag = end - start
+        committed = partition.committed
+        from_ = committed if committed is not None and start <= committed <= end else start
+        partition.lag = end - from_
         return
     following = partition.checkpoint + 1  # the next offset to apply
     if following > end:

@@ -22,11 +22,15 @@ class Partition:
     lag: int | None = None
     problem: str | None = None  # flagged instead of a misleading lag
     stalled_s: float | None = None  # seconds its checkpoint stood still with lag (sampler)
+    committed: int | None = None  # Kafka's committed offset: asked only without checkpoint
 
     @property
     def notes(self) -> list[str]:
         """What the page and the tables say beside the numbers."""
-        found = ["no checkpoint"] if self.checkpoint is None else []
+        found = []
+        if self.checkpoint is None:
+            since = "" if self.committed is None else " (lag from Kafka's committed offset)"
+            found.append(f"no checkpoint{since}")
         if self.stalled_s is not None:
             found.append(f"stalled {self.stalled_s:.0f}s")
         return found + ([self.problem] if self.problem else [])

@@ -37,6 +37,7 @@ class Sampler:
         self.failing = False
         self.reader: AIOKafkaConsumer | None = None  # started; the page reads with it too
         self.pool: asyncpg.Pool | None = None  # the page's too
+        self.committed: dict[TopicPartition, int] | None = None  # of the last sample
 
     async def run(self) -> None:
         """Sample until cancelled; a sample that fails is logged once and tried again."""
@@ -56,7 +57,7 @@ class Sampler:
                 self.failing = True
                 await asyncio.sleep(interval)
             finally:
-                self.reader = None
+                self.reader, self.committed = None, None
                 if self.pool is not None:
                     self.pool.terminate()  # never waits on a server gone silent
                     self.pool = None
@@ -88,9 +89,16 @@ class Sampler:
             return {}
         starts = await reader.beginning_offsets(partitions)
         ends = await reader.end_offsets(partitions)
+        unchecked = [
+            tp
+            for tp in partitions
+            if (tp.topic, tp.partition) not in done and starts[tp] < ends[tp]
+        ]
+        committed = await metadata.committed(settings, settings.consumer_group, unchecked)
+        self.committed = committed
         return {
             (tp.topic, tp.partition): Position(
-                done.get((tp.topic, tp.partition)), starts[tp], ends[tp]
+                done.get((tp.topic, tp.partition)), starts[tp], ends[tp], committed.get(tp)
             )
             for tp in partitions
         }

@@ -30,11 +30,15 @@ class Position:
     checkpoint: int | None  # None: no checkpoint row
     log_start: int
     log_end: int
+    committed: int | None = None  # Kafka's, where there is no checkpoint: the worker starts there
 
     @property
     def applied_to(self) -> int:
         """The next offset to apply: what the group has consumed of the log so far."""
-        following = self.log_start if self.checkpoint is None else self.checkpoint + 1
+        if self.checkpoint is not None:
+            following = self.checkpoint + 1
+        else:
+            following = self.log_start if self.committed is None else self.committed
         return min(max(following, self.log_start), self.log_end)
 
     @property

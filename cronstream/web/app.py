@@ -205,6 +205,7 @@ class Surface:
                 if self.sampler is not None:
                     live.samples = self.sampler.samples
                     live.reader, live.pool = self.sampler.reader, self.sampler.pool
+                    live.committed = self.sampler.committed
                 self.status = await collect.collect(self.settings, self.settings.jobs_file, live)
                 self.status_at = time.monotonic()
             return self.status

@@ -117,3 +117,10 @@ def test_a_plot_spans_its_samples_at_least_five_minutes_at_most_the_hour() -> No
     assert svg.span(T0 - 9000, T0) == svg.HOUR
     drawn = svg.line("p", "x", [(T0 - 7200, 1.0), (T0 - 60, 2.0), (T0, 3.0)], T0)
     assert 'data-points="2"' in drawn  # older than the hour: left out
+
+
+def test_without_checkpoint_the_group_starts_at_kafkas_committed_offset() -> None:
+    assert Position(None, 2, 9).lag == 7
+    assert Position(None, 2, 9, committed=8).lag == 1
+    assert Position(None, 2, 9, committed=0).lag == 7  # deleted since: the log start
+    assert Position(4, 2, 9, committed=8).lag == 4  # the checkpoint decides
