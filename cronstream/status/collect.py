@@ -3,7 +3,8 @@ jobs.
 
 Per consumer, topic and partition: the Postgres checkpoint against Kafka's log end, and
 the lag between them (records not applied yet). Partitions of the live group's input
-topics that have no checkpoint row yet are shown too. A checkpoint at or beyond the log
+topics that have no checkpoint row yet are shown too, their lag from where a worker
+would start them (Kafka's committed offset, else the log start). A checkpoint at or beyond the log
 end plus one cannot be lag: the topic was recreated or Kafka lost data, and it is
 flagged. So is a checkpoint below the log start: records were deleted unapplied.
 
