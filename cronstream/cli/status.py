@@ -25,8 +25,9 @@ def status_command(
     which scheduler leads.
 
     Partitions of the consumer group's input topics without a checkpoint yet are shown
-    too, their lag from Kafka's committed offset or the log start. A checkpoint beyond the log end (topic recreated, Kafka data lost) is flagged
-    rather than shown as a lag. Postgres and Kafka get 5 s each.
+    too, their lag from Kafka's committed offset or the log start. A checkpoint beyond
+    the log end (topic recreated, Kafka data lost) is flagged rather than shown as a
+    lag. Postgres and Kafka get 5 s each.
 
     Exit codes: 0 all shown; 1 Postgres or Kafka unreachable (what the other one said is
     still shown); 2 invalid settings or jobs file.
