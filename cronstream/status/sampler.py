@@ -56,6 +56,11 @@ class Sampler:
                     log.warning("status samples paused: %s", type(error).__name__)
                 self.failing = True
                 await asyncio.sleep(interval)
+            except Exception:  # a bug of ours: the page goes on without samples, said once
+                if not self.failing:
+                    log.exception("status samples failed")
+                self.failing = True
+                await asyncio.sleep(interval)
             finally:
                 self.reader, self.committed = None, None
                 if self.pool is not None:
