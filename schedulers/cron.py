@@ -46,6 +46,10 @@ SECOND = timedelta(seconds=1)
 REFERENCE = datetime(2000, 1, 1, tzinfo=UTC)
 
 
+MAX_CHECKED = 4096
+_CHECKED: set[tuple[str, str]] = set()  # (expression, zone) found valid
+
+
 class CronError(CronstreamError, ValueError):
     """An expression or time zone that cannot be scheduled."""
 
@@ -71,6 +75,16 @@ class Schedule:
     timezone: str = "UTC"
 
     def __post_init__(self) -> None:
+        # The status page loads every job each time it is collected; checking the same
+        # expression again (the never-fires search most of all) was most of its CPU.
+        if (self.expression, self.timezone) in _CHECKED:
+            return
+        self._check()
+        if len(_CHECKED) >= MAX_CHECKED:
+            _CHECKED.clear()
+        _CHECKED.add((self.expression, self.timezone))
+
+    def _check(self) -> None:
         zone(self.timezone)
         text = shown(self.expression)
         if len(self.expression) > MAX_EXPRESSION or not (

@@ -19,13 +19,15 @@ def status_command(
     jobs_file: JobsFileOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
-    """Show where the pipeline stands: per consumer, topic and partition the checkpoint,
-    Kafka's log end and the lag between them; dead letters per topic (total, last hour);
-    each job's last and next run, and which scheduler leads.
+    """Show where the pipeline stands: first a summary line (the status page's), then per
+    consumer, topic and partition the checkpoint, Kafka's log end and the lag between
+    them; dead letters per topic (total, last hour); each job's last and next run, and
+    which scheduler leads.
 
     Partitions of the consumer group's input topics without a checkpoint yet are shown
-    too. A checkpoint beyond the log end (topic recreated, Kafka data lost) is flagged
-    rather than shown as a lag. Postgres and Kafka get 5 s each.
+    too, their lag from Kafka's committed offset or the log start. A checkpoint beyond
+    the log end (topic recreated, Kafka data lost) is flagged rather than shown as a
+    lag. Postgres and Kafka get 5 s each.
 
     Exit codes: 0 all shown; 1 Postgres or Kafka unreachable (what the other one said is
     still shown); 2 invalid settings or jobs file.

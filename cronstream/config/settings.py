@@ -190,6 +190,20 @@ class Settings(BaseSettings):
     ingress_max_bytes: int = Field(
         4 * 1_048_576, ge=1024, le=256 * 1_048_576, description="largest POST /events body"
     )
+    status_sample_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="seconds between the status page's samples of checkpoints and log "
+        "ends (an hour of them is kept in memory for its plots)",
+    )
+    stall_seconds: float = Field(
+        60.0,
+        gt=0,
+        le=86_400,
+        description="seconds a partition's checkpoint may stand still while it has lag "
+        "before it is reported stalled",
+    )
 
     @field_validator("handlers", "external_topics", "http_allowed_hosts", mode="before")
     @classmethod

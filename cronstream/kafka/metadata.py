@@ -13,6 +13,9 @@ from collections.abc import Collection
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.cluster import ClusterMetadata
 
+from cronstream.config.settings import Settings
+from cronstream.kafka import clients
+
 
 async def cluster_metadata(consumer: AIOKafkaConsumer) -> ClusterMetadata:
     """Every topic and partition of the cluster, fetched now (one request, never creates
@@ -39,3 +42,15 @@ def unreachable(
         tp for tp in consumer.assignment() if cluster.leader_for_partition(tp) in {*nodes, None, -1}
     )
     return brokers, waiting
+
+
+async def committed(
+    settings: Settings, group: str, partitions: list[TopicPartition]
+) -> dict[TopicPartition, int]:
+    """Kafka's committed offsets of `group` on `partitions` (those it has one for), read
+    by an admin client of its own (a groupless consumer cannot ask)."""
+    if not partitions:
+        return {}
+    async with clients.started(clients.Admin(settings)) as admin:
+        found = await admin.client.list_consumer_group_offsets(group, partitions=partitions)
+    return {tp: meta.offset for tp, meta in found.items() if meta.offset >= 0}

@@ -35,6 +35,7 @@ __all__ = [
     "CRON_RUNS",
     "CRON_TICK_LAG",
     "NOTIFY_RUNS",
+    "PARTITION_STALLED",
     "RECORDS_APPLIED",
     "RECORDS_CONSUMED",
     "RECORDS_DEAD_LETTERED",
@@ -109,6 +110,12 @@ CONSUMER_LAG = Gauge(
     # A partition is one process's at a time; after it moves, the new owner's value is
     # the newer one, and a dead process's values go with it.
     multiprocess_mode="livemostrecent",
+)
+PARTITION_STALLED = Gauge(
+    "cronstream_partition_stalled",
+    "1 while a partition of the consumer group has lag and its checkpoint has not moved "
+    "for CRONSTREAM_STALL_SECONDS (set by the process serving the status page)",
+    ["topic", "partition"],
 )
 CRON_RUNS = Counter(
     "cronstream_cron_runs",

@@ -3,7 +3,8 @@ jobs.
 
 Per consumer, topic and partition: the Postgres checkpoint against Kafka's log end, and
 the lag between them (records not applied yet). Partitions of the live group's input
-topics that have no checkpoint row yet are shown too. A checkpoint at or beyond the log
+topics that have no checkpoint row yet are shown too, their lag from where a worker
+would start them (Kafka's committed offset, else the log start). A checkpoint at or beyond the log
 end plus one cannot be lag: the topic was recreated or Kafka lost data, and it is
 flagged. So is a checkpoint below the log start: records were deleted unapplied.
 
@@ -30,6 +31,7 @@ from cronstream.schedulers import runs
 from cronstream.schedulers.cron import CronError
 from cronstream.schedulers.jobs import Job, JobError, load_file, load_table, merge
 from cronstream.schedulers.leader import LEADER_APPLICATION, LEADER_LOCK
+from cronstream.status import recent, summary
 from cronstream.status.model import (
     DeadLetter,
     DeadLetterCount,
@@ -39,6 +41,7 @@ from cronstream.status.model import (
     Status,
     UnresolvedReason,
 )
+from cronstream.status.samples import Samples
 from cronstream.status.sql import query
 
 SERVICE_TIMEOUT = 5.0  # seconds for each of Postgres and Kafka
@@ -130,18 +133,37 @@ def last_run(row: asyncpg.Record | None, tz: tzinfo) -> LastRun | None:
     )
 
 
-async def collect(settings: Settings, jobs_file: Path | None) -> Status:
-    """Everything the status shows, from Postgres then Kafka, each within its timeout."""
+@dataclass
+class Live:
+    """What only the process serving the page has: its samples (`status.sampler`), what
+    its /readyz names, and the sampler's open connections (a started groupless consumer,
+    whose first offsets request costs a third of a second, and a Postgres pool) and the
+    group's committed offsets it last read (an admin client each time costs more)."""
+
+    samples: Samples | None = None
+    not_ready: list[str] | None = None
+    reader: AIOKafkaConsumer | None = None
+    pool: asyncpg.Pool | None = None
+    committed: dict[TopicPartition, int] | None = None
+
+
+async def collect(settings: Settings, jobs_file: Path | None, live: Live | None = None) -> Status:
+    """Everything the status shows, from Postgres then Kafka, each within its timeout;
+    with what the serving process has (`live`; `cronstream status` has none of it)."""
+    live = live or Live()
     now = datetime.now(UTC)
     status = Status(collected_at=now, consumer_group=settings.consumer_group)
     try:
-        await asyncio.wait_for(_from_postgres(settings, jobs_file, status), SERVICE_TIMEOUT)
+        await asyncio.wait_for(
+            _from_postgres(settings, jobs_file, status, live.pool), SERVICE_TIMEOUT
+        )
     except (TimeoutError, connections.DatabaseUnavailable, *connections.CONNECT_ERRORS) as error:
         status.unreachable["postgres"] = _reason(error, settings)
     try:
-        await asyncio.wait_for(_from_kafka(settings, status), SERVICE_TIMEOUT)
+        await asyncio.wait_for(_from_kafka(settings, status, live), SERVICE_TIMEOUT)
     except (TimeoutError, KafkaError, OSError) as error:
         status.unreachable["kafka"] = _reason(error, settings)
+    summary.finish(status, live.samples, live.not_ready)
     return status
 
 
@@ -162,8 +184,11 @@ def _reason(error: BaseException, settings: Settings) -> str:
     return str(connections.unavailable(settings, error))
 
 
-async def _from_postgres(settings: Settings, jobs_file: Path | None, status: Status) -> None:
-    async with connections.connection(settings) as connection:
+async def _from_postgres(
+    settings: Settings, jobs_file: Path | None, status: Status, pool: asyncpg.Pool | None
+) -> None:
+    opened = pool.acquire() if pool is not None else connections.connection(settings)
+    async with opened as connection:
         for row in await connection.fetch(query("status_checkpoints")):
             status.partitions.append(
                 Partition(row["consumer"], row["topic"], row["partition"], row["offset"])
@@ -201,29 +226,36 @@ async def _from_postgres(settings: Settings, jobs_file: Path | None, status: Sta
             status.jobs_error = str(error)
             from_file = []
         status.jobs = job_statuses(await load_jobs(connection, from_file), status.collected_at)
+        await recent.from_postgres(connection, status)
 
 
-async def _from_kafka(settings: Settings, status: Status) -> None:
+async def _from_kafka(settings: Settings, status: Status, live: Live) -> None:
     """Log start and end of every partition shown, plus the live group's own partitions."""
-    reader = AIOKafkaConsumer(**clients.connection_options(settings))  # no group: reads only
-    async with clients.started(reader) as consumer:
-        # One metadata request for every topic (never creates one); the consumer's own
-        # `topics()` fetches the same but keeps the partitions to itself.
-        cluster = await metadata.cluster_metadata(consumer)
-        existing = set(cluster.topics())
-        wanted = {p.topic for p in status.partitions} | set(settings.input_topics)
-        partitions = [
-            TopicPartition(topic, number)
-            for topic in sorted(wanted & existing)
-            for number in sorted(cluster.partitions_for_topic(topic) or ())
-        ]
-        starts = await consumer.beginning_offsets(partitions) if partitions else {}
-        ends = await consumer.end_offsets(partitions) if partitions else {}
+    reader = live.reader
+    if reader is None:
+        own = AIOKafkaConsumer(**clients.connection_options(settings))  # no group: reads only
+        async with clients.started(own) as consumer:
+            existing, partitions, starts, ends = await _offsets(settings, status, consumer)
+    else:
+        existing, partitions, starts, ends = await _offsets(settings, status, reader)
     group = settings.consumer_group
     known = {(p.consumer, p.topic, p.partition) for p in status.partitions}
+    unchecked = [
+        tp
+        for tp in partitions
+        if tp.topic in settings.input_topics
+        and (group, tp.topic, tp.partition) not in known
+        and starts[tp] < ends[tp]
+    ]
+    # Where the worker would start them (positions.py): Kafka's committed offset, if any.
+    committed = (
+        live.committed
+        if live.committed is not None
+        else await metadata.committed(settings, group, unchecked)
+    )
     for tp in partitions:
         if tp.topic in settings.input_topics and (group, tp.topic, tp.partition) not in known:
-            missing = Partition(group, tp.topic, tp.partition, None)
+            missing = Partition(group, tp.topic, tp.partition, None, committed=committed.get(tp))
             if "postgres" in status.unreachable:
                 missing.problem = "checkpoint unknown: Postgres unreachable"
             status.partitions.append(missing)
@@ -240,10 +272,30 @@ async def _from_kafka(settings: Settings, status: Status) -> None:
             shown_partition.problem = shown_partition.problem or problem
 
 
+async def _offsets(
+    settings: Settings, status: Status, consumer: AIOKafkaConsumer
+) -> tuple[set[str], list[TopicPartition], dict[TopicPartition, int], dict[TopicPartition, int]]:
+    # One metadata request for every topic (never creates one); the consumer's own
+    # `topics()` fetches the same but keeps the partitions to itself.
+    cluster = await metadata.cluster_metadata(consumer)
+    existing = set(cluster.topics())
+    wanted = {p.topic for p in status.partitions} | set(settings.input_topics)
+    partitions = [
+        TopicPartition(topic, number)
+        for topic in sorted(wanted & existing)
+        for number in sorted(cluster.partitions_for_topic(topic) or ())
+    ]
+    starts = await consumer.beginning_offsets(partitions) if partitions else {}
+    ends = await consumer.end_offsets(partitions) if partitions else {}
+    return existing, partitions, starts, ends
+
+
 def _measure(partition: Partition, start: int, end: int) -> None:
     partition.log_start, partition.log_end = start, end
     if partition.checkpoint is None:
-        partition.lag = end - start
+        committed = partition.committed
+        from_ = committed if committed is not None and start <= committed <= end else start
+        partition.lag = end - from_
         return
     following = partition.checkpoint + 1  # the next offset to apply
     if following > end:

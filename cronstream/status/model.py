@@ -21,6 +21,84 @@ class Partition:
     log_end: int | None = None
     lag: int | None = None
     problem: str | None = None  # flagged instead of a misleading lag
+    stalled_s: float | None = None  # seconds its checkpoint stood still with lag (sampler)
+    committed: int | None = None  # Kafka's committed offset: asked only without checkpoint
+
+    @property
+    def notes(self) -> list[str]:
+        """What the page and the tables say beside the numbers."""
+        found = []
+        if self.checkpoint is None:
+            since = "" if self.committed is None else " (lag from Kafka's committed offset)"
+            found.append(f"no checkpoint{since}")
+        if self.stalled_s is not None:
+            found.append(f"stalled {self.stalled_s:.0f}s")
+        return found + ([self.problem] if self.problem else [])
+
+
+@dataclass
+class Group:
+    """Another consumer (a replay, another application), in one line."""
+
+    consumer: str
+    partitions: int
+    lag: int  # of the partitions whose lag is known
+    problems: int
+
+
+@dataclass
+class Point:
+    """One sample of a topic: when (Unix seconds), applied events/s since the sample
+    before, and the lag of the group on that topic."""
+
+    at: float
+    applied_per_s: float
+    lag: int
+
+
+@dataclass
+class RunMark:
+    """One run in a job's strip."""
+
+    status: str
+    scheduled_for: datetime
+    duration_s: float | None
+
+
+@dataclass
+class Summary:
+    """The line at the top of the page and of `cronstream status`."""
+
+    ready: bool | None  # None: not known (`cronstream status` runs no engine)
+    not_ready: list[str]  # what /readyz names, with why
+    applied_per_s: float | None  # over the last minute; None: no samples to say
+    group_lag: int
+    unresolved_last_hour: int
+    unresolved_total: int
+    leader: str | None
+    jobs_failing: list[str]
+    jobs_set_aside: list[str]
+    stalled: int
+
+    def line(self) -> str:
+        if self.ready is None:
+            ready = "readiness: ask /readyz"
+        elif self.ready:
+            ready = "ready"
+        else:
+            ready = "NOT READY (" + "; ".join(self.not_ready) + ")"
+        rate = "-" if self.applied_per_s is None else f"{self.applied_per_s:.1f}"
+        parts = [
+            ready,
+            f"applied {rate}/s (last minute)",
+            f"lag {self.group_lag}" + (f" ({self.stalled} stalled)" if self.stalled else ""),
+            f"unresolved dead letters {self.unresolved_last_hour} last hour, "
+            f"{self.unresolved_total} total",
+            f"leader {self.leader or 'none'}",
+            "jobs failing: " + (", ".join(self.jobs_failing) or "none"),
+            "set aside: " + (", ".join(self.jobs_set_aside) or "none"),
+        ]
+        return " | ".join(parts)
 
 
 @dataclass
@@ -99,6 +177,15 @@ class Status:
     unresolved_by_reason: list[UnresolvedReason] = field(default_factory=list)
     unreachable: dict[str, str] = field(default_factory=dict)  # "postgres"/"kafka": why
     jobs_error: str | None = None  # the jobs file could not be loaded
+    summary: Summary | None = None
+    groups: list[Group] = field(default_factory=list)  # the other consumers
+    history: dict[str, list[Point]] = field(default_factory=dict)  # by topic; the sampler's
+    dead_letters_per_minute: list[tuple[datetime, int]] = field(default_factory=list)
+    runs: dict[str, list[RunMark]] = field(default_factory=dict)  # by job, oldest first
+
+    @property
+    def own_partitions(self) -> list[Partition]:
+        return [p for p in self.partitions if p.consumer == self.consumer_group]
 
     def to_json(self) -> dict[str, Any]:
         """`cronstream status --json`: plain JSON types, times as ISO 8601 text."""
@@ -110,6 +197,6 @@ def _plain(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, dict):
         return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return [_plain(item) for item in value]
     return value

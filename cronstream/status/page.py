@@ -1,5 +1,7 @@
 """The status model as the page at GET /: server-rendered HTML that refreshes itself
-every 5 s.
+every 5 s. At the top the summary line, then plots (svg.py), this worker's group's
+partitions (every one, stalled and unchecked first noted), the other consumers in a line
+each, dead letters and jobs. Its data is /status.json.
 
 Every value is escaped: topic names, job errors and dead-letter errors come from
 outside. No JavaScript at all.
@@ -11,6 +13,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from html import escape
 
+from cronstream.status import svg
 from cronstream.status.model import JobStatus, Partition, Status
 
 REFRESH_SECONDS = 5
@@ -22,6 +25,10 @@ table { border-collapse: collapse; } td, th { padding: 3px 10px; text-align: lef
 th { background: #eee; } tr:nth-child(even) td { background: #f7f7f7; }
 td.n { text-align: right; font-variant-numeric: tabular-nums; }
 .bad { color: #b00; } .muted { color: #777; }
+#summary { font-size: 1.05em; padding: 6px 10px; background: #eef3fb; border-radius: 4px; }
+#summary.not-ready { background: #fbecec; }
+.plots { display: flex; flex-wrap: wrap; gap: 12px; } svg.plot { background: #fafafa; }
+tr.stalled td { background: #fde8e8; } tr.unchecked td { background: #fff6dd; }
 """
 
 
@@ -55,10 +62,38 @@ def _table(caption_id: str, headers: list[str], rows: list[str], empty: str) -> 
 
 
 def _partition(p: Partition) -> str:
-    return _row(
-        [p.consumer, p.topic, p.partition, p.checkpoint, p.log_end, p.lag, p.problem or ""],
-        numeric=(2, 3, 4, 5),
+    row = _row(
+        [p.topic, p.partition, p.checkpoint, p.log_end, p.lag, ", ".join(p.notes)],
+        numeric=(1, 2, 3, 4),
     )
+    kind = "stalled" if p.stalled_s is not None else "unchecked" if p.checkpoint is None else ""
+    return row.replace("<tr>", f'<tr class="{kind}">', 1) if kind else row
+
+
+def _plots(status: Status) -> str:
+    now = status.collected_at.timestamp()
+    plots = []
+    for i, (topic, points) in enumerate(sorted(status.history.items())):
+        applied = [(p.at, p.applied_per_s) for p in points]
+        lag = [(p.at, float(p.lag)) for p in points]
+        plots.append(svg.line(f"applied-{i}", f"{topic}: applied events/s", applied, now))
+        plots.append(svg.line(f"lag-{i}", f"{topic}: lag", lag, now))
+    if not plots:
+        plots.append('<p class="muted">no samples in this process yet</p>')
+    plots.append(
+        svg.bars("dead-letters-per-minute", "dead letters per minute",
+                 status.dead_letters_per_minute, now)
+    )  # fmt: skip
+    return f'<div class="plots">{"".join(plots)}</div>'
+
+
+def _strips(status: Status) -> str:
+    rows = [
+        f"<tr><td>{escape(name)}</td><td>{svg.strip(f'runs-{i}', runs)}</td></tr>"
+        for i, (name, runs) in enumerate(sorted(status.runs.items()))
+    ]
+    head = "<tr><th>job</th><th>last 20 runs, oldest first</th></tr>"
+    return f'<table id="runs">{head}{"".join(rows)}</table>' if rows else ""
 
 
 def _job(job: JobStatus) -> str:
@@ -77,10 +112,19 @@ def render(status: Status) -> str:
         problems += f'<p class="bad">jobs file: {escape(status.jobs_error)}</p>'
     partitions = _table(
         "partitions",
-        ["consumer", "topic", "partition", "checkpoint", "log end", "lag", "note"],
-        [_partition(p) for p in status.partitions],
+        ["topic", "partition", "checkpoint", "log end", "lag", "note"],
+        [_partition(p) for p in status.own_partitions],
         "no partitions known",
     )
+    groups = _table(
+        "other-consumers",
+        ["consumer", "partitions", "lag", "problems"],
+        [_row([g.consumer, g.partitions, g.lag, g.problems], (1, 2, 3)) for g in status.groups],
+        "no other consumers",
+    )
+    summary = status.summary
+    line = escape(summary.line()) if summary is not None else "-"
+    not_ready = ' class="not-ready"' if summary is not None and summary.ready is False else ""
     counts = _table(
         "dead-letter-counts",
         ["topic", "dead letters", "last hour"],
@@ -121,11 +165,16 @@ def render(status: Status) -> str:
 <title>cronstream status</title><style>{STYLE}</style></head>
 <body>
 <h1>cronstream status</h1>
-<p class="muted">consumer group {escape(status.consumer_group)}, collected
-{escape(_text(status.collected_at))}, refreshes every {REFRESH_SECONDS} s</p>
+<p id="summary"{not_ready}>{line}</p>
+<p class="muted">collected {escape(_text(status.collected_at))}, refreshes every
+{REFRESH_SECONDS} s; the same as JSON: <a href="/status.json">/status.json</a></p>
 {problems}
-<h2>Partitions</h2>
+<h2>Over the last hour</h2>
+{_plots(status)}
+<h2>Partitions of this worker's group, {escape(status.consumer_group)}</h2>
 {partitions}
+<h2>Other consumers</h2>
+{groups}
 <h2>Dead letters by topic</h2>
 {counts}
 <h2>Unresolved dead letters by reason</h2>
@@ -133,6 +182,7 @@ def render(status: Status) -> str:
 <h2>Jobs</h2>
 <p id="leader">scheduler leader: {leader}</p>
 {jobs}
+{_strips(status)}
 <h2>Latest dead letters</h2>
 {latest}
 </body></html>

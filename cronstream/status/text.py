@@ -16,8 +16,10 @@ WIDTH = 200  # wide enough that a run's error is not folded into many lines
 
 
 def print_status(status: Status) -> None:
-    """Partitions, dead letters per topic, and jobs with the scheduler leader."""
+    """The summary line, partitions, dead letters per topic, and jobs with the leader."""
     console = Console(width=WIDTH)
+    if status.summary is not None:
+        console.print(Text(status.summary.line()))
     partitions = Table(
         "consumer",
         "topic",
@@ -37,7 +39,7 @@ def print_status(status: Status) -> None:
                 _or_dash(p.checkpoint),
                 _or_dash(p.log_end),
                 _or_dash(p.lag),
-                p.problem or "",
+                ", ".join(p.notes),
             )
         )
     console.print(partitions)

@@ -5,6 +5,7 @@
     GET  /metrics  Prometheus text (prometheus-client's default registry)
     POST /events   one envelope or a JSON array of them -> 202       (ingress.py)
     GET  /         the status page (cronstream/status/page.py)
+    GET  /status.json  what the page shows, as `cronstream status --json` prints it
 
 A worker (and `run`) serves all five on CRONSTREAM_HTTP_PORT; a scheduler serves the
 first three on CRONSTREAM_SCHEDULER_HTTP_PORT (`Surface.probes_only`), its /readyz
@@ -13,7 +14,8 @@ allow-list (access.py) is refused (421) except on /healthz, /metrics and /readyz
 probes reach by any name. Connections are capped and given deadlines by `limits.Guard`.
 Off when the port is 0; a non-loopback address without CRONSTREAM_INGRESS_TOKEN does
 not start. The status page is collected at most every `STATUS_CACHE_SECONDS`, so a
-refreshing browser cannot hammer Postgres.
+refreshing browser cannot hammer Postgres. Beside the page, a sampler (status/sampler.py)
+keeps an hour of the group's checkpoints and log ends for its plots and stalls.
 """
 
 from __future__ import annotations
@@ -29,15 +31,17 @@ from prometheus_client import CollectorRegistry
 
 from cronstream.config.settings import Settings, env_var
 from cronstream.errors import CronstreamError
+from cronstream.runtime import shutdown
 from cronstream.runtime.untrusted import shown
 from cronstream.status import collect, page
 from cronstream.status.model import Status
+from cronstream.status.sampler import Sampler
 from cronstream.web import limits
 from cronstream.web.access import Access, check_exposure
 from cronstream.web.health import Health
 from cronstream.web.ingress import Ingress
 from cronstream.web.producer import SharedProducer
-from cronstream.web.responses import errors_reply
+from cronstream.web.responses import errors_reply, json_reply
 
 if TYPE_CHECKING:
     from cronstream.streams.worker import Readiness
@@ -91,6 +95,8 @@ class Surface:
         self.status: Status | None = None
         self.status_at = 0.0
         self.status_lock = asyncio.Lock()
+        self.sampler = Sampler(settings) if ingress else None
+        self.sampling: asyncio.Task[None] | None = None
 
     def app(self) -> web.Application:
         # Bodies over the limit are refused by aiohttp while reading: never held whole.
@@ -103,6 +109,7 @@ class Surface:
         if self.ingress is not None:
             app.router.add_post("/events", self.ingress.events)
             app.router.add_get("/", self.page)
+            app.router.add_get("/status.json", self.status_json)
         return app
 
     @classmethod
@@ -143,6 +150,8 @@ class Surface:
                 f"{env_var(self.port_setting)} to a free port, or to 0 to turn HTTP off"
             ) from None
         self.runner, self.listener, self.guard = runner, listener, guard
+        if self.sampler is not None:
+            self.sampling = asyncio.create_task(self.sampler.run())
         log.info("HTTP on http://%s:%d/", host, port, extra={"host": host, "port": port})
         if self.ingress is not None and settings.ingress_token is None and settings.ingress_open:
             log.warning(
@@ -153,6 +162,9 @@ class Surface:
             )
 
     async def stop(self) -> None:
+        if self.sampling is not None:
+            await shutdown.cancel_and_wait(self.sampling)
+            self.sampling = None
         if self.listener is not None:
             self.listener.close()  # no new connections; the runner closes the open ones
             self.listener = None
@@ -180,9 +192,24 @@ class Surface:
     async def page(self, request: web.Request) -> web.Response:
         if not self.access.authorized(request):
             return self.access.challenge()
-        async with self.status_lock:  # concurrent requests share one collection
+        return web.Response(text=page.render(await self.collected()), content_type="text/html")
+
+    async def status_json(self, request: web.Request) -> web.Response:
+        if not self.access.authorized(request):
+            return self.access.challenge()
+        return json_reply(200, (await self.collected()).to_json())
+
+    async def collected(self) -> Status:
+        """The status, with this process's samples and readiness; concurrent requests
+        share one collection, made at most every STATUS_CACHE_SECONDS."""
+        async with self.status_lock:
             if self.status is None or time.monotonic() - self.status_at > STATUS_CACHE_SECONDS:
-                self.status = await collect.collect(self.settings, self.settings.jobs_file)
+                not_ready = [f"{name}: {why}" for name, why in await self.health.not_ready()]
+                live = collect.Live(not_ready=not_ready)
+                if self.sampler is not None:
+                    live.samples = self.sampler.samples
+                    live.reader, live.pool = self.sampler.reader, self.sampler.pool
+                    live.committed = self.sampler.committed
+                self.status = await collect.collect(self.settings, self.settings.jobs_file, live)
                 self.status_at = time.monotonic()
-            shown_status = self.status
-        return web.Response(text=page.render(shown_status), content_type="text/html")
+            return self.status

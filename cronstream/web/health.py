@@ -57,12 +57,16 @@ class Health:
     async def healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
-    async def readyz(self, request: web.Request) -> web.Response:
+    async def not_ready(self) -> list[tuple[str, str]]:
+        """What is not ready and why (empty when all is), from the shared check."""
         async with self.ready_lock:  # concurrent probes share one check
             if time.monotonic() - self.ready_at > READY_CACHE_SECONDS:
                 self.ready = await self._check_ready()
                 self.ready_at = time.monotonic()
-            reasons = self.ready
+            return self.ready
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        reasons = await self.not_ready()
         body: dict[str, Any] = {"ready": not reasons}
         if self.role is not None:
             body["scheduler"] = self.role()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from cronstream.kafka.clients import connection_options
 from tests.integration.commands import environment, run_cli
 from tests.integration.http_helpers import (
     free_port,
+    get,
     http_env,
     port_in_use_line,
     readyz,
@@ -371,6 +373,13 @@ async def test_status_page_escapes_untrusted_text(
         await connection.close()
     async with session.get(f"{served.url}/") as response:
         assert response.status == 401  # a token is set: the page needs it too
+    async with session.get(f"{served.url}/status.json") as response:
+        assert response.status == 401  # and its data
+    async with session.get(f"{served.url}/status.json", headers=AUTH) as response:
+        assert response.status == 200
+        data = await response.json()
+    assert {g["consumer"] for g in data["groups"]} == {"other"}
+    assert data["dead_letters"][0]["error"] == hostile_error
     async with session.get(f"{served.url}/", headers=AUTH) as response:
         assert response.status == 200
         assert response.content_type == "text/html"
@@ -421,9 +430,22 @@ async def test_readyz_is_503_naming_postgres_when_it_is_unreachable(
         assert response.status == 503
         assert any(r.startswith("postgres: ") and "proddb" in r for r in detailed["reasons"])
         assert "hunter2" not in json.dumps(detailed)
+        # The page still answers, saying so at the top; its sampler waits, said once.
+        code, page = await get(f"{url}/", **AUTH)
+        assert code == 200, page[:2000]
+        summary = page[page.find('<p id="summary"') :][:800]
+        assert re.search(
+            r'<p id="summary" class="not-ready">NOT READY \(.*; postgres: cannot', summary
+        ), summary
+        assert "hunter2" not in page
+        await wait_for(
+            lambda: "status samples paused" in process.logs(), 30, "the sampler to pause"
+        )
         assert process.alive()
     finally:
         process.stop()
+    assert process.logs().count("status samples paused") == 1
+    assert "hunter2" not in process.logs()
 
 
 async def test_post_events_is_503_when_kafka_refuses(

@@ -19,6 +19,7 @@ from tests.integration.workers import (
     WorkerProcess,
     checkpoints,
     checkpoints_at_end,
+    commit_offsets,
     count_events,
     create_counts_table,
     publish,
@@ -112,9 +113,24 @@ async def test_status_shows_checkpoints_log_ends_lag_dead_letters_and_jobs(
     assert "schedule" in jobs["broken"]["problem"]
     assert status["leader"] is None
 
+    summary = status["summary"]
+    assert summary["ready"] is None and summary["applied_per_s"] is None  # no worker here
+    assert summary["group_lag"] == 7
+    assert (summary["unresolved_last_hour"], summary["unresolved_total"]) == (1, 1)
+    assert summary["jobs_set_aside"] == ["broken"] and summary["jobs_failing"] == []
+    assert {g["consumer"]: g["problems"] for g in status["groups"]} == {
+        "replay.rebuild": 0,
+        "stale": 1,
+    }
+    assert [count for _, count in status["dead_letters_per_minute"]] == [1]
+    assert status["history"] == {}  # only a serving process samples
+
     tables = run_cli(["status"], cli_env, timeout=60)
     assert tables.returncode == 0, tables.stderr
     assert settings.sync_topic in tables.stdout and "beyond the log end" in tables.stdout
+    first = tables.stdout.splitlines()[0]
+    assert first.startswith("readiness: ask /readyz | applied -/s (last minute) | lag 7 |")
+    assert "unresolved dead letters 1 last hour, 1 total" in first and "set aside: broken" in first
 
 
 async def test_status_names_the_leading_scheduler(cli_env: dict[str, str], tmp_path: Path) -> None:
@@ -147,3 +163,22 @@ async def test_status_exits_1_in_one_line_when_postgres_is_unreachable(
     status = json.loads(result.stdout)  # what Kafka said is still shown
     assert list(status["unreachable"]) == ["postgres"]
     assert {p["topic"] for p in status["partitions"]} == {settings.sync_topic}
+
+
+async def test_a_partition_without_checkpoint_lags_from_kafkas_committed_offset(
+    settings: Settings, cli_env: dict[str, str]
+) -> None:
+    """Where a worker would start it: Kafka's committed offset, else the log start."""
+    await publish(settings, list(count_events(60)))
+    ends = await end_offsets(settings, settings.sync_topic)
+    chosen = next(p for p, end in ends.items() if end >= 2)
+    await commit_offsets(settings, settings.sync_topic, {chosen: ends[chosen] - 1})
+    code, status, stderr = status_json(cli_env)
+    assert code == 0, stderr
+    own = {p["partition"]: p for p in status["partitions"]}
+    assert all(p["checkpoint"] is None for p in own.values())
+    assert own[chosen]["lag"] == 1 and own[chosen]["committed"] == ends[chosen] - 1
+    assert all(own[p]["lag"] == end for p, end in ends.items() if p != chosen)
+    assert status["summary"]["group_lag"] == sum(ends.values()) - ends[chosen] + 1
+    tables = run_cli(["status"], cli_env, timeout=60)
+    assert "no checkpoint (lag from Kafka's committed offset)" in tables.stdout

@@ -43,6 +43,12 @@ EXPECTED = [
     ("cronstream_batch_records", "histogram", set(), metrics.BATCH_RECORDS),
     ("cronstream_batch_seconds", "histogram", set(), metrics.BATCH_SECONDS),
     ("cronstream_consumer_lag", "gauge", {"topic", "partition"}, metrics.CONSUMER_LAG),
+    (
+        "cronstream_partition_stalled",
+        "gauge",
+        {"topic", "partition"},
+        metrics.PARTITION_STALLED,
+    ),
     ("cronstream_cron_runs_total", "counter", {"job", "status"}, metrics.CRON_RUNS),
     ("cronstream_cron_tick_lag_seconds", "histogram", {"job"}, metrics.CRON_TICK_LAG),
     ("cronstream_scanner_rows_emitted_total", "counter", {"job"}, metrics.SCANNER_ROWS_EMITTED),

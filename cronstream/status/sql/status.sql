@@ -32,3 +32,29 @@ WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
   AND l.classid::bigint = (hashtext($1::text)::bigint >> 32) & 4294967295
   AND l.objid::bigint = hashtext($1::text)::bigint & 4294967295
 LIMIT 1
+
+-- status_group_checkpoints --
+-- The sampler's (sampler.py): the checkpoints of one consumer ($1) on its topics ($2).
+SELECT topic, partition, "offset" FROM checkpoints
+WHERE consumer = $1 AND topic = ANY($2::text[])
+
+-- status_runs_recent --
+-- Each named job's newest $2 runs, newest first: an index probe per job
+-- (cron_runs_job_recent), never a scan of the history.
+SELECT j.job, r.status, r.scheduled_for, r.started_at, r.finished_at
+FROM unnest($1::text[]) AS j(job)
+CROSS JOIN LATERAL (
+    SELECT status, scheduled_for, started_at, finished_at FROM cron_runs
+    WHERE cron_runs.job = j.job
+    ORDER BY scheduled_for DESC LIMIT $2
+) AS r
+
+-- status_dead_letters_per_minute --
+SELECT date_trunc('minute', created_at) AS minute, count(*) AS n
+FROM dead_letters WHERE created_at > now() - interval '1 hour'
+GROUP BY 1 ORDER BY 1
+
+-- status_unresolved_totals --
+SELECT count(*) FILTER (WHERE created_at > now() - interval '1 hour') AS last_hour,
+       count(*) AS total
+FROM dead_letters WHERE resolved_at IS NULL
