@@ -35,6 +35,7 @@ from bench.arms import (
 from bench.common import Arm, dump, ratio, records, workload
 from bench.scenarios import e2e_latency, recovery, scan_emit_arm
 from cronstream.config.settings import Settings
+from cronstream.events import debezium, envelope
 from cronstream.kafka import clients
 
 WIDE_KEYS = 10_000
@@ -96,16 +97,38 @@ async def processes_2(settings: Settings, topic: str, n: int) -> Arm | dict[str,
     return await workers_arm(settings, topic, n, "batch", options=["--processes", "2"])
 
 
-async def debezium_arm(settings: Settings, topic: str, n: int) -> Arm:
-    """`n` Debezium records (schemas on) read by a batch worker as a debezium topic."""
-    changes = f"{topic}.dbz"
-    say(f"debezium: prefilling {n} change records")
-    await prefill(settings, changes, debezium_records.records(n, max(n // 2, 1)))
-    empty = f"{topic}.dbz.sync"  # the worker's envelope topic, left empty
-    await clients.ensure_topics(settings, [empty])
-    say(f"debezium: {n} change records")
-    formats = f"{changes}:debezium"
-    return await workers_arm(settings, empty, n, "batch", CRONSTREAM_EXTERNAL_TOPICS=formats)
+async def external_arm(
+    settings: Settings, topic: str, n: int, name: str, values: Iterable[tuple[bytes, bytes]]
+) -> Arm:
+    """`n` records of format `name` read by a batch worker from an external topic, its
+    envelope (sync_required) topic idle beside it, as in a deployment that reads CDC."""
+    external = f"{topic}.{name}"
+    say(f"{name}: prefilling {n} records")
+    await prefill(settings, external, values)
+    idle = f"{external}.sync"
+    await clients.ensure_topics(settings, [idle])
+    say(f"{name}: {n} records read as {external}:{name}")
+    formats = f"{external}:{name}"
+    return await workers_arm(settings, idle, n, "batch", CRONSTREAM_EXTERNAL_TOPICS=formats)
+
+
+def decode_cost(n: int) -> dict[str, float]:
+    """CPU microseconds a record to decode, in this process alone: the formats' own cost,
+    apart from the worker's fetching and applying."""
+    adapter = debezium.Adapter()
+    changes = list(debezium_records.records(n, max(n // 2, 1)))
+    envelopes = [value for _, value in records(workload(n, max(n // 2, 1)))]
+    began = time.process_time()
+    for value in envelopes:
+        envelope.decode(value)
+    middle = time.process_time()
+    for key, value in changes:
+        adapter(value, key, [])
+    ended = time.process_time()
+    return {
+        "envelope": round((middle - began) / n * 1e6, 1),
+        "debezium": round((ended - middle) / n * 1e6, 1),
+    }
 
 
 async def main(n: int, large: int, latency_seconds: float) -> dict[str, object]:
@@ -132,7 +155,11 @@ async def main(n: int, large: int, latency_seconds: float) -> dict[str, object]:
     )
     arms |= await consumers(settings, topic, n, keys, quix, ["quix", "two_workers"])
     parallel = await processes_2(settings, topic, n)
-    arms["debezium"] = await debezium_arm(settings, topic, n)
+    changes = debezium_records.records(n, keys)
+    arms["debezium"] = await external_arm(settings, topic, n, "debezium", changes)
+    envelopes = records(workload(n, keys))
+    arms["envelope_external"] = await external_arm(settings, topic, n, "envelope", envelopes)
+    decoding = decode_cost(min(n, 20_000))
     say(f"scan_emit: {n} flagged rows")
     arms["scan_emit"] = await scan_emit_arm(settings, n)
     say("e2e_latency_ms")
@@ -176,7 +203,9 @@ async def main(n: int, large: int, latency_seconds: float) -> dict[str, object]:
         "faust_engine_vs_handwritten": ratio(arms["cronstream_faust"], arms["handwritten"]),
         "two_workers_vs_one": ratio(arms["two_workers"], batch),
         "processes_2_vs_1": None if isinstance(parallel, dict) else ratio(parallel, batch),
-        "debezium_vs_envelope": ratio(arms["debezium"], batch),
+        "debezium_vs_envelope": ratio(arms["debezium"], arms["envelope_external"]),
+        "decode_us_per_record": decoding,
+        "external_vs_sync_topic": ratio(arms["envelope_external"], batch),
         "publish_vs_raw_produce": ratio(arms["publish"], arms["raw_produce"]),
         "scan_vs_raw_produce": ratio(arms["scan_emit"], arms["raw_produce"]),
         "large": {

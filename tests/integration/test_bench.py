@@ -18,10 +18,17 @@ ARMS = [
     "faust_agent",
     "two_workers",
     "debezium",
+    "envelope_external",
     "scan_emit",
 ]
 # Arms whose measured processes are cronstream's own: their peak RSS is shown too.
-WORKER_ARMS = ["cronstream_batch", "cronstream_faust", "two_workers", "debezium"]
+WORKER_ARMS = [
+    "cronstream_batch",
+    "cronstream_faust",
+    "two_workers",
+    "debezium",
+    "envelope_external",
+]
 SHAPE = {"events_per_s", "elapsed_s", "cpu_s", "cpu_us_per_event"}
 RATIOS = [
     "batch_vs_handwritten",
@@ -30,6 +37,7 @@ RATIOS = [
     "faust_engine_vs_handwritten",
     "two_workers_vs_one",
     "debezium_vs_envelope",
+    "external_vs_sync_topic",
     "publish_vs_raw_produce",
 ]
 
@@ -65,6 +73,7 @@ def test_quick_bench_prints_every_arm_and_ratio_as_its_last_line(cli_env: dict[s
     # --processes 2 runs where the worker offers it, and says why not where it does not.
     parallel = result["processes_2"]
     assert set(parallel) == {"skipped"} or set(parallel) == SHAPE | {"peak_rss_mb"}, parallel
+    assert set(result["decode_us_per_record"]) == {"envelope", "debezium"}
     assert result["wall_s"] > 0
     assert set(result["e2e_latency_ms"]) == {"p50", "p99", "events"}
     assert result["e2e_latency_ms"]["events"] > 0
