@@ -140,9 +140,9 @@ async def main(n: int, large: int, latency_seconds: float) -> dict[str, object]:
     keys = max(n // 2, 1)
     arms: dict[str, Arm] = {}
     say(f"raw_produce: {n} events")
-    arms["raw_produce"] = await loops.raw_produce(
-        settings, f"{topic}.raw", records(workload(n, keys))
-    )
+    ready = list(records(workload(n, keys)))  # made before the clock starts
+    arms["raw_produce"] = await loops.raw_produce(settings, f"{topic}.raw", ready)
+    del ready
     say("publish: cronstream publish --file (fills the topic every consumer arm reads)")
     arms["publish"] = publish_arm(settings, topic, (e.encode() for e in workload(n, keys)))
     arms |= await consumers(
