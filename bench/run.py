@@ -52,13 +52,14 @@ def shown(arms: dict[str, Arm]) -> dict[str, object]:
 
 
 def against(arms: dict[str, Arm]) -> dict[str, float | None]:
-    """The batch worker's ratios to the other arms of one workload."""
+    """The batch worker's ratios to the other arms of one workload (batch_vs_quix: None
+    when Quix did not run)."""
     batch = arms["cronstream_batch"]
-    return {
-        f"batch_vs_{name}": ratio(batch, arms[name]) if name in arms else None
-        for name in ("handwritten", "quix", "raw_read")
-        if name in arms or name == "quix"
-    }
+    ratios: dict[str, float | None] = {"batch_vs_quix": None}
+    for name in ("handwritten", "quix", "raw_read"):
+        if name in arms:
+            ratios[f"batch_vs_{name}"] = ratio(batch, arms[name])
+    return ratios
 
 
 async def consumers(
