@@ -43,7 +43,7 @@ help:
 	@echo "make services         start local Kafka and Postgres (services-down, services-status)"
 	@echo "make psql             psql on the cronstream database (SQL=\"...\" runs one statement)"
 	@echo "make lint             ruff, mypy, import contracts"
-	@echo "make bench            cronstream against raw aiokafka, a hand-written loop and faust"
+	@echo "make bench            cronstream against raw aiokafka, a hand-written loop, faust and Quix"
 
 $(BIN)/.installed: pyproject.toml
 	$(SYSTEM_PYTHON) -m venv $(VENV)

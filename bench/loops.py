@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -49,22 +50,24 @@ def _consumer(settings: Settings, topic: str, group: str | None) -> AIOKafkaCons
     )
 
 
-async def raw_produce(settings: Settings, topic: str, values: list[tuple[bytes, bytes]]) -> Arm:
-    """aiokafka alone sending ready bytes, idempotent with acks=all, counted after every ack."""
+async def raw_produce(settings: Settings, topic: str, values: Iterable[tuple[bytes, bytes]]) -> Arm:
+    """aiokafka alone sending ready bytes, idempotent with acks=all, counted after every ack.
+    (`values` may be a generator: the time to make them is then counted too.)"""
     producer = AIOKafkaProducer(
         **clients.connection_options(settings), enable_idempotence=True, acks="all", linger_ms=5
     )
     await producer.start()
     try:
         watch = Stopwatch()
-        window = []
+        window, sent = [], 0
         for key, value in values:
+            sent += 1
             window.append(await producer.send(topic, value=value, key=key))
             if len(window) >= 2000:
                 await asyncio.gather(*window)
                 window.clear()
         await asyncio.gather(*window)
-        return watch.stop(len(values))
+        return watch.stop(sent)
     finally:
         await producer.stop()
 

@@ -197,14 +197,47 @@ def _primitive(value: Any, kind: str) -> Any:
     return value
 
 
+# A struct schema's fields, each with the type a value of it has when it needs no more
+# than that check (strings, booleans, int64 within range: most columns); by the schema's
+# id, the schema kept with them so the id is not reused while cached.
+_Plan = list[tuple[str, dict[str, Any], type | None]]
+_PLANS: dict[int, tuple[dict[str, Any], _Plan]] = {}
+_INT64_MIN = -(1 << 63)
+_QUICK: dict[object, type] = {"string": str, "boolean": bool, "int64": int}
+
+
+def _plan(schema: dict[str, Any]) -> _Plan:
+    cached = _PLANS.get(id(schema))
+    if cached is not None and cached[0] is schema:
+        return cached[1]
+    plan: _Plan = []
+    for spec in schema.get("fields") or []:
+        name = spec.get("field") if isinstance(spec, dict) else None
+        if isinstance(name, str):
+            quick = None if "name" in spec else _QUICK.get(spec.get("type"))
+            plan.append((name, spec, quick))
+    if len(_PLANS) >= 1024:
+        _PLANS.clear()
+    _PLANS[id(schema)] = (schema, plan)
+    return plan
+
+
+def _is_plain(item: Any, kind: type) -> bool:
+    if kind is int:
+        return type(item) is int and _INT64_MIN <= item < -_INT64_MIN
+    return type(item) is kind
+
+
 def _fields(value: Any, schema: dict[str, Any], where: str, depth: int) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError(f"{_found(value)}, not an object")
     decoded = dict(value)  # a field the schema does not list is kept as it is
-    for spec in schema.get("fields") or []:
-        name = spec.get("field") if isinstance(spec, dict) else None
-        if isinstance(name, str) and name in value:
-            decoded[name] = decode(value[name], spec, f"{where}.{name}", depth + 1)
+    for name, spec, quick in _plan(schema):
+        if name in value:
+            item: Any = value[name]
+            if item is None or (quick is not None and _is_plain(item, quick)):
+                continue  # kept as it is
+            decoded[name] = decode(item, spec, f"{where}.{name}", depth + 1)
     return decoded
 
 
