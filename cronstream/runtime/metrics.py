@@ -225,10 +225,12 @@ def multiprocess_dir() -> Iterator[str]:
 
 def multiprocess_registry(path: str) -> CollectorRegistry:
     """A registry whose exposition is the metrics the processes wrote into `path`, and
-    the supervisor's own count of restarts."""
+    the supervisor's own: its count of restarts, and the stalled partitions its status
+    sampler (web/app.py) finds."""
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path)  # type: ignore[no-untyped-call]
     registry.register(WORKER_RESTARTS)
+    registry.register(PARTITION_STALLED)
     return registry
 
 

@@ -280,9 +280,11 @@ def test_the_multiprocess_directory_is_private_named_for_children_and_removed() 
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o700
         assert metrics.multiprocess_mode()
         metrics.restarted(-9)
+        metrics.PARTITION_STALLED.labels("sampled", "2").set(1)  # by its status sampler
         scraped = generate_latest(metrics.multiprocess_registry(path)).decode()
         assert "cronstream_records_applied" not in scraped  # no child wrote anything yet
         assert 'cronstream_worker_restarts_total{status="killed"}' in scraped  # its own
+        assert 'cronstream_partition_stalled{partition="2",topic="sampled"} 1.0' in scraped
         metrics.process_dead(12345, path)  # a child that never wrote: nothing to remove
     assert os.environ.get(metrics.MULTIPROC_DIR) == before
     assert not Path(path).exists()
