@@ -63,7 +63,7 @@ async def test_a_worker_on_a_topic_it_creates_tells_no_outage(
         # Handlers slower than the session timeout (6 s) hold no broker back: one that
         # awaits, and one that blocks the event loop (aiokafka then finds its heartbeat
         # session expired).
-        slow = slow_events(20, 8) + slow_events(5, 8, "blocks")
+        slow = slow_events(4, 7) + slow_events(1, 7, "blocks")
         await publish(settings, list(count_events(300)) + slow)
         await wait_until_at_end(settings, worker, settings.sync_topic, 120)
         # A line would come within one tick of the watch after an error.
